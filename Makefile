@@ -1,0 +1,81 @@
+# Tandem: `make serve` runs the service, `make test` checks everything. Both set up on
+# first use (a .venv with the pinned packages, buf from npm, Debian's Go toolchain) and
+# do nothing more on later runs.
+
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+TOOLS := .tools
+BUF := $(TOOLS)/node_modules/.bin/buf
+BUF_VERSION := 1.75.0
+GOPATH_DIR := $(CURDIR)/.gopath
+GO_IMPORT := github.com/tandem-ml/tandem
+GO_PACKAGES := golang-go protobuf-compiler protoc-gen-go protoc-gen-go-grpc \
+	golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev
+PROTOS := $(wildcard proto/tandem/v1/*.proto)
+APT := $(if $(filter 0,$(shell id -u)),,sudo) apt-get
+
+.PHONY: serve test lint gen check-gen go-build pytest bench setup clean
+
+serve: $(VENV)/.installed
+	$(VENV)/bin/tandem serve
+
+test: setup lint check-gen go-build pytest
+
+setup: $(VENV)/.installed $(BUF) $(TOOLS)/.go-installed
+
+$(VENV)/.installed: requirements.txt requirements-dev.txt setup.cfg pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps --no-build-isolation -e .
+	touch $@
+
+$(BUF):
+	npm install --silent --no-audit --no-fund --prefix $(TOOLS) @bufbuild/buf@$(BUF_VERSION)
+
+$(TOOLS)/.go-installed:
+	@mkdir -p $(TOOLS)
+	@if ! (command -v go && command -v protoc-gen-go && command -v protoc-gen-go-grpc \
+	      && test -d /usr/share/gocode/src/github.com/golang/protobuf \
+	      && test -d /usr/share/gocode/src/google.golang.org/grpc) >/dev/null; then \
+	  $(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq $(GO_PACKAGES); \
+	fi
+	touch $@
+
+lint: $(VENV)/.installed $(BUF)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+	$(BUF) lint
+	$(BUF) format --diff --exit-code
+
+# Python stubs come from grpcio-tools' protoc; the Go stubs from Debian's protoc plugins
+# run by that same protoc, so one compiler writes both.
+gen: $(VENV)/.installed $(TOOLS)/.go-installed
+	scripts/generate.sh clients
+
+check-gen: $(VENV)/.installed $(TOOLS)/.go-installed
+	@rm -rf $(TOOLS)/gen-check && mkdir -p $(TOOLS)/gen-check
+	scripts/generate.sh $(TOOLS)/gen-check
+	diff -r --exclude=__init__.py --exclude=__pycache__ $(TOOLS)/gen-check/python/tandem/v1 clients/python/tandem/v1
+	diff -r $(TOOLS)/gen-check/go/tandemv1 clients/go/tandemv1
+	@echo "generated code is fresh"
+
+# GOPATH mode, offline: the repo is linked into a private GOPATH under its import path.
+go-build: $(TOOLS)/.go-installed
+	@mkdir -p $(GOPATH_DIR)/src/$(dir $(GO_IMPORT))
+	@ln -sfn $(CURDIR) $(GOPATH_DIR)/src/$(GO_IMPORT)
+	cd $(GOPATH_DIR)/src/$(GO_IMPORT)/clients/go && \
+	  GO111MODULE=off GOPROXY=off GOPATH=$(GOPATH_DIR):/usr/share/gocode \
+	  go vet ./...
+
+pytest: $(VENV)/.installed
+	$(PY) -m pytest -q
+
+bench: $(VENV)/.installed
+	$(PY) -m bench
+
+clean:
+	rm -rf $(TOOLS) $(GOPATH_DIR) .mypy_cache .pytest_cache .ruff_cache

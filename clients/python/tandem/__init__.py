@@ -1,0 +1,1 @@
+"""Tandem's Python package: the generated `tandem.v1` stubs, the client and the CLI."""

@@ -1,0 +1,74 @@
+"""What a worker is asked to run and what it reports back: plain, picklable data.
+
+These values cross the pipe between the server process and a worker process, so
+they hold only builtins (no tensors, no protobuf messages).
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+
+
+class Level(enum.Enum):
+    """Severity of an event line, mirrored by `tandem.v1.LogLevel`."""
+
+    DEBUG = "debug"
+    INFO = "info"
+    WARNING = "warning"
+    ERROR = "error"
+
+
+@dataclass(frozen=True)
+class JobEvent:
+    """One thing a running job reports: a line of text, or metrics with a line."""
+
+    message: str
+    level: Level = Level.INFO
+    # Non-empty makes this a metrics event (loss, accuracy, images_per_sec, progress...).
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class TrainingJob:
+    """A training run, fully resolved: defaults filled in, paths absolute."""
+
+    task_id: str
+    model: str
+    # Absolute path of an ImageFolder directory, or the literal "synthetic".
+    dataset: str
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    optimizer: str
+    image_size: int
+    seed: int
+    val_split: float
+    # Concrete torch device: "cpu" or "cuda:N".
+    device: str
+    # Directory the job owns: checkpoints and the final model go here.
+    output_dir: str
+    # torch intra-op threads for this job, so concurrent jobs don't oversubscribe cores.
+    num_threads: int = 1
+
+
+@dataclass(frozen=True)
+class JobResult:
+    """What a job that finished normally leaves behind."""
+
+    metrics: dict[str, float]
+    # The final model artifact (training); empty when the job writes none.
+    model_path: str = ""
+    # The results file (batch inference); empty when the job writes none.
+    output_path: str = ""
+
+
+class JobCancelled(Exception):
+    """Raised inside a job when it noticed a cancel request at a batch boundary."""
+
+
+class JobError(Exception):
+    """A job failed for a reason a user can act on (bad dataset, model/size mismatch).
+
+    The message is shown to the user as the task's error; it must read as a sentence.
+    """
