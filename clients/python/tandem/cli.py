@@ -1,0 +1,53 @@
+"""The `tandem` command line."""
+
+from __future__ import annotations
+
+import click
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def main() -> None:
+    """Tandem: train and serve PyTorch image classifiers on shared devices."""
+
+
+@main.command()
+@click.option("--host", help="Address to bind (default 127.0.0.1; env TANDEM_HOST).")
+@click.option("--grpc-port", type=int, help="gRPC port (default 50051; env TANDEM_GRPC_PORT).")
+@click.option(
+    "--http-port", type=int, help="REST gateway port (default 8000; env TANDEM_HTTP_PORT)."
+)
+@click.option("--data-dir", help="Where tasks, logs and models live (default ./data).")
+@click.option(
+    "--dataset-root",
+    "dataset_roots",
+    multiple=True,
+    help="Folder datasets may be read from; repeatable (default <data-dir>/datasets; "
+    "env TANDEM_DATASET_ROOTS, ':'-separated).",
+)
+@click.option("--prewarm-workers", type=int, help="CPU workers started ahead of time (default 1).")
+@click.option("--log-format", type=click.Choice(["text", "json"]), help="Server log format.")
+def serve(
+    host: str | None,
+    grpc_port: int | None,
+    http_port: int | None,
+    data_dir: str | None,
+    dataset_roots: tuple[str, ...],
+    prewarm_workers: int | None,
+    log_format: str | None,
+) -> None:
+    """Run the Tandem service (gRPC, with health and reflection)."""
+    from server import config, main as server_main
+
+    try:
+        cfg = config.load(
+            host=host,
+            grpc_port=grpc_port,
+            http_port=http_port,
+            data_dir=data_dir,
+            dataset_roots=dataset_roots,
+            prewarm_workers=prewarm_workers,
+            log_format=log_format,
+        )
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
+    server_main.run(cfg)

@@ -1,0 +1,56 @@
+"""The executor seam: what runs admitted jobs, and how it reports back.
+
+The server hands an admitted job to an `Executor` and hears about it only through
+its `JobSink`. `LocalExecutor` (worker processes on this machine) is the one in use;
+a Ray executor plugs in here without anything above this seam changing.
+"""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass
+from typing import Protocol
+
+from engines.jobs import JobEvent, JobResult
+from engines.protocol import Job
+
+
+class Outcome(enum.Enum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+@dataclass(frozen=True)
+class JobOutcome:
+    """How a job ended. `error` is a sentence for the user when it did not succeed."""
+
+    outcome: Outcome
+    result: JobResult | None = None
+    error: str = ""
+
+
+class JobSink(Protocol):
+    """Receives what jobs report. Called on the event loop thread, in order per job;
+    `job_finished` is called exactly once per submitted job, and last."""
+
+    def job_event(self, task_id: str, event: JobEvent) -> None: ...
+
+    def job_finished(self, task_id: str, outcome: JobOutcome) -> None: ...
+
+
+class Executor(Protocol):
+    """Runs jobs on concrete devices (`cpu`, `cuda:N`)."""
+
+    async def start(self) -> None:
+        """Prepares warm workers; returns when the executor can take jobs."""
+
+    def submit(self, job: Job, sink: JobSink) -> None:
+        """Starts `job` on `job.device` without waiting; outcomes go to `sink`."""
+
+    def cancel(self, task_id: str) -> None:
+        """Asks a running job to stop; it is stopped by force after the grace period.
+        A job that is not running is ignored."""
+
+    async def close(self) -> None:
+        """Stops every worker (running jobs are abandoned, not reported)."""

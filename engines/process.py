@@ -1,0 +1,103 @@
+"""The parent's handle on one worker process: start, send, watch, close.
+
+Close follows torchelastic's rule: ask politely (a Shutdown message), wait until a
+monotonic deadline, then SIGTERM, then SIGKILL. A worker whose job must stop now is
+killed outright; the caller reports the job's end.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import multiprocessing
+import signal
+from multiprocessing.connection import Connection
+from multiprocessing.context import SpawnContext, SpawnProcess
+
+from engines.protocol import Shutdown, ToWorker
+from engines.worker import worker_main
+
+_ids = itertools.count(1)
+
+
+class WorkerProcess:
+    """One spawned worker, dedicated to a device."""
+
+    def __init__(self, device: str, ctx: SpawnContext | None = None) -> None:
+        self.device = device
+        self.worker_id = next(_ids)
+        self._ctx = ctx or multiprocessing.get_context("spawn")
+        self.conn: Connection | None = None
+        self.process: SpawnProcess | None = None
+        self.ready = False
+        # The task the worker is running (or about to run); None while idle.
+        self.task_id: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"tandem-worker-{self.device}-{self.worker_id}"
+
+    def start(self) -> None:
+        parent, child = self._ctx.Pipe(duplex=True)
+        process = self._ctx.Process(target=worker_main, args=(child,), name=self.name, daemon=True)
+        process.start()
+        # Drop the parent's copy of the child's end so the child's death reads as EOF.
+        child.close()
+        self.conn, self.process = parent, process
+
+    @property
+    def pid(self) -> int | None:
+        return self.process.pid if self.process else None
+
+    @property
+    def sentinel(self) -> int:
+        assert self.process is not None
+        return self.process.sentinel
+
+    def send(self, message: ToWorker) -> bool:
+        """Sends a message; False if the worker is already gone."""
+        assert self.conn is not None
+        try:
+            self.conn.send(message)
+        except (BrokenPipeError, EOFError, OSError):
+            return False
+        return True
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.is_alive()
+
+    def kill(self) -> None:
+        """SIGKILL now; the exit shows up on the sentinel."""
+        if self.process is not None and self.process.is_alive():
+            self.process.kill()
+
+    def exit_description(self) -> str:
+        """How the process ended, in words ("was killed by SIGKILL", "exited with code 1")."""
+        assert self.process is not None
+        self.process.join(timeout=1.0)
+        code = self.process.exitcode
+        if code is None:
+            return "is still running"
+        if code < 0:
+            try:
+                return f"was killed by {signal.Signals(-code).name}"
+            except ValueError:
+                return f"was killed by signal {-code}"
+        return f"exited with code {code}"
+
+    async def close(self, grace_s: float = 5.0) -> None:
+        """Shutdown message, then SIGTERM, then SIGKILL, each after a deadline."""
+        if self.process is None:
+            return
+        self.send(Shutdown())
+        for step in (None, signal.SIGTERM, signal.SIGKILL):
+            if step is signal.SIGTERM:
+                self.process.terminate()
+            elif step is signal.SIGKILL:
+                self.process.kill()
+            # join() in a thread: waits on the process itself, without polling.
+            await asyncio.to_thread(self.process.join, grace_s)
+            if not self.process.is_alive():
+                break
+        if self.conn is not None:
+            self.conn.close()

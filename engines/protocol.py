@@ -1,0 +1,65 @@
+"""Messages on the pipe between the server (parent) and a worker process (child).
+
+Parent -> child: `RunJob`, `CancelJob`, `Shutdown`.
+Child -> parent: `WorkerReady` once torch is imported, then for each job any number
+of `JobEventMsg` followed by exactly one of `JobDone`, `JobFailed`, `JobCancelledMsg`.
+A child that dies mid-job sends nothing more: the parent sees its exit instead.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from engines.jobs import JobEvent, JobResult, TrainingJob
+
+Job = TrainingJob
+
+
+@dataclass(frozen=True)
+class RunJob:
+    job: Job
+
+
+@dataclass(frozen=True)
+class CancelJob:
+    task_id: str
+
+
+@dataclass(frozen=True)
+class Shutdown:
+    pass
+
+
+@dataclass(frozen=True)
+class WorkerReady:
+    pid: int
+
+
+@dataclass(frozen=True)
+class JobEventMsg:
+    task_id: str
+    event: JobEvent
+
+
+@dataclass(frozen=True)
+class JobDone:
+    task_id: str
+    result: JobResult
+
+
+@dataclass(frozen=True)
+class JobFailed:
+    task_id: str
+    # A sentence for the user.
+    reason: str
+    # The child's traceback, for the server log; empty for expected failures.
+    traceback: str = ""
+
+
+@dataclass(frozen=True)
+class JobCancelledMsg:
+    task_id: str
+
+
+ToWorker = RunJob | CancelJob | Shutdown
+FromWorker = WorkerReady | JobEventMsg | JobDone | JobFailed | JobCancelledMsg

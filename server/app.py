@@ -1,0 +1,131 @@
+"""Assembly: builds the store, arbiter, executor and servicers into one gRPC server.
+
+`create_server(config)` is what `tandem serve` and the tests call; with
+`grpc_port=0` it binds a free port and returns it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from engines.local import LocalExecutor
+from scheduler import DEFAULT_CPU_LIMITS, DEFAULT_GPU_LIMITS, Arbiter, Limits
+from scheduler.inventory import DeviceInventory, NvmlInventory
+from server.config import ServerConfig
+from server.event_log import EventLogs
+from server.manager import TaskManager
+from server.servicers.tasks import TaskServicer
+from server.servicers.training import TrainingServicer
+from server.servicers.unimplemented import InferenceServicer, ResourceServicer
+from server.store import TaskStore
+from tandem.v1 import (
+    inference_service_pb2,
+    inference_service_pb2_grpc,
+    resource_service_pb2,
+    resource_service_pb2_grpc,
+    task_service_pb2,
+    task_service_pb2_grpc,
+    training_service_pb2,
+    training_service_pb2_grpc,
+)
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAMES = (
+    training_service_pb2.DESCRIPTOR.services_by_name["TrainingService"].full_name,
+    inference_service_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name,
+    task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
+    resource_service_pb2.DESCRIPTOR.services_by_name["ResourceService"].full_name,
+)
+# Big enough for an encoded image in Predict, small enough to refuse abuse.
+MAX_MESSAGE_BYTES = 16 * 1024 * 1024
+
+
+@dataclass
+class Service:
+    """A running Tandem: the gRPC server and what it owns."""
+
+    server: grpc.aio.Server
+    port: int
+    manager: TaskManager
+    executor: LocalExecutor
+    store: TaskStore
+    health: health.aio.HealthServicer
+
+    async def stop(self, grace_s: float = 5.0) -> None:
+        """Stops taking calls, lets open calls finish for `grace_s`, then stops workers."""
+        await self.health.enter_graceful_shutdown()
+        await self.server.stop(grace_s)
+        await self.manager.close()
+        await self.executor.close()
+        self.store.close()
+
+
+def initial_limits(inventory: DeviceInventory, store: TaskStore) -> dict[str, Limits]:
+    """Default limits per device, overridden by limits saved by `UpdateLimits`."""
+    limits = {"cpu": DEFAULT_CPU_LIMITS}
+    for gpu in inventory.gpus():
+        limits[f"cuda:{gpu.index}"] = DEFAULT_GPU_LIMITS
+    for (device, kind), value in store.load_limits().items():
+        if device in limits:
+            current = limits[device]
+            limits[device] = Limits(
+                training=value if kind == "training" else current.training,
+                inference=value if kind == "inference" else current.inference,
+            )
+    return limits
+
+
+async def create_server(
+    config: ServerConfig, *, inventory: DeviceInventory | None = None
+) -> tuple[Service, int]:
+    """Builds and starts the service; returns it and the bound gRPC port."""
+    config.data_dir.mkdir(parents=True, exist_ok=True)
+    config.tasks_dir.mkdir(parents=True, exist_ok=True)
+    inventory = inventory or NvmlInventory()
+    store = TaskStore(config.db_path)
+    arbiter = Arbiter(
+        initial_limits(inventory, store),
+        max_waiting=config.max_waiting,
+        aging_interval_s=config.aging_interval_s,
+    )
+    executor = LocalExecutor(
+        prewarm={"cpu": config.prewarm_workers} if config.prewarm_workers else {},
+        cancel_grace_s=config.cancel_grace_s,
+    )
+    await executor.start()
+    manager = TaskManager(config, store, EventLogs(config.tasks_dir), arbiter, executor)
+
+    server = grpc.aio.server(
+        options=[
+            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+        ]
+    )
+    gpu_count = len(inventory.gpus())
+    training_service_pb2_grpc.add_TrainingServiceServicer_to_server(
+        TrainingServicer(manager, roots=config.dataset_roots, gpu_count=gpu_count), server
+    )
+    inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(), server)
+    task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(manager), server)
+    resource_service_pb2_grpc.add_ResourceServiceServicer_to_server(ResourceServicer(), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    port = server.add_insecure_port(f"{config.host}:{config.grpc_port}")
+    if port == 0:
+        raise OSError(f"could not bind gRPC to {config.host}:{config.grpc_port}")
+    await manager.start()
+    await server.start()
+    # SERVING only now: the store is open, queued tasks are back, workers are starting.
+    for name in ("", *SERVICE_NAMES):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    log.info("gRPC listening on %s:%d (data dir %s)", config.host, port, config.data_dir)
+    return Service(server, port, manager, executor, store, health_servicer), port

@@ -1,0 +1,95 @@
+"""Service configuration: one frozen value built from flags, then `TANDEM_*` variables,
+then defaults (in that order of precedence)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+DEFAULT_HOST = "127.0.0.1"
+DEFAULT_GRPC_PORT = 50051
+DEFAULT_HTTP_PORT = 8000
+DEFAULT_DATA_DIR = "./data"
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    """Everything `create_server` needs. Paths are absolute once built by `load`."""
+
+    data_dir: Path
+    host: str = DEFAULT_HOST
+    # 0 binds a free port (tests); the bound port is returned by `create_server`.
+    grpc_port: int = DEFAULT_GRPC_PORT
+    http_port: int = DEFAULT_HTTP_PORT
+    # Directories datasets must live in; relative dataset paths resolve under the first.
+    dataset_roots: tuple[Path, ...] = ()
+    # Seconds a running task gets to stop at a batch boundary before its worker is killed.
+    cancel_grace_s: float = 10.0
+    # Workers started per device at start-up, so the first task does not pay for
+    # importing torch.
+    prewarm_workers: int = 1
+    # Seconds between arbiter re-evaluations (priority aging).
+    aging_interval_s: float = 60.0
+    max_waiting: int = 10_000
+    log_format: str = "text"
+    extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def db_path(self) -> Path:
+        return self.data_dir / "tandem.db"
+
+    @property
+    def tasks_dir(self) -> Path:
+        return self.data_dir / "tasks"
+
+    def task_dir(self, task_id: str) -> Path:
+        return self.tasks_dir / task_id
+
+
+def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be an integer, got {raw!r}") from None
+
+
+def load(
+    *,
+    host: str | None = None,
+    grpc_port: int | None = None,
+    http_port: int | None = None,
+    data_dir: str | None = None,
+    dataset_roots: tuple[str, ...] = (),
+    prewarm_workers: int | None = None,
+    log_format: str | None = None,
+    env: Mapping[str, str] | None = None,
+) -> ServerConfig:
+    """Builds the config: explicit arguments (flags) win over `TANDEM_*` variables."""
+    env = os.environ if env is None else env
+    data = Path(data_dir or env.get("TANDEM_DATA_DIR") or DEFAULT_DATA_DIR).expanduser().resolve()
+    roots = dataset_roots or tuple(
+        r for r in env.get("TANDEM_DATASET_ROOTS", "").split(os.pathsep) if r
+    )
+    resolved_roots = tuple(Path(r).expanduser().resolve() for r in roots) or (
+        data / "datasets",
+    )
+    return ServerConfig(
+        data_dir=data,
+        host=host or env.get("TANDEM_HOST") or DEFAULT_HOST,
+        grpc_port=grpc_port
+        if grpc_port is not None
+        else _env_int(env, "TANDEM_GRPC_PORT", DEFAULT_GRPC_PORT),
+        http_port=http_port
+        if http_port is not None
+        else _env_int(env, "TANDEM_HTTP_PORT", DEFAULT_HTTP_PORT),
+        dataset_roots=resolved_roots,
+        prewarm_workers=prewarm_workers
+        if prewarm_workers is not None
+        else _env_int(env, "TANDEM_PREWARM_WORKERS", 1),
+        log_format=log_format or env.get("TANDEM_LOG_FORMAT") or "text",
+    )

@@ -1,0 +1,77 @@
+"""Translation between the server's records and the `tandem.v1` messages."""
+
+from __future__ import annotations
+
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from server.event_log import StoredEvent
+from server.records import TaskKind, TaskRecord, TaskState
+from tandem.v1 import task_pb2
+
+STATE_TO_PB = {state: task_pb2.TaskState.Value(f"TASK_STATE_{state.value}") for state in TaskState}
+STATE_FROM_PB = {pb: state for state, pb in STATE_TO_PB.items()}
+KIND_TO_PB = {kind: task_pb2.TaskKind.Value(f"TASK_KIND_{kind.name}") for kind in TaskKind}
+KIND_FROM_PB = {pb: kind for kind, pb in KIND_TO_PB.items()}
+_EVENT_TYPE = {
+    "log": task_pb2.EVENT_TYPE_LOG,
+    "metrics": task_pb2.EVENT_TYPE_METRICS,
+    "state": task_pb2.EVENT_TYPE_STATE,
+}
+_LEVEL = {
+    "debug": task_pb2.LOG_LEVEL_DEBUG,
+    "info": task_pb2.LOG_LEVEL_INFO,
+    "warning": task_pb2.LOG_LEVEL_WARNING,
+    "error": task_pb2.LOG_LEVEL_ERROR,
+}
+
+
+def timestamp(seconds: float) -> Timestamp:
+    ts = Timestamp()
+    ts.FromNanoseconds(int(seconds * 1e9))
+    return ts
+
+
+def task_to_pb(
+    task: TaskRecord, *, waiting: tuple[int, str, int] | None = None
+) -> task_pb2.Task:
+    """A Task message; `waiting` is (position, reason, effective priority) while queued."""
+    message = task_pb2.Task(
+        task_id=task.task_id,
+        kind=KIND_TO_PB[task.kind],
+        state=STATE_TO_PB[task.state],
+        priority=task.priority,
+        effective_priority=task.priority,
+        device=task.device,
+        assigned_device=task.assigned_device,
+        create_time=timestamp(task.create_time),
+        metrics=task.metrics,
+        error=task.error,
+        request_id=task.request_id,
+        model_path=task.model_path,
+        output_path=task.output_path,
+        last_seq=task.last_seq,
+    )
+    if task.start_time is not None:
+        message.start_time.CopyFrom(timestamp(task.start_time))
+    if task.end_time is not None:
+        message.end_time.CopyFrom(timestamp(task.end_time))
+    if waiting is not None:
+        message.queue_position, message.waiting_reason, message.effective_priority = waiting
+    if task.kind is TaskKind.TRAINING:
+        message.training.CopyFrom(task_pb2.TrainingParams(**task.params))
+    else:
+        message.inference.CopyFrom(task_pb2.InferenceParams(**task.params))
+    return message
+
+
+def event_to_pb(task_id: str, event: StoredEvent) -> task_pb2.TaskEvent:
+    return task_pb2.TaskEvent(
+        seq=event.seq,
+        time=timestamp(event.time),
+        type=_EVENT_TYPE[event.type],
+        level=_LEVEL.get(event.level, task_pb2.LOG_LEVEL_INFO),
+        message=event.message,
+        metrics=event.metrics,
+        state=STATE_TO_PB[TaskState(event.state)] if event.state else task_pb2.TASK_STATE_UNSPECIFIED,
+        task_id=task_id,
+    )

@@ -1,0 +1,100 @@
+"""Errors as gRPC status codes, translated in one place.
+
+Code below the servicers raises `ServiceError` with the status it means; the
+`unary` / `streaming` wrappers turn it into a status with its sentence. Anything
+else is a bug: it is logged with its traceback and the client gets INTERNAL with
+no internals.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+
+log = logging.getLogger(__name__)
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+Self_ = TypeVar("Self_")
+
+
+class ServiceError(Exception):
+    """An error with the gRPC status that describes it, and a sentence for the user."""
+
+    def __init__(self, code: grpc.StatusCode, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def invalid_argument(message: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.INVALID_ARGUMENT, message)
+
+
+def not_found(message: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.NOT_FOUND, message)
+
+
+def failed_precondition(message: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.FAILED_PRECONDITION, message)
+
+
+def permission_denied(message: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.PERMISSION_DENIED, message)
+
+
+def resource_exhausted(message: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
+
+
+def unimplemented(message: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.UNIMPLEMENTED, message)
+
+
+async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> None:
+    if isinstance(exc, ServiceError):
+        await context.abort(exc.code, exc.message)
+    log.exception("internal error in %s", context.peer() if hasattr(context, "peer") else "rpc")
+    await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has details")
+
+
+def unary(
+    method: Callable[[Self_, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]],
+) -> Callable[[Self_, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]:
+    """Wraps a unary servicer method so its errors leave as status codes."""
+
+    @functools.wraps(method)
+    async def wrapper(self: Self_, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
+        try:
+            return await method(self, request, context)
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort(context, exc)
+            raise AssertionError("unreachable: abort raises") from exc
+
+    return wrapper
+
+
+def streaming(
+    method: Callable[[Self_, Req, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Resp]],
+) -> Callable[[Self_, Req, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Resp]]:
+    """The same for server-streaming methods (async generators)."""
+
+    @functools.wraps(method)
+    async def wrapper(
+        self: Self_, request: Req, context: grpc.aio.ServicerContext[Any, Any]
+    ) -> AsyncIterator[Resp]:
+        try:
+            async for item in method(self, request, context):
+                yield item
+        except grpc.aio.AbortError:
+            raise
+        except Exception as exc:
+            await _abort(context, exc)
+
+    return wrapper

@@ -1,0 +1,168 @@
+"""Per-task event logs: an append-only JSONL file each, plus live fan-out.
+
+The server process is the only writer, so sequence numbers are dense and ordered.
+While a task is active its events are also held in memory and followers read them
+by index: a follower is a cursor, not a queue, so a slow one costs nothing to the
+task or to other followers and is never dropped. Each append wakes the followers
+waiting for it through one shared future. After the task ends its log is read back
+from the file.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import time
+from collections.abc import AsyncIterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+
+@dataclass(frozen=True)
+class StoredEvent:
+    """One line of a task's log (the JSONL record and the source of `TaskEvent`)."""
+
+    seq: int
+    time: float
+    type: str  # "log" | "metrics" | "state"
+    level: str  # "debug" | "info" | "warning" | "error"
+    message: str
+    metrics: dict[str, float] = field(default_factory=dict)
+    # For state events: the TaskState name entered.
+    state: str = ""
+
+
+class TaskLog:
+    """The log of one active task."""
+
+    def __init__(self, path: Path, events: list[StoredEvent]) -> None:
+        self.path = path
+        self.events = events
+        self.closed = False
+        self._file = path.open("a", encoding="utf-8")
+        self._changed: asyncio.Future[None] | None = None
+
+    @property
+    def last_seq(self) -> int:
+        return len(self.events)
+
+    def append(
+        self,
+        type_: str,
+        message: str,
+        *,
+        level: str = "info",
+        metrics: dict[str, float] | None = None,
+        state: str = "",
+    ) -> StoredEvent:
+        if self.closed:
+            raise RuntimeError(f"log {self.path} is closed")
+        event = StoredEvent(
+            seq=len(self.events) + 1,
+            time=time.time(),
+            type=type_,
+            level=level,
+            message=message,
+            metrics=dict(metrics or {}),
+            state=state,
+        )
+        self._file.write(json.dumps(asdict(event), separators=(",", ":")) + "\n")
+        self._file.flush()
+        self.events.append(event)
+        self._wake()
+        return event
+
+    def close(self) -> None:
+        """Marks the log complete (after its terminal state event) and syncs it to disk."""
+        if self.closed:
+            return
+        self.closed = True
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self._file.close()
+        self._wake()
+
+    async def wait_beyond(self, seq: int) -> None:
+        """Returns once the log holds an event after `seq`, or is closed."""
+        while len(self.events) <= seq and not self.closed:
+            if self._changed is None or self._changed.done():
+                self._changed = asyncio.get_running_loop().create_future()
+            await asyncio.shield(self._changed)
+
+    def _wake(self) -> None:
+        if self._changed is not None and not self._changed.done():
+            self._changed.set_result(None)
+        self._changed = None
+
+
+class EventLogs:
+    """All task logs of the data dir: active ones in memory, finished ones on disk."""
+
+    def __init__(self, tasks_dir: Path) -> None:
+        self._dir = tasks_dir
+        self._active: dict[str, TaskLog] = {}
+
+    def path(self, task_id: str) -> Path:
+        return self._dir / task_id / "events.jsonl"
+
+    def open(self, task_id: str) -> TaskLog:
+        """The active log of a task, created or reloaded from its file."""
+        log = self._active.get(task_id)
+        if log is None:
+            path = self.path(task_id)
+            path.parent.mkdir(parents=True, exist_ok=True)
+            log = TaskLog(path, read_events(path, repair=True))
+            self._active[task_id] = log
+        return log
+
+    def active(self, task_id: str) -> TaskLog | None:
+        return self._active.get(task_id)
+
+    def close(self, task_id: str) -> None:
+        log = self._active.pop(task_id, None)
+        if log is not None:
+            log.close()
+
+    def close_all(self) -> None:
+        for task_id in list(self._active):
+            self.close(task_id)
+
+    async def follow(self, task_id: str, from_seq: int, follow: bool) -> AsyncIterator[StoredEvent]:
+        """Events with `seq >= from_seq`; with `follow`, live ones until the log closes."""
+        cursor = max(from_seq, 1) - 1  # index of the next event to send
+        log = self._active.get(task_id)
+        if log is None:
+            for event in read_events(self.path(task_id))[cursor:]:
+                yield event
+            return
+        while True:
+            # Read by index from the shared list: no copy per follower.
+            while cursor < len(log.events):
+                yield log.events[cursor]
+                cursor += 1
+            if log.closed or not follow:
+                return
+            await log.wait_beyond(cursor)
+
+
+def read_events(path: Path, *, repair: bool = False) -> list[StoredEvent]:
+    """Reads a JSONL log. A torn last line (a crash mid-write) is dropped, and with
+    `repair` cut from the file so the next append starts on a clean line."""
+    if not path.exists():
+        return []
+    events: list[StoredEvent] = []
+    good_bytes = 0
+    with path.open("rb") as f:
+        for raw in f:
+            if not raw.endswith(b"\n"):
+                break
+            try:
+                events.append(StoredEvent(**json.loads(raw)))
+            except (ValueError, TypeError):
+                break
+            good_bytes += len(raw)
+    if repair and good_bytes != path.stat().st_size:
+        with path.open("r+b") as f:
+            f.truncate(good_bytes)
+    return events

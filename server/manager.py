@@ -1,0 +1,319 @@
+"""The task manager: the one place where a task changes state.
+
+It accepts validated submissions, queues them in the arbiter, hands admitted ones to
+the executor, records what they report, and frees their slots when they end. Every
+change is written to the store and to the task's event log before anyone can see it.
+All methods run on the event loop thread, so no locks are needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import time
+import uuid
+from collections.abc import AsyncIterator, Sequence
+
+from engines.executor import Executor, JobOutcome, Outcome
+from engines.jobs import JobEvent, TrainingJob
+from scheduler import Admission, Arbiter, Kind, QueueFull, Request
+from scheduler.devices import DeviceError, resolve_candidates
+from server.config import ServerConfig
+from server.errors import failed_precondition, not_found, resource_exhausted
+from server.event_log import EventLogs, StoredEvent
+from server.records import TaskKind, TaskRecord, TaskState
+from server.store import TaskStore
+from server.validation import Submission
+
+log = logging.getLogger(__name__)
+
+_STATE_LEVEL = {
+    TaskState.SUCCEEDED: "info",
+    TaskState.FAILED: "error",
+    TaskState.CANCELLED: "warning",
+}
+
+
+class TaskManager:
+    """Owns the life cycle of every task."""
+
+    def __init__(
+        self,
+        config: ServerConfig,
+        store: TaskStore,
+        logs: EventLogs,
+        arbiter: Arbiter,
+        executor: Executor,
+    ) -> None:
+        self._config = config
+        self._store = store
+        self._logs = logs
+        self._arbiter = arbiter
+        self._executor = executor
+        # QUEUED and RUNNING tasks; ended tasks are read from the store.
+        self._active: dict[str, TaskRecord] = {}
+        self._cancel_requested: set[str] = set()
+        self._ticker: asyncio.Task[None] | None = None
+
+    @property
+    def arbiter(self) -> Arbiter:
+        return self._arbiter
+
+    async def start(self) -> None:
+        self._recover()
+        self._ticker = asyncio.create_task(self._tick_forever())
+
+    async def close(self) -> None:
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+        # Running tasks stay RUNNING in the store: the next start decides their fate.
+        self._logs.close_all()
+
+    # -- submit, read, cancel --------------------------------------------------------
+
+    def submit(self, kind: TaskKind, submission: Submission) -> TaskRecord:
+        """Stores a new task, queues it, and returns it as it was accepted (QUEUED)."""
+        if submission.request_id:
+            earlier = self._store.by_request_id(submission.request_id)
+            if earlier is not None:
+                return self.get(earlier.task_id)
+        task = TaskRecord(
+            task_id=uuid.uuid4().hex[:16],
+            kind=kind,
+            state=TaskState.QUEUED,
+            priority=submission.priority,
+            device=submission.device,
+            params=dict(submission.params),
+            create_time=time.time(),
+            request_id=submission.request_id,
+        )
+        request = Request(
+            job_id=task.task_id,
+            kind=Kind(kind.value),
+            priority=task.priority,
+            devices=submission.candidates,
+        )
+        # Check room first so a refused task leaves no trace.
+        if self._arbiter.statistics().total_waiting >= self._config.max_waiting:
+            raise resource_exhausted(
+                f"the queue is full ({self._config.max_waiting} waiting tasks); retry later"
+            )
+        self._store.insert(task)
+        self._active[task.task_id] = task
+        self._event(
+            task,
+            "state",
+            f"queued: {kind.value} at priority {task.priority} on {task.device}",
+            state=TaskState.QUEUED,
+        )
+        accepted = self._snapshot(task)
+        try:
+            admissions = self._arbiter.submit(request)
+        except QueueFull as exc:
+            self._end(task, TaskState.FAILED, f"refused: {exc}")
+            raise resource_exhausted(str(exc)) from None
+        self._dispatch(admissions)
+        return accepted
+
+    def get(self, task_id: str) -> TaskRecord:
+        task = self._active.get(task_id)
+        if task is not None:
+            return self._snapshot(task)
+        stored = self._store.get(task_id)
+        if stored is None:
+            raise not_found(f"task {task_id!r} does not exist")
+        return stored
+
+    def list(
+        self,
+        *,
+        states: Sequence[TaskState],
+        kind: TaskKind | None,
+        page_size: int,
+        page_token: str,
+    ) -> tuple[list[TaskRecord], str, int]:
+        tasks, token, total = self._store.list(
+            states=states, kind=kind, page_size=page_size, page_token=page_token
+        )
+        return [self._snapshot(self._active.get(t.task_id, t)) for t in tasks], token, total
+
+    def cancel(self, task_id: str) -> TaskRecord:
+        task = self._active.get(task_id)
+        if task is None:
+            ended = self.get(task_id)  # NOT_FOUND if there is no such task
+            raise failed_precondition(
+                f"task {task_id} has already ended ({ended.state.value}); nothing to cancel"
+            )
+        if task.state is TaskState.QUEUED:
+            self._arbiter.cancel(task_id)
+            self._end(task, TaskState.CANCELLED, "cancelled while queued")
+            return self._store.get(task_id) or task
+        if task_id not in self._cancel_requested:
+            self._cancel_requested.add(task_id)
+            self._event(task, "log", "cancel requested; stopping at the next batch", level="warning")
+            self._executor.cancel(task_id)
+        return self._snapshot(task)
+
+    def follow(self, task_id: str, from_seq: int, follow: bool) -> AsyncIterator[StoredEvent]:
+        self.get(task_id)  # NOT_FOUND before the stream starts
+        return self._logs.follow(task_id, from_seq, follow)
+
+    # -- what the executor reports (JobSink) -----------------------------------------
+
+    def job_event(self, task_id: str, event: JobEvent) -> None:
+        task = self._active.get(task_id)
+        if task is None:
+            return
+        if event.metrics:
+            task.metrics.update(event.metrics)
+            self._store.save(task)
+        self._event(
+            task,
+            "metrics" if event.metrics else "log",
+            event.message,
+            level=event.level.value,
+            metrics=event.metrics,
+        )
+
+    def job_finished(self, task_id: str, outcome: JobOutcome) -> None:
+        task = self._active.get(task_id)
+        if task is None:
+            return
+        self._cancel_requested.discard(task_id)
+        if outcome.result is not None:
+            task.metrics.update(outcome.result.metrics)
+            task.model_path = outcome.result.model_path or task.model_path
+            task.output_path = outcome.result.output_path or task.output_path
+        if outcome.outcome is Outcome.SUCCEEDED:
+            self._end(task, TaskState.SUCCEEDED, "succeeded")
+        elif outcome.outcome is Outcome.CANCELLED:
+            self._end(task, TaskState.CANCELLED, outcome.error or "cancelled")
+        else:
+            self._end(task, TaskState.FAILED, outcome.error or "failed for an unknown reason")
+        self._dispatch(self._arbiter.release(task_id))
+
+    # -- internals -------------------------------------------------------------------
+
+    def _dispatch(self, admissions: Sequence[Admission]) -> None:
+        for admission in admissions:
+            task = self._active.get(admission.job_id)
+            if task is None or task.state is not TaskState.QUEUED:
+                # Cannot happen while the arbiter and the manager agree; never run twice.
+                log.error("admission for unknown or non-queued task %s", admission.job_id)
+                self._dispatch(self._arbiter.release(admission.job_id))
+                continue
+            task.state = TaskState.RUNNING
+            task.assigned_device = admission.device
+            task.start_time = time.time()
+            self._store.save(task)
+            self._event(task, "state", f"running on {admission.device}", state=TaskState.RUNNING)
+            try:
+                self._executor.submit(self._job(task), self)
+            except Exception as exc:
+                log.exception("could not start task %s", task.task_id)
+                self.job_finished(
+                    task.task_id, JobOutcome(Outcome.FAILED, error=f"could not start: {exc}")
+                )
+
+    def _job(self, task: TaskRecord) -> TrainingJob:
+        p = task.params
+        return TrainingJob(
+            task_id=task.task_id,
+            model=p["model"],
+            dataset=p["dataset"],
+            epochs=p["epochs"],
+            batch_size=p["batch_size"],
+            learning_rate=p["learning_rate"],
+            optimizer=p["optimizer"],
+            image_size=p["image_size"],
+            seed=p["seed"],
+            val_split=p["val_split"],
+            device=task.assigned_device,
+            output_dir=str(self._config.task_dir(task.task_id)),
+            num_threads=self._threads_for(task.assigned_device, Kind(task.kind.value)),
+        )
+
+    def _threads_for(self, device: str, kind: Kind) -> int:
+        """Intra-op threads per job: the cores shared by the slots that may run at once,
+        so a full device does not oversubscribe the CPU."""
+        cores = os.cpu_count() or 1
+        if device != "cpu":
+            return min(4, cores)  # a GPU job needs threads only to feed the GPU
+        stats = self._arbiter.statistics()
+        limit = stats.limit("cpu", kind)
+        return max(1, cores // max(1, limit))
+
+    def _end(self, task: TaskRecord, state: TaskState, message: str) -> None:
+        task.state = state
+        task.end_time = time.time()
+        if state is not TaskState.SUCCEEDED:
+            task.error = message
+        self._event(task, "state", message, state=state, level=_STATE_LEVEL[state])
+        self._store.save(task)
+        self._logs.close(task.task_id)
+        self._active.pop(task.task_id, None)
+
+    def _event(
+        self,
+        task: TaskRecord,
+        type_: str,
+        message: str,
+        *,
+        level: str = "info",
+        metrics: dict[str, float] | None = None,
+        state: TaskState | None = None,
+    ) -> None:
+        event = self._logs.open(task.task_id).append(
+            type_, message, level=level, metrics=metrics, state=state.value if state else ""
+        )
+        task.last_seq = event.seq
+
+    def _snapshot(self, task: TaskRecord) -> TaskRecord:
+        """A copy for callers: later changes to the live record do not leak into replies."""
+        return TaskRecord(**{**task.__dict__, "metrics": dict(task.metrics)})
+
+    def waiting_info(self, task_id: str) -> tuple[int, str, int] | None:
+        """(position, reason, effective priority) of a queued task, else None."""
+        info = self._arbiter.waiting_info(task_id)
+        if info is None:
+            return None
+        return info.position, info.reason, info.effective_priority
+
+    def _recover(self) -> None:
+        """Brings back the tasks of an earlier run of the server on this data dir."""
+        for task in self._store.in_states([TaskState.RUNNING]):
+            self._active[task.task_id] = task
+            self._end(task, TaskState.FAILED, "interrupted by restart")
+        for task in self._store.in_states([TaskState.QUEUED]):
+            self._active[task.task_id] = task
+            request = Request(
+                job_id=task.task_id,
+                kind=Kind(task.kind.value),
+                priority=task.priority,
+                devices=self._candidates(task.device),
+            )
+            if not request.devices:
+                self._end(task, TaskState.FAILED, f"device {task.device} is no longer available")
+                continue
+            self._event(task, "log", "requeued after a server restart")
+            self._dispatch(self._arbiter.submit(request))
+
+    def _candidates(self, device: str) -> tuple[str, ...]:
+        gpu_count = sum(1 for d in self._arbiter.devices if d.startswith("cuda:"))
+        try:
+            return resolve_candidates(device, gpu_count)
+        except DeviceError:
+            return ()
+
+    async def _tick_forever(self) -> None:
+        # Aging changes the order of waiting tasks over time; a cheap periodic re-check
+        # lets that take effect even when no task starts or ends.
+        interval = max(0.05, min(1.0, self._config.aging_interval_s / 10))
+        while True:
+            await asyncio.sleep(interval)
+            self._dispatch(self._arbiter.tick())
+

@@ -1,0 +1,56 @@
+"""The server's own record of a task: what the store keeps and the servicers show."""
+
+from __future__ import annotations
+
+import enum
+from dataclasses import dataclass, field
+from typing import Any
+
+
+class TaskState(enum.Enum):
+    """Life cycle of a task; names match `tandem.v1.TaskState` without the prefix."""
+
+    QUEUED = "QUEUED"
+    RUNNING = "RUNNING"
+    SUCCEEDED = "SUCCEEDED"
+    FAILED = "FAILED"
+    CANCELLED = "CANCELLED"
+    PREEMPTED = "PREEMPTED"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL_STATES
+
+
+TERMINAL_STATES = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
+
+
+class TaskKind(enum.Enum):
+    """What a task does; values are the scheduler's slot kinds."""
+
+    TRAINING = "training"
+    INFERENCE = "inference"
+
+
+@dataclass
+class TaskRecord:
+    """One task as stored. Mutable: the task manager updates it as the task moves."""
+
+    task_id: str
+    kind: TaskKind
+    state: TaskState
+    priority: int
+    # Requested device: cpu, cuda, cuda:N or auto.
+    device: str
+    # Parameters with defaults filled in (TrainingParams / InferenceParams field names).
+    params: dict[str, Any]
+    create_time: float
+    request_id: str = ""
+    assigned_device: str = ""
+    start_time: float | None = None
+    end_time: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
+    error: str = ""
+    model_path: str = ""
+    output_path: str = ""
+    last_seq: int = 0

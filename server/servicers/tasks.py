@@ -1,0 +1,87 @@
+"""`tandem.v1.TaskService`: read, list, cancel and follow tasks."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+
+from server.convert import KIND_FROM_PB, STATE_FROM_PB, event_to_pb, task_to_pb
+from server.errors import invalid_argument, streaming, unary
+from server.manager import TaskManager
+from server.records import TaskRecord
+from server.store import BadPageToken
+from tandem.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+DEFAULT_PAGE_SIZE = 100
+MAX_PAGE_SIZE = 1000
+
+
+def _task_id(value: str) -> str:
+    task_id = value.strip()
+    if not task_id:
+        raise invalid_argument("task_id is required")
+    return task_id
+
+
+class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
+    def __init__(self, manager: TaskManager) -> None:
+        self._manager = manager
+
+    def _pb(self, task: TaskRecord) -> task_pb2.Task:
+        return task_to_pb(task, waiting=self._manager.waiting_info(task.task_id))
+
+    @unary
+    async def GetTask(
+        self, request: task_service_pb2.GetTaskRequest, context: Context
+    ) -> task_service_pb2.GetTaskResponse:
+        task = self._manager.get(_task_id(request.task_id))
+        return task_service_pb2.GetTaskResponse(task=self._pb(task))
+
+    @unary
+    async def ListTasks(
+        self, request: task_service_pb2.ListTasksRequest, context: Context
+    ) -> task_service_pb2.ListTasksResponse:
+        if request.page_size < 0 or request.page_size > MAX_PAGE_SIZE:
+            raise invalid_argument(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
+        try:
+            states = [STATE_FROM_PB[s] for s in request.states]
+        except KeyError:
+            raise invalid_argument("states holds an unknown or unspecified state") from None
+        kind = None
+        if request.kind != task_pb2.TASK_KIND_UNSPECIFIED:
+            if request.kind not in KIND_FROM_PB:
+                raise invalid_argument(f"unknown kind {request.kind}")
+            kind = KIND_FROM_PB[request.kind]
+        try:
+            tasks, token, total = self._manager.list(
+                states=states,
+                kind=kind,
+                page_size=request.page_size or DEFAULT_PAGE_SIZE,
+                page_token=request.page_token,
+            )
+        except BadPageToken as exc:
+            raise invalid_argument(str(exc)) from None
+        return task_service_pb2.ListTasksResponse(
+            tasks=[self._pb(t) for t in tasks], next_page_token=token, total_size=total
+        )
+
+    @unary
+    async def CancelTask(
+        self, request: task_service_pb2.CancelTaskRequest, context: Context
+    ) -> task_service_pb2.CancelTaskResponse:
+        task = self._manager.cancel(_task_id(request.task_id))
+        return task_service_pb2.CancelTaskResponse(task=self._pb(task))
+
+    @streaming
+    async def Logs(
+        self, request: task_service_pb2.LogsRequest, context: Context
+    ) -> AsyncIterator[task_service_pb2.LogsResponse]:
+        if request.from_seq < 0:
+            raise invalid_argument("from_seq must not be negative")
+        task_id = _task_id(request.task_id)
+        follow = request.follow if request.HasField("follow") else True
+        async for event in self._manager.follow(task_id, request.from_seq, follow):
+            yield task_service_pb2.LogsResponse(event=event_to_pb(task_id, event))

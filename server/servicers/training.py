@@ -1,0 +1,31 @@
+"""`tandem.v1.TrainingService`: accepts training tasks."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from server import validation
+from server.convert import task_to_pb
+from server.errors import unary
+from server.manager import TaskManager
+from server.records import TaskKind
+from tandem.v1 import training_service_pb2, training_service_pb2_grpc
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class TrainingServicer(training_service_pb2_grpc.TrainingServiceServicer):  # type: ignore[misc]
+    def __init__(self, manager: TaskManager, *, roots: Any, gpu_count: int) -> None:
+        self._manager = manager
+        self._roots = roots
+        self._gpu_count = gpu_count
+
+    @unary
+    async def Train(
+        self, request: training_service_pb2.TrainRequest, context: Context
+    ) -> training_service_pb2.TrainResponse:
+        submission = validation.training(request, roots=self._roots, gpu_count=self._gpu_count)
+        task = self._manager.submit(TaskKind.TRAINING, submission)
+        return training_service_pb2.TrainResponse(task=task_to_pb(task))

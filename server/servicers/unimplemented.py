@@ -1,0 +1,40 @@
+"""RPCs of the contract that later work finishes. They answer UNIMPLEMENTED with a
+sentence saying so, never a made-up result."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from server.errors import unary, unimplemented
+from tandem.v1 import (
+    inference_service_pb2,
+    inference_service_pb2_grpc,
+    resource_service_pb2,
+    resource_service_pb2_grpc,
+)
+
+Context = grpc.aio.ServicerContext[Any, Any]
+
+
+class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):  # type: ignore[misc]
+    @unary
+    async def Infer(
+        self, request: inference_service_pb2.InferRequest, context: Context
+    ) -> inference_service_pb2.InferResponse:
+        raise unimplemented("batch inference (Infer) is not available in this version yet")
+
+    @unary
+    async def Predict(
+        self, request: inference_service_pb2.PredictRequest, context: Context
+    ) -> inference_service_pb2.PredictResponse:
+        raise unimplemented("online prediction (Predict) is not available in this version yet")
+
+
+class ResourceServicer(resource_service_pb2_grpc.ResourceServiceServicer):  # type: ignore[misc]
+    @unary
+    async def UpdateLimits(
+        self, request: resource_service_pb2.UpdateLimitsRequest, context: Context
+    ) -> resource_service_pb2.UpdateLimitsResponse:
+        raise unimplemented("changing limits at run time is not available in this version yet")
