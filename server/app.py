@@ -21,7 +21,8 @@ from server.event_log import EventLogs
 from server.manager import TaskManager
 from server.servicers.tasks import TaskServicer
 from server.servicers.training import TrainingServicer
-from server.servicers.unimplemented import InferenceServicer, ResourceServicer
+from server.servicers.resources import ResourceServicer
+from server.servicers.unimplemented import InferenceServicer
 from server.store import TaskStore
 from tandem.v1 import (
     inference_service_pb2,
@@ -113,7 +114,9 @@ async def create_server(
     )
     inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(), server)
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(manager), server)
-    resource_service_pb2_grpc.add_ResourceServiceServicer_to_server(ResourceServicer(), server)
+    resource_service_pb2_grpc.add_ResourceServiceServicer_to_server(
+        ResourceServicer(manager, inventory), server
+    )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(

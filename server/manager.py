@@ -14,7 +14,7 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 
 from engines.executor import Executor, JobOutcome, Outcome
 from engines.jobs import JobEvent, TrainingJob
@@ -161,6 +161,15 @@ class TaskManager:
     def follow(self, task_id: str, from_seq: int, follow: bool) -> AsyncIterator[StoredEvent]:
         self.get(task_id)  # NOT_FOUND before the stream starts
         return self._logs.follow(task_id, from_seq, follow)
+
+    def set_limits(self, changes: Mapping[str, tuple[int | None, int | None]]) -> None:
+        """Applies and persists limit changes {device: (training, inference)}; None keeps
+        a limit. Growing admits waiting tasks at once; shrinking stops no running task."""
+        for device, (training, inference) in changes.items():
+            self._dispatch(self._arbiter.set_limits(device, training=training, inference=inference))
+            for kind, value in (("training", training), ("inference", inference)):
+                if value is not None:
+                    self._store.save_limit(device, kind, value)
 
     # -- what the executor reports (JobSink) -----------------------------------------
 

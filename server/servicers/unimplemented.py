@@ -11,8 +11,6 @@ from server.errors import unary, unimplemented
 from tandem.v1 import (
     inference_service_pb2,
     inference_service_pb2_grpc,
-    resource_service_pb2,
-    resource_service_pb2_grpc,
 )
 
 Context = grpc.aio.ServicerContext[Any, Any]
@@ -30,11 +28,3 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):  #
         self, request: inference_service_pb2.PredictRequest, context: Context
     ) -> inference_service_pb2.PredictResponse:
         raise unimplemented("online prediction (Predict) is not available in this version yet")
-
-
-class ResourceServicer(resource_service_pb2_grpc.ResourceServiceServicer):  # type: ignore[misc]
-    @unary
-    async def UpdateLimits(
-        self, request: resource_service_pb2.UpdateLimitsRequest, context: Context
-    ) -> resource_service_pb2.UpdateLimitsResponse:
-        raise unimplemented("changing limits at run time is not available in this version yet")

@@ -155,7 +155,7 @@ func (x *DeviceUsage) GetQueuedInference() int32 {
 	return 0
 }
 
-// Memory of one GPU, in GB (10^9 bytes), as NVML reports it.
+// Memory of one GPU as NVML reports it, in GiB (2^30 bytes; named `_gb` as in the v2 REST API).
 type GpuMemoryInfo struct {
 	state         protoimpl.MessageState
 	sizeCache     protoimpl.SizeCache

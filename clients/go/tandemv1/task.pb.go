@@ -310,8 +310,8 @@ type Task struct {
 	//	*Task_Training
 	//	*Task_Inference
 	Params isTask_Params `protobuf_oneof:"params"`
-	// Model artifact written by a training task (the latest checkpoint while it
-	// runs, the final model once it has SUCCEEDED); empty otherwise.
+	// The final model artifact of a SUCCEEDED training task (per-epoch checkpoints
+	// sit beside it in the task's folder); empty otherwise.
 	ModelPath string `protobuf:"bytes,18,opt,name=model_path,json=modelPath,proto3" json:"model_path,omitempty"`
 	// File the task writes its results to (batch-inference predictions); empty otherwise.
 	OutputPath string `protobuf:"bytes,19,opt,name=output_path,json=outputPath,proto3" json:"output_path,omitempty"`
