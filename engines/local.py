@@ -50,6 +50,7 @@ class LocalExecutor:
         self._sinks: dict[str, JobSink] = {}
         self._cancelling: dict[str, asyncio.TimerHandle] = {}
         self._workers: set[WorkerProcess] = set()
+        self._closing: set[asyncio.Future[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
@@ -145,7 +146,9 @@ class LocalExecutor:
             self._finish(worker, message.task_id, JobOutcome(Outcome.SUCCEEDED, message.result))
         elif isinstance(message, JobFailed):
             if message.traceback:
-                log.error("task %s failed in %s:\n%s", message.task_id, worker.name, message.traceback)
+                log.error(
+                    "task %s failed in %s:\n%s", message.task_id, worker.name, message.traceback
+                )
             self._finish(worker, message.task_id, JobOutcome(Outcome.FAILED, error=message.reason))
         elif isinstance(message, JobCancelledMsg):
             self._finish(
@@ -176,7 +179,10 @@ class LocalExecutor:
     def _retire(self, worker: WorkerProcess) -> None:
         self._unwatch(worker)
         self._workers.discard(worker)
-        asyncio.ensure_future(worker.close())
+        # Keep a reference until it is done: the loop holds tasks only weakly.
+        closing = asyncio.ensure_future(worker.close())
+        self._closing.add(closing)
+        closing.add_done_callback(self._closing.discard)
 
     def _on_exit(self, worker: WorkerProcess) -> None:
         # Read what the worker said before it died (its last events, maybe its outcome).
@@ -203,7 +209,9 @@ class LocalExecutor:
                     Outcome.FAILED,
                     error=f"the worker process running the task {how} (pid {worker.pid})",
                 )
-            log.warning("%s (pid %s) %s while running task %s", worker.name, worker.pid, how, task_id)
+            log.warning(
+                "%s (pid %s) %s while running task %s", worker.name, worker.pid, how, task_id
+            )
             self._finish(None, task_id, outcome)
         if self._closed:
             return
@@ -216,5 +224,7 @@ class LocalExecutor:
     def _force_stop(self, task_id: str) -> None:
         worker = self._busy.get(task_id)
         if worker is not None:
-            log.warning("task %s did not stop within the grace period; killing %s", task_id, worker.name)
+            log.warning(
+                "task %s did not stop within the grace period; killing %s", task_id, worker.name
+            )
             worker.kill()

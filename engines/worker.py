@@ -26,7 +26,6 @@ from engines.protocol import (
     WorkerReady,
 )
 
-
 TrainFn = Callable[[TrainingJob, Callable[[JobEvent], None], Callable[[], bool]], JobResult]
 
 
@@ -67,9 +66,9 @@ def _run(conn: Connection, job: Job, train: TrainFn) -> None:
         try:
             while conn.poll():
                 message = conn.recv()
-                if isinstance(message, CancelJob) and message.task_id == job.task_id:
-                    cancelled = True
-                elif isinstance(message, Shutdown):
+                if (
+                    isinstance(message, CancelJob) and message.task_id == job.task_id
+                ) or isinstance(message, Shutdown):
                     cancelled = True
         except (EOFError, OSError):
             raise ServerGone from None
@@ -89,7 +88,7 @@ def _run(conn: Connection, job: Job, train: TrainFn) -> None:
         _send(conn, JobFailed(job.task_id, str(exc)))
     except ServerGone:
         raise
-    except BaseException as exc:  # noqa: BLE001 - the task fails, the worker lives on
+    except BaseException as exc:
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         _send(conn, JobFailed(job.task_id, reason, traceback.format_exc()))
         if isinstance(exc, KeyboardInterrupt | SystemExit):
@@ -103,4 +102,3 @@ def _send(conn: Connection, message: object) -> None:
         conn.send(message)
     except (BrokenPipeError, EOFError, OSError):
         raise ServerGone from None
-

@@ -19,9 +19,9 @@ from scheduler.inventory import DeviceInventory, NvmlInventory
 from server.config import ServerConfig
 from server.event_log import EventLogs
 from server.manager import TaskManager
+from server.servicers.resources import ResourceServicer
 from server.servicers.tasks import TaskServicer
 from server.servicers.training import TrainingServicer
-from server.servicers.resources import ResourceServicer
 from server.servicers.unimplemented import InferenceServicer
 from server.store import TaskStore
 from tandem.v1 import (

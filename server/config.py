@@ -75,9 +75,7 @@ def load(
     roots = dataset_roots or tuple(
         r for r in env.get("TANDEM_DATASET_ROOTS", "").split(os.pathsep) if r
     )
-    resolved_roots = tuple(Path(r).expanduser().resolve() for r in roots) or (
-        data / "datasets",
-    )
+    resolved_roots = tuple(Path(r).expanduser().resolve() for r in roots) or (data / "datasets",)
     return ServerConfig(
         data_dir=data,
         host=host or env.get("TANDEM_HOST") or DEFAULT_HOST,

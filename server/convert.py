@@ -8,9 +8,19 @@ from server.event_log import StoredEvent
 from server.records import TaskKind, TaskRecord, TaskState
 from tandem.v1 import task_pb2
 
-STATE_TO_PB = {state: task_pb2.TaskState.Value(f"TASK_STATE_{state.value}") for state in TaskState}
+STATE_TO_PB: dict[TaskState, task_pb2.TaskState] = {
+    TaskState.QUEUED: task_pb2.TASK_STATE_QUEUED,
+    TaskState.RUNNING: task_pb2.TASK_STATE_RUNNING,
+    TaskState.SUCCEEDED: task_pb2.TASK_STATE_SUCCEEDED,
+    TaskState.FAILED: task_pb2.TASK_STATE_FAILED,
+    TaskState.CANCELLED: task_pb2.TASK_STATE_CANCELLED,
+    TaskState.PREEMPTED: task_pb2.TASK_STATE_PREEMPTED,
+}
 STATE_FROM_PB = {pb: state for state, pb in STATE_TO_PB.items()}
-KIND_TO_PB = {kind: task_pb2.TaskKind.Value(f"TASK_KIND_{kind.name}") for kind in TaskKind}
+KIND_TO_PB: dict[TaskKind, task_pb2.TaskKind] = {
+    TaskKind.TRAINING: task_pb2.TASK_KIND_TRAINING,
+    TaskKind.INFERENCE: task_pb2.TASK_KIND_INFERENCE,
+}
 KIND_FROM_PB = {pb: kind for kind, pb in KIND_TO_PB.items()}
 _EVENT_TYPE = {
     "log": task_pb2.EVENT_TYPE_LOG,
@@ -31,9 +41,7 @@ def timestamp(seconds: float) -> Timestamp:
     return ts
 
 
-def task_to_pb(
-    task: TaskRecord, *, waiting: tuple[int, str, int] | None = None
-) -> task_pb2.Task:
+def task_to_pb(task: TaskRecord, *, waiting: tuple[int, str, int] | None = None) -> task_pb2.Task:
     """A Task message; `waiting` is (position, reason, effective priority) while queued."""
     message = task_pb2.Task(
         task_id=task.task_id,
@@ -72,6 +80,8 @@ def event_to_pb(task_id: str, event: StoredEvent) -> task_pb2.TaskEvent:
         level=_LEVEL.get(event.level, task_pb2.LOG_LEVEL_INFO),
         message=event.message,
         metrics=event.metrics,
-        state=STATE_TO_PB[TaskState(event.state)] if event.state else task_pb2.TASK_STATE_UNSPECIFIED,
+        state=STATE_TO_PB[TaskState(event.state)]
+        if event.state
+        else task_pb2.TASK_STATE_UNSPECIFIED,
         task_id=task_id,
     )

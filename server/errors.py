@@ -11,11 +11,14 @@ from __future__ import annotations
 import functools
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, TypeVar
+from typing import Any, TypeAlias, TypeVar
 
 import grpc
 
 log = logging.getLogger(__name__)
+
+# grpc.aio.ServicerContext; grpc ships no type information, so this is Any to mypy.
+Context: TypeAlias = Any
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
@@ -55,7 +58,7 @@ def unimplemented(message: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.UNIMPLEMENTED, message)
 
 
-async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) -> None:
+async def _abort(context: Context, exc: Exception) -> None:
     if isinstance(exc, ServiceError):
         await context.abort(exc.code, exc.message)
     log.exception("internal error in %s", context.peer() if hasattr(context, "peer") else "rpc")
@@ -63,12 +66,12 @@ async def _abort(context: grpc.aio.ServicerContext[Any, Any], exc: Exception) ->
 
 
 def unary(
-    method: Callable[[Self_, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]],
-) -> Callable[[Self_, Req, grpc.aio.ServicerContext[Any, Any]], Awaitable[Resp]]:
+    method: Callable[[Self_, Req, Context], Awaitable[Resp]],
+) -> Callable[[Self_, Req, Context], Awaitable[Resp]]:
     """Wraps a unary servicer method so its errors leave as status codes."""
 
     @functools.wraps(method)
-    async def wrapper(self: Self_, request: Req, context: grpc.aio.ServicerContext[Any, Any]) -> Resp:
+    async def wrapper(self: Self_, request: Req, context: Context) -> Resp:
         try:
             return await method(self, request, context)
         except grpc.aio.AbortError:
@@ -81,14 +84,12 @@ def unary(
 
 
 def streaming(
-    method: Callable[[Self_, Req, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Resp]],
-) -> Callable[[Self_, Req, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Resp]]:
+    method: Callable[[Self_, Req, Context], AsyncIterator[Resp]],
+) -> Callable[[Self_, Req, Context], AsyncIterator[Resp]]:
     """The same for server-streaming methods (async generators)."""
 
     @functools.wraps(method)
-    async def wrapper(
-        self: Self_, request: Req, context: grpc.aio.ServicerContext[Any, Any]
-    ) -> AsyncIterator[Resp]:
+    async def wrapper(self: Self_, request: Req, context: Context) -> AsyncIterator[Resp]:
         try:
             async for item in method(self, request, context):
                 yield item

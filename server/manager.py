@@ -154,7 +154,9 @@ class TaskManager:
             return self._store.get(task_id) or task
         if task_id not in self._cancel_requested:
             self._cancel_requested.add(task_id)
-            self._event(task, "log", "cancel requested; stopping at the next batch", level="warning")
+            self._event(
+                task, "log", "cancel requested; stopping at the next batch", level="warning"
+            )
             self._executor.cancel(task_id)
         return self._snapshot(task)
 
@@ -325,4 +327,3 @@ class TaskManager:
         while True:
             await asyncio.sleep(interval)
             self._dispatch(self._arbiter.tick())
-

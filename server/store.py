@@ -125,7 +125,8 @@ class TaskStore:
         page_token: str = "",
     ) -> tuple[list[TaskRecord], str, int]:
         """A page of tasks, newest first; returns (tasks, next_page_token, total matching)."""
-        where, args = [], []
+        where: list[str] = []
+        args: list[object] = []
         if states:
             where.append(f"state IN ({', '.join('?' * len(states))})")
             args.extend(s.value for s in states)

@@ -113,8 +113,10 @@ def training(
     """Validates a TrainRequest; the order of checks puts cheap, common mistakes first."""
     model = check_model(request.model.strip())
     priority = check_priority(request.HasField("priority"), request.priority)
-    epochs = _positive("epochs", request.epochs, 10_000) if request.HasField("epochs") else (
-        DEFAULT_EPOCHS
+    epochs = (
+        _positive("epochs", request.epochs, 10_000)
+        if request.HasField("epochs")
+        else (DEFAULT_EPOCHS)
     )
     batch_size = (
         _positive("batch_size", request.batch_size, 65_536)

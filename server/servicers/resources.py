@@ -6,17 +6,14 @@ once (the seed's shape: `{"max_concurrent": {"cuda": {"inference": 5}}}`).
 
 from __future__ import annotations
 
-from typing import Any
-
 import grpc
 
 from scheduler import Kind, Limits
 from scheduler.inventory import DeviceInventory
-from server.errors import invalid_argument, not_found, unary
+from server.errors import Context, invalid_argument, not_found, unary
 from server.manager import TaskManager
 from tandem.v1 import resource_service_pb2, resource_service_pb2_grpc, resources_pb2
 
-Context = grpc.aio.ServicerContext[Any, Any]
 GIB = 1024**3
 MAX_LIMIT = 256
 ALL_GPUS = "cuda"
@@ -26,7 +23,7 @@ def _limits_pb(limits: Limits) -> resources_pb2.ConcurrencyLimits:
     return resources_pb2.ConcurrencyLimits(training=limits.training, inference=limits.inference)
 
 
-class ResourceServicer(resource_service_pb2_grpc.ResourceServiceServicer):  # type: ignore[misc]
+class ResourceServicer(resource_service_pb2_grpc.ResourceServiceServicer):
     def __init__(self, manager: TaskManager, inventory: DeviceInventory) -> None:
         self._manager = manager
         self._inventory = inventory

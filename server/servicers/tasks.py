@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from typing import Any
-
 import grpc
 
 from server.convert import KIND_FROM_PB, STATE_FROM_PB, event_to_pb, task_to_pb
-from server.errors import invalid_argument, streaming, unary
+from server.errors import Context, invalid_argument, streaming, unary
 from server.manager import TaskManager
 from server.records import TaskRecord
 from server.store import BadPageToken
 from tandem.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
 
-Context = grpc.aio.ServicerContext[Any, Any]
 DEFAULT_PAGE_SIZE = 100
 MAX_PAGE_SIZE = 1000
 
@@ -26,7 +23,7 @@ def _task_id(value: str) -> str:
     return task_id
 
 
-class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):  # type: ignore[misc]
+class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
     def __init__(self, manager: TaskManager) -> None:
         self._manager = manager
 

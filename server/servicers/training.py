@@ -8,15 +8,13 @@ import grpc
 
 from server import validation
 from server.convert import task_to_pb
-from server.errors import unary
+from server.errors import Context, unary
 from server.manager import TaskManager
 from server.records import TaskKind
 from tandem.v1 import training_service_pb2, training_service_pb2_grpc
 
-Context = grpc.aio.ServicerContext[Any, Any]
 
-
-class TrainingServicer(training_service_pb2_grpc.TrainingServiceServicer):  # type: ignore[misc]
+class TrainingServicer(training_service_pb2_grpc.TrainingServiceServicer):
     def __init__(self, manager: TaskManager, *, roots: Any, gpu_count: int) -> None:
         self._manager = manager
         self._roots = roots

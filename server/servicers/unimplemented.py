@@ -3,20 +3,16 @@ sentence saying so, never a made-up result."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import grpc
 
-from server.errors import unary, unimplemented
+from server.errors import Context, unary, unimplemented
 from tandem.v1 import (
     inference_service_pb2,
     inference_service_pb2_grpc,
 )
 
-Context = grpc.aio.ServicerContext[Any, Any]
 
-
-class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):  # type: ignore[misc]
+class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
     @unary
     async def Infer(
         self, request: inference_service_pb2.InferRequest, context: Context

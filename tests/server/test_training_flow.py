@@ -11,8 +11,6 @@ from engines.artifacts import load_artifact
 from tandem.v1 import task_pb2, task_service_pb2
 from tests.conftest import Stubs
 
-TERMINAL = {task_pb2.TASK_STATE_SUCCEEDED, task_pb2.TASK_STATE_FAILED, task_pb2.TASK_STATE_CANCELLED}
-
 
 def test_train_mobilenet_on_synthetic_to_success(stubs: Stubs) -> None:
     task = stubs.train(epochs=2, request_id="")
@@ -68,9 +66,7 @@ def test_late_subscriber_and_resume_see_the_same_log(stubs: Stubs) -> None:
     assert [e.seq for e in resumed] == list(range(1, len(late) + 1))
     assert [(e.seq, e.message) for e in resumed] == [(e.seq, e.message) for e in late]
     assert late[-1].state == task_pb2.TASK_STATE_SUCCEEDED
-    assert [e.seq for e in stubs.events(task.task_id, from_seq=4)] == [
-        e.seq for e in late[3:]
-    ]
+    assert [e.seq for e in stubs.events(task.task_id, from_seq=4)] == [e.seq for e in late[3:]]
     history = stubs.events(task.task_id, follow=False)
     assert [e.seq for e in history] == [e.seq for e in late]
 

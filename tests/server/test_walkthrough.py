@@ -69,7 +69,9 @@ def test_readme_walkthrough_then_sigterm(served: tuple[subprocess.Popen[str], in
     assert "rpc Train" in outputs["tandem.v1.TrainingService"]
     assert '"SERVING"' in outputs["grpc.health.v1.Health/Check"]
     # The Logs stream ended by itself, with the terminal state as its last event.
-    log_events = [json.loads(chunk) for chunk in _json_objects(outputs["tandem.v1.TaskService/Logs"])]
+    log_events = [
+        json.loads(chunk) for chunk in _json_objects(outputs["tandem.v1.TaskService/Logs"])
+    ]
     assert log_events[-1]["event"]["state"] == "TASK_STATE_SUCCEEDED"
     assert [int(e["event"]["seq"]) for e in log_events] == list(range(1, len(log_events) + 1))
     task = json.loads(outputs["tandem.v1.TaskService/GetTask"])["task"]

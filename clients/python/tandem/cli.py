@@ -36,7 +36,8 @@ def serve(
     log_format: str | None,
 ) -> None:
     """Run the Tandem service (gRPC, with health and reflection)."""
-    from server import config, main as server_main
+    from server import config
+    from server import main as server_main
 
     try:
         cfg = config.load(
