@@ -6,8 +6,6 @@ once (the seed's shape: `{"max_concurrent": {"cuda": {"inference": 5}}}`).
 
 from __future__ import annotations
 
-import grpc
-
 from scheduler import Kind, Limits
 from scheduler.inventory import DeviceInventory
 from server.errors import Context, invalid_argument, not_found, unary

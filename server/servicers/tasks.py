@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-import grpc
 
 from server.convert import KIND_FROM_PB, STATE_FROM_PB, event_to_pb, task_to_pb
 from server.errors import Context, invalid_argument, streaming, unary

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import grpc
-
 from server import validation
 from server.convert import task_to_pb
 from server.errors import Context, unary

@@ -3,8 +3,6 @@ sentence saying so, never a made-up result."""
 
 from __future__ import annotations
 
-import grpc
-
 from server.errors import Context, unary, unimplemented
 from tandem.v1 import (
     inference_service_pb2,
