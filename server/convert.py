@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from scheduler import WaitingInfo
 from server.event_log import StoredEvent
 from server.records import TaskKind, TaskRecord, TaskState
 from tandem.v1 import task_pb2
@@ -41,8 +42,8 @@ def timestamp(seconds: float) -> Timestamp:
     return ts
 
 
-def task_to_pb(task: TaskRecord, *, waiting: tuple[int, str, int] | None = None) -> task_pb2.Task:
-    """A Task message; `waiting` is (position, reason, effective priority) while queued."""
+def task_to_pb(task: TaskRecord, *, waiting: WaitingInfo | None = None) -> task_pb2.Task:
+    """A Task message; `waiting` is where the task stands while it is queued."""
     message = task_pb2.Task(
         task_id=task.task_id,
         kind=KIND_TO_PB[task.kind],
@@ -64,7 +65,9 @@ def task_to_pb(task: TaskRecord, *, waiting: tuple[int, str, int] | None = None)
     if task.end_time is not None:
         message.end_time.CopyFrom(timestamp(task.end_time))
     if waiting is not None:
-        message.queue_position, message.waiting_reason, message.effective_priority = waiting
+        message.queue_position = waiting.position
+        message.waiting_reason = waiting.reason
+        message.effective_priority = waiting.effective_priority
     if task.kind is TaskKind.TRAINING:
         message.training.CopyFrom(task_pb2.TrainingParams(**task.params))
     else:

@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Mapping, Sequence
 
 from engines.executor import Executor, JobOutcome, Outcome
 from engines.jobs import JobEvent, TrainingJob
-from scheduler import Admission, Arbiter, Kind, QueueFull, Request
+from scheduler import Admission, Arbiter, Kind, QueueFull, Request, WaitingInfo
 from scheduler.devices import DeviceError, resolve_candidates
 from server.config import ServerConfig
 from server.errors import failed_precondition, not_found, resource_exhausted
@@ -200,7 +200,7 @@ class TaskManager:
             task.model_path = outcome.result.model_path or task.model_path
             task.output_path = outcome.result.output_path or task.output_path
         if outcome.outcome is Outcome.SUCCEEDED:
-            self._end(task, TaskState.SUCCEEDED, "succeeded")
+            self._end(task, TaskState.SUCCEEDED, _success_message(task.metrics))
         elif outcome.outcome is Outcome.CANCELLED:
             self._end(task, TaskState.CANCELLED, outcome.error or "cancelled")
         else:
@@ -287,12 +287,13 @@ class TaskManager:
         """A copy for callers: later changes to the live record do not leak into replies."""
         return TaskRecord(**{**task.__dict__, "metrics": dict(task.metrics)})
 
-    def waiting_info(self, task_id: str) -> tuple[int, str, int] | None:
-        """(position, reason, effective priority) of a queued task, else None."""
-        info = self._arbiter.waiting_info(task_id)
-        if info is None:
-            return None
-        return info.position, info.reason, info.effective_priority
+    def waiting_info(self, task_id: str) -> WaitingInfo | None:
+        """Where a queued task stands (position, reason, effective priority), else None."""
+        return self._arbiter.waiting_info(task_id)
+
+    def waiting_infos(self) -> Mapping[str, WaitingInfo]:
+        """The same for every queued task, in one pass (for pages of tasks)."""
+        return self._arbiter.waiting_infos()
 
     def _recover(self) -> None:
         """Brings back the tasks of an earlier run of the server on this data dir."""
@@ -327,3 +328,11 @@ class TaskManager:
         while True:
             await asyncio.sleep(interval)
             self._dispatch(self._arbiter.tick())
+
+
+def _success_message(metrics: Mapping[str, float]) -> str:
+    shown = [f"{k} {metrics[k]:.4g}" for k in _SUMMARY_METRICS if k in metrics]
+    return f"succeeded: {', '.join(shown)}" if shown else "succeeded"
+
+
+_SUMMARY_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")

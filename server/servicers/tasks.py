@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from server.convert import KIND_FROM_PB, STATE_FROM_PB, event_to_pb, task_to_pb
 from server.errors import Context, invalid_argument, streaming, unary
 from server.manager import TaskManager
-from server.records import TaskRecord
+from server.records import TaskRecord, TaskState
 from server.store import BadPageToken
 from tandem.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
 
@@ -60,8 +60,12 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
             )
         except BadPageToken as exc:
             raise invalid_argument(str(exc)) from None
+        queued = any(t.state is TaskState.QUEUED for t in tasks)
+        waiting = self._manager.waiting_infos() if queued else {}
         return task_service_pb2.ListTasksResponse(
-            tasks=[self._pb(t) for t in tasks], next_page_token=token, total_size=total
+            tasks=[task_to_pb(t, waiting=waiting.get(t.task_id)) for t in tasks],
+            next_page_token=token,
+            total_size=total,
         )
 
     @unary

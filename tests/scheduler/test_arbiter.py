@@ -20,7 +20,7 @@ from scheduler import (
     check_priority,
 )
 
-T, I = Kind.TRAINING, Kind.INFERENCE
+TRAIN, INFER = Kind.TRAINING, Kind.INFERENCE
 
 
 class ManualClock:
@@ -59,7 +59,7 @@ def req(
     job_id: str,
     priority: int = 5,
     devices: tuple[str, ...] = ("cpu",),
-    kind: Kind = T,
+    kind: Kind = TRAIN,
     *,
     memory: int = 0,
     submit_time: float | None = None,
@@ -86,26 +86,30 @@ def cpu_arbiter(clock: ManualClock, training: int = 1, inference: int = 1, **kw:
 def test_admits_up_to_the_limit_then_queues(clock: ManualClock) -> None:
     arbiter = Arbiter({"cpu": DEFAULT_CPU_LIMITS}, clock=clock)
     results = [arbiter.submit(req(f"t{i}")) for i in range(3)]
-    assert results == [[Admission("t0", "cpu", T)], [Admission("t1", "cpu", T)], []]
+    assert results == [[Admission("t0", "cpu", TRAIN)], [Admission("t1", "cpu", TRAIN)], []]
     stats = arbiter.statistics()
-    assert (stats.limit("cpu", T), stats.running("cpu", T), stats.waiting("cpu", T)) == (2, 2, 1)
+    assert (
+        stats.limit("cpu", TRAIN),
+        stats.running("cpu", TRAIN),
+        stats.waiting("cpu", TRAIN),
+    ) == (2, 2, 1)
     assert (stats.total_running, stats.total_waiting) == (2, 1)
 
 
 def test_training_and_inference_have_separate_pools(clock: ManualClock) -> None:
     arbiter = cpu_arbiter(clock, training=1, inference=2)
-    assert ids(arbiter.submit(req("train", kind=T))) == ["train"]
-    assert ids(arbiter.submit(req("infer1", kind=I))) == ["infer1"]
-    assert ids(arbiter.submit(req("infer2", kind=I))) == ["infer2"]
-    assert arbiter.submit(req("infer3", kind=I)) == []
-    assert arbiter.submit(req("train2", kind=T)) == []
+    assert ids(arbiter.submit(req("train", kind=TRAIN))) == ["train"]
+    assert ids(arbiter.submit(req("infer1", kind=INFER))) == ["infer1"]
+    assert ids(arbiter.submit(req("infer2", kind=INFER))) == ["infer2"]
+    assert arbiter.submit(req("infer3", kind=INFER)) == []
+    assert arbiter.submit(req("train2", kind=TRAIN)) == []
     assert ids(arbiter.release("infer1")) == ["infer3"]
     assert ids(arbiter.release("train")) == ["train2"]
 
 
 def test_defaults_are_the_designed_ones() -> None:
-    assert DEFAULT_GPU_LIMITS == Limits(training=1, inference=3)
-    assert DEFAULT_CPU_LIMITS == Limits(training=2, inference=4)
+    assert Limits(training=1, inference=3) == DEFAULT_GPU_LIMITS
+    assert Limits(training=2, inference=4) == DEFAULT_CPU_LIMITS
 
 
 # -- order ---------------------------------------------------------------------------------
@@ -160,7 +164,7 @@ def test_freed_slot_goes_to_the_waiter_not_to_a_newcomer(clock: ManualClock) -> 
 
 def test_try_admit_now_admits_only_into_a_free_slot_and_never_enqueues(clock: ManualClock) -> None:
     arbiter = cpu_arbiter(clock)
-    assert arbiter.try_admit_now(req("a")) == Admission("a", "cpu", T)
+    assert arbiter.try_admit_now(req("a")) == Admission("a", "cpu", TRAIN)
     assert arbiter.try_admit_now(req("b")) is None
     assert arbiter.waiting_info("b") is None
     assert arbiter.statistics().total_waiting == 0
@@ -175,7 +179,7 @@ def test_try_admit_now_does_not_pass_a_more_urgent_waiter_held_by_the_gate(
     assert arbiter.submit(req("big", 3, memory=50)) == []  # slot free, memory short
     assert arbiter.try_admit_now(req("small-later", 5, memory=1)) is None
     assert arbiter.try_admit_now(req("small-urgent", 1, memory=1)) == Admission(
-        "small-urgent", "cpu", T
+        "small-urgent", "cpu", TRAIN
     )
 
 
@@ -185,9 +189,9 @@ def test_a_multi_device_waiter_beats_a_less_urgent_single_device_one(clock: Manu
     arbiter.submit(req("on1", devices=("cuda:1",)))
     arbiter.submit(req("only0", 5, ("cuda:0",)))
     arbiter.submit(req("any", 1, ("cuda:1", "cuda:0")))
-    assert arbiter.release("on0") == [Admission("any", "cuda:0", T)]
+    assert arbiter.release("on0") == [Admission("any", "cuda:0", TRAIN)]
     assert arbiter.release("on1") == []  # "any" is gone from cuda:1's line too
-    assert arbiter.release("any") == [Admission("only0", "cuda:0", T)]
+    assert arbiter.release("any") == [Admission("only0", "cuda:0", TRAIN)]
 
 
 # -- devices -------------------------------------------------------------------------------
@@ -197,14 +201,16 @@ def test_multi_gpu_job_takes_the_first_listed_free_device(clock: ManualClock) ->
     gpus = {f"cuda:{i}": Limits(1, 3) for i in range(3)}
     arbiter = Arbiter(gpus, clock=clock)
     assert arbiter.submit(req("a", devices=("cuda:2", "cuda:0", "cuda:1"))) == [
-        Admission("a", "cuda:2", T)
+        Admission("a", "cuda:2", TRAIN)
     ]
     assert arbiter.submit(req("b", devices=("cuda:2", "cuda:0", "cuda:1"))) == [
-        Admission("b", "cuda:0", T)
+        Admission("b", "cuda:0", TRAIN)
     ]
-    assert arbiter.submit(req("c", devices=("cuda:1", "cuda:2"))) == [Admission("c", "cuda:1", T)]
+    assert arbiter.submit(req("c", devices=("cuda:1", "cuda:2"))) == [
+        Admission("c", "cuda:1", TRAIN)
+    ]
     assert arbiter.submit(req("d", devices=("cuda:0", "cuda:1", "cuda:2"))) == []
-    assert arbiter.release("c") == [Admission("d", "cuda:1", T)]
+    assert arbiter.release("c") == [Admission("d", "cuda:1", TRAIN)]
 
 
 def test_a_blocked_job_does_not_hold_back_other_pools(clock: ManualClock) -> None:
@@ -212,13 +218,13 @@ def test_a_blocked_job_does_not_hold_back_other_pools(clock: ManualClock) -> Non
     arbiter.submit(req("busy", devices=("cuda:0",)))
     assert arbiter.submit(req("urgent", 0, ("cuda:0",))) == []
     assert ids(arbiter.submit(req("lazy", 10, ("cuda:1",)))) == ["lazy"]
-    assert ids(arbiter.submit(req("lazy-infer", 10, ("cuda:0",), I))) == ["lazy-infer"]
+    assert ids(arbiter.submit(req("lazy-infer", 10, ("cuda:0",), INFER))) == ["lazy-infer"]
 
 
 def test_add_and_remove_devices(clock: ManualClock) -> None:
     arbiter = Arbiter({"cuda:0": Limits(1, 1)}, clock=clock)
     arbiter.add_device("cuda:1", Limits(0, 1))
-    assert arbiter.devices == ("cuda:0", "cuda:1")
+    assert list(arbiter.devices) == ["cuda:0", "cuda:1"]
     arbiter.submit(req("run0", devices=("cuda:0",)))
     arbiter.submit(req("only1", devices=("cuda:1",)))
     arbiter.submit(req("either", devices=("cuda:1", "cuda:0")))
@@ -227,7 +233,7 @@ def test_add_and_remove_devices(clock: ManualClock) -> None:
     assert arbiter.remove_device("cuda:1") == ["only1"]
     assert arbiter.devices == ("cuda:0",)
     assert arbiter.waiting_info("only1") is None
-    assert arbiter.release("run0") == [Admission("either", "cuda:0", T)]
+    assert arbiter.release("run0") == [Admission("either", "cuda:0", TRAIN)]
     with pytest.raises(ValueError, match="already known"):
         arbiter.add_device("cuda:0", Limits(1, 1))
     with pytest.raises(KeyError):
@@ -320,7 +326,7 @@ def test_heavy_cancelling_keeps_the_line_consistent(clock: ManualClock) -> None:
         if i % 3:
             assert arbiter.cancel(f"j{i}")
     kept = [f"j{i}" for i in range(3000) if i % 3 == 0]
-    assert arbiter.statistics().waiting("cpu", T) == len(kept)
+    assert arbiter.statistics().waiting("cpu", TRAIN) == len(kept)
     admitted = []
     last = "running"
     while True:
@@ -346,7 +352,7 @@ def test_queue_full_is_raised_only_when_the_job_would_wait(clock: ManualClock) -
     assert arbiter.waiting_info("w3") is None
     assert arbiter.statistics().total_waiting == 2
     # A job that can start at once is not refused because others wait elsewhere.
-    assert ids(arbiter.submit(req("infer", kind=I))) == ["infer"]
+    assert ids(arbiter.submit(req("infer", kind=INFER))) == ["infer"]
 
 
 @pytest.mark.parametrize(
@@ -360,6 +366,7 @@ def test_queue_full_is_raised_only_when_the_job_would_wait(clock: ManualClock) -
         (dataclasses.replace(req("x"), priority=True), "must be an integer"),
         (req("", priority=1), "non-empty string"),
         (req("x", memory=-1), "memory_bytes"),
+        (req("x", submit_time=math.nan), "finite"),
     ],
 )
 def test_bad_requests_are_refused_and_change_nothing(
@@ -378,9 +385,9 @@ def test_a_job_id_cannot_be_waiting_or_running_twice(clock: ManualClock) -> None
     arbiter.submit(req("a"))
     arbiter.submit(req("b"))
     with pytest.raises(ValueError, match="'a' is already running"):
-        arbiter.submit(req("a", kind=I))
+        arbiter.submit(req("a", kind=INFER))
     with pytest.raises(ValueError, match="'b' is already waiting"):
-        arbiter.try_admit_now(req("b", kind=I))
+        arbiter.try_admit_now(req("b", kind=INFER))
 
 
 def test_constructor_and_value_checks() -> None:
@@ -474,16 +481,42 @@ def test_a_head_that_does_not_fit_holds_its_pool_until_it_does(clock: ManualCloc
     small = arbiter.waiting_info("small")
     assert small is not None and small.reason == "1 more urgent task ahead"
     gate.free["cuda:0"] += 2  # another process freed memory: the arbiter hears of it on tick
+    info = arbiter.waiting_info("big")
+    assert info is not None
+    assert info.reason == "a slot is free on cuda:0; it is given out at the next pass"
     assert ids(arbiter.tick()) == ["big"]
-    assert arbiter.release("a") == [Admission("small", "cuda:0", T)]
+    assert arbiter.release("a") == [Admission("small", "cuda:0", TRAIN)]
     assert gate.free == {"cuda:0": 8 - 4 - 1 + 2}
+
+
+def test_a_slot_held_for_a_job_that_does_not_fit_is_not_taken_by_a_later_one(
+    clock: ManualClock,
+) -> None:
+    gate = MemoryBudget({"cuda:0": 10, "cuda:1": 10})
+    arbiter = Arbiter({"cuda:0": Limits(1, 1), "cuda:1": Limits(1, 1)}, clock=clock, gate=gate)
+    assert arbiter.submit(req("held", 1, ("cuda:0",), memory=20)) == []
+    # cuda:0 is listed first and its slot is free, but it is held for "held".
+    assert arbiter.submit(req("later", 5, ("cuda:0", "cuda:1"), memory=1)) == [
+        Admission("later", "cuda:1", TRAIN)
+    ]
+    assert arbiter.try_admit_now(req("also-later", 5, ("cuda:0",), memory=1)) is None
+
+
+def test_a_job_held_on_one_gpu_does_not_hold_back_another_gpu(clock: ManualClock) -> None:
+    gate = MemoryBudget({"cuda:0": 10, "cuda:1": 10})
+    arbiter = Arbiter({"cuda:0": Limits(1, 1), "cuda:1": Limits(1, 1)}, clock=clock, gate=gate)
+    arbiter.submit(req("runner", 5, ("cuda:0",), memory=1))
+    assert arbiter.submit(req("held", 1, ("cuda:1",), memory=20)) == []
+    assert arbiter.submit(req("next", 9, ("cuda:0",), memory=1)) == []
+    # Both pools open at once: "held" is most urgent but fits nowhere; "next" still starts.
+    assert arbiter.release("runner") == [Admission("next", "cuda:0", TRAIN)]
 
 
 def test_a_job_that_does_not_fit_on_one_gpu_goes_to_the_next(clock: ManualClock) -> None:
     gate = MemoryBudget({"cuda:0": 1, "cuda:1": 10})
     arbiter = Arbiter({"cuda:0": Limits(1, 1), "cuda:1": Limits(1, 1)}, clock=clock, gate=gate)
     assert arbiter.submit(req("a", devices=("cuda:0", "cuda:1"), memory=5)) == [
-        Admission("a", "cuda:1", T)
+        Admission("a", "cuda:1", TRAIN)
     ]
 
 
@@ -542,14 +575,14 @@ def test_statistics_and_running_are_snapshots(clock: ManualClock) -> None:
     stats = arbiter.statistics()
     running = arbiter.running()
     arbiter.release("a")
-    assert stats.running("cpu", T) == 1 and stats.waiting("cpu", T) == 1
-    assert stats.waiting("cuda:0", T) == 1 and stats.total_waiting == 1
-    assert stats.pool("cuda:0", I).free == 3
+    assert stats.running("cpu", TRAIN) == 1 and stats.waiting("cpu", TRAIN) == 1
+    assert stats.waiting("cuda:0", TRAIN) == 1 and stats.total_waiting == 1
+    assert stats.pool("cuda:0", INFER).free == 3
     assert set(running) == {"a", "b"}
     assert set(arbiter.running()) == {"b", "c"}
     with pytest.raises(TypeError):
-        running["x"] = Admission("x", "cpu", T)  # type: ignore[index]
+        running["x"] = Admission("x", "cpu", TRAIN)  # type: ignore[index]
     with pytest.raises(dataclasses.FrozenInstanceError):
         stats.total_waiting = 0  # type: ignore[misc]
     with pytest.raises(KeyError):
-        stats.pool("cuda:9", T)
+        stats.pool("cuda:9", TRAIN)

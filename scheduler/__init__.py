@@ -1,0 +1,73 @@
+"""Tandem's scheduler: who runs where, and when.
+
+- `Arbiter` (arbiter.py): priority admission into one slot pool per (device, kind),
+  with aging, no barging and run-time limits. The waiting line's data structure and
+  why it stays fast with aging: _pool.py.
+- values (types.py): `Kind`, `Limits` and the defaults, priorities, `Request`,
+  `Admission`, snapshots, and the `AdmissionGate` seam for memory-aware admission.
+- devices.py: "cpu" / "cuda" / "cuda:N" / "auto" -> concrete candidate devices.
+- inventory.py: the machine's GPUs and their memory (NVML), behind a Protocol.
+
+Pure Python: no torch, no grpc, no asyncio. The server calls it from one thread.
+"""
+
+from scheduler.arbiter import Arbiter
+from scheduler.devices import (
+    CPU,
+    DeviceError,
+    DeviceUnavailable,
+    InvalidDevice,
+    default_limits,
+    gpu_device,
+    gpu_devices,
+    resolve_candidates,
+)
+from scheduler.inventory import DeviceInventory, GpuInfo, NvmlInventory, StaticInventory
+from scheduler.types import (
+    DEFAULT_CPU_LIMITS,
+    DEFAULT_GPU_LIMITS,
+    DEFAULT_PRIORITY,
+    MAX_PRIORITY,
+    MIN_PRIORITY,
+    Admission,
+    AdmissionGate,
+    ArbiterStatistics,
+    Kind,
+    Limits,
+    PoolStatistics,
+    QueueFull,
+    Request,
+    WaitingInfo,
+    check_priority,
+)
+
+__all__ = [
+    "CPU",
+    "DEFAULT_CPU_LIMITS",
+    "DEFAULT_GPU_LIMITS",
+    "DEFAULT_PRIORITY",
+    "MAX_PRIORITY",
+    "MIN_PRIORITY",
+    "Admission",
+    "AdmissionGate",
+    "Arbiter",
+    "ArbiterStatistics",
+    "DeviceError",
+    "DeviceInventory",
+    "DeviceUnavailable",
+    "GpuInfo",
+    "InvalidDevice",
+    "Kind",
+    "Limits",
+    "NvmlInventory",
+    "PoolStatistics",
+    "QueueFull",
+    "Request",
+    "StaticInventory",
+    "WaitingInfo",
+    "check_priority",
+    "default_limits",
+    "gpu_device",
+    "gpu_devices",
+    "resolve_candidates",
+]
