@@ -144,6 +144,9 @@ def training(
     if request.HasField("val_split"):
         val_split = request.val_split
         _in_range("val_split", val_split, 0.0, 0.9)
+    size_problem = zoo.validate_model(model, image_size)
+    if size_problem:
+        raise invalid_argument(size_problem)
     seed = request.seed if request.HasField("seed") else 0
     request_id = check_request_id(request.request_id)
     device, candidates = check_device(request.device, gpu_count)

@@ -1,0 +1,214 @@
+"""Model artifacts: a trained model's weights plus everything needed to use them again.
+
+An artifact is a `torch.save` dict that names its architecture, class names, input size
+and normalisation, so a file alone is enough to rebuild the model and preprocess images
+for it. It holds only tensors and builtins, and is always read back with
+`torch.load(..., weights_only=True)`: a model file can never run code on load.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
+
+import torch
+
+from engines import zoo
+
+FORMAT = "tandem.model"
+VERSION = 1
+
+Triple = tuple[float, float, float]
+T = TypeVar("T")
+
+
+class ArtifactError(ValueError):
+    """A file that is not a usable Tandem model artifact; the message reads as a sentence."""
+
+
+@dataclass(frozen=True)
+class ModelArtifact:
+    """A loaded artifact: the model's description and its weights (on `map_location`)."""
+
+    architecture: str
+    classes: tuple[str, ...]
+    image_size: int
+    mean: Triple
+    std: Triple
+    epoch: int
+    metrics: Mapping[str, float]
+    state_dict: Mapping[str, torch.Tensor] = field(repr=False)
+    optimizer_state: Mapping[str, Any] | None = field(default=None, repr=False)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def build_model(self) -> torch.nn.Module:
+        """The model with these weights loaded, in eval mode, on the weights' device."""
+        try:
+            model = zoo.build_model(self.architecture, self.num_classes, self.image_size)
+            model.load_state_dict(self.state_dict)
+        except (ValueError, RuntimeError) as exc:
+            # load_state_dict raises RuntimeError listing missing/unexpected/mis-shaped keys.
+            raise ArtifactError(
+                f"the weights do not fit a {self.architecture} with {self.num_classes} "
+                f"classes at {self.image_size} px: {_first_line(exc)}"
+            ) from None
+        # load_state_dict copies into the model's CPU parameters; follow map_location.
+        device = next(iter(self.state_dict.values())).device
+        return model.to(device).eval()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _to_cpu(value: Any) -> Any:
+    # Artifacts hold CPU tensors so a model trained on cuda:1 loads on a CPU-only host.
+    if isinstance(value, torch.Tensor):
+        return value.detach().cpu()
+    if isinstance(value, dict):
+        return {key: _to_cpu(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_to_cpu(item) for item in value]
+    if isinstance(value, tuple):
+        return tuple(_to_cpu(item) for item in value)
+    return value
+
+
+def save_artifact(
+    path: str,
+    *,
+    model: torch.nn.Module,
+    architecture: str,
+    classes: Sequence[str],
+    image_size: int,
+    mean: Sequence[float],
+    std: Sequence[float],
+    epoch: int,
+    metrics: Mapping[str, float],
+    optimizer_state: Mapping[str, Any] | None = None,
+) -> None:
+    """Write the artifact at `path` atomically: readers see the old file or the new one.
+
+    The parent folder is created if needed.
+    """
+    payload: dict[str, Any] = {
+        "format": FORMAT,
+        "version": VERSION,
+        "architecture": architecture,
+        "classes": [str(name) for name in classes],
+        "image_size": int(image_size),
+        "mean": [float(v) for v in mean],
+        "std": [float(v) for v in std],
+        "epoch": int(epoch),
+        "metrics": {str(key): float(value) for key, value in metrics.items()},
+        "state_dict": _to_cpu(dict(model.state_dict())),
+    }
+    if optimizer_state is not None:
+        payload["optimizer_state"] = _to_cpu(dict(optimizer_state))
+    directory = os.path.dirname(os.path.abspath(path))
+    os.makedirs(directory, exist_ok=True)
+    # The temporary file sits beside the target so os.replace is a rename on one
+    # filesystem; os.open with 0o666 lets the umask set its mode (mkstemp would force 0600).
+    tmp_path = os.path.join(directory, f".{os.path.basename(path)}.{uuid.uuid4().hex}.tmp")
+    handle = os.open(tmp_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o666)
+    try:
+        with os.fdopen(handle, "wb") as file:
+            torch.save(payload, file)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(tmp_path, path)
+    except BaseException:
+        os.unlink(tmp_path)
+        raise
+
+
+def _triple(raw: Any, name: str, path: str) -> Triple:
+    if (
+        not isinstance(raw, (list, tuple))
+        or len(raw) != 3
+        or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in raw)
+    ):
+        raise ArtifactError(f"model file {path} has an invalid {name}: expected 3 numbers")
+    return (float(raw[0]), float(raw[1]), float(raw[2]))
+
+
+def _damaged(path: str, what: str) -> ArtifactError:
+    return ArtifactError(f"model file {path} is damaged: {what}")
+
+
+def _field(raw: dict[Any, Any], key: str, kind: type[T], path: str) -> T:
+    value = raw.get(key)
+    if not isinstance(value, kind):
+        raise _damaged(path, f"{key} is missing or not a {kind.__name__}")
+    return value
+
+
+def _parse(raw: object, path: str) -> ModelArtifact:
+    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
+        raise ArtifactError(
+            f"{path} is not a Tandem model file (a bare state_dict or another tool's "
+            "checkpoint cannot be used: it does not say which model and classes it is for)"
+        )
+    version = raw.get("version")
+    if version != VERSION:
+        raise ArtifactError(
+            f"model file {path} has format version {version!r}; this Tandem reads version {VERSION}"
+        )
+    classes = _field(raw, "classes", list, path)
+    if not classes or not all(isinstance(name, str) for name in classes):
+        raise _damaged(path, "classes is not a list of names")
+    image_size = _field(raw, "image_size", int, path)
+    if image_size < 1:
+        raise _damaged(path, f"image_size {image_size} is not a size")
+    metrics = _field(raw, "metrics", dict, path)
+    if not all(isinstance(k, str) and isinstance(v, (int, float)) for k, v in metrics.items()):
+        raise _damaged(path, "metrics is not a table of numbers")
+    state_dict = _field(raw, "state_dict", dict, path)
+    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()):
+        raise _damaged(path, "state_dict is not a table of tensors")
+    optimizer_state = raw.get("optimizer_state")
+    if optimizer_state is not None and not isinstance(optimizer_state, dict):
+        raise _damaged(path, "optimizer_state is not a table")
+    return ModelArtifact(
+        architecture=_field(raw, "architecture", str, path),
+        classes=tuple(classes),
+        image_size=image_size,
+        mean=_triple(raw.get("mean"), "mean", path),
+        std=_triple(raw.get("std"), "std", path),
+        epoch=_field(raw, "epoch", int, path),
+        metrics={key: float(value) for key, value in metrics.items()},
+        state_dict=state_dict,
+        optimizer_state=optimizer_state,
+    )
+
+
+def load_artifact(path: str, map_location: str | torch.device = "cpu") -> ModelArtifact:
+    """Read and check the artifact at `path`, its tensors placed on `map_location`.
+
+    Raises ArtifactError for a missing, unreadable, corrupt or foreign file, and for any
+    file that would need to import or run code to load (refused, never executed).
+    """
+    if os.path.isdir(path):
+        raise ArtifactError(f"model file {path} is a folder, not a file")
+    if not os.path.exists(path):
+        raise ArtifactError(f"model file {path} does not exist")
+    try:
+        # weights_only=True: the unpickler accepts tensors and builtins only, so a file
+        # carrying a pickled callable (os.system, a class instance) is refused, not run.
+        raw = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        # torch reports foreign globals as UnpicklingError, truncated zips as RuntimeError,
+        # empty files as EOFError, and so on; to a caller they all mean the same thing.
+        raise ArtifactError(
+            f"cannot load model file {path}: it is corrupt, not a PyTorch file, or holds "
+            f"code rather than weights ({type(exc).__name__}: {_first_line(exc)})"
+        ) from None
+    return _parse(raw, path)

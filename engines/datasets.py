@@ -1,0 +1,289 @@
+"""Datasets a job trains or infers on: an ImageFolder directory, or a generated set.
+
+Every dataset yields `(image, label)` with the image a normalised float CHW tensor at the
+job's `image_size`; `image_transform` is the one place that preprocessing is defined, so
+training, batch inference and Predict feed a model the same numbers.
+
+`validate_image_folder` is cheap (it opens no image) so the server can reject a bad
+dataset path when a task is submitted rather than when it runs.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from PIL import Image
+from torch.utils.data import Dataset, Subset
+from torchvision import datasets, transforms
+from torchvision.datasets.folder import IMG_EXTENSIONS
+
+from engines.jobs import JobError
+
+SYNTHETIC = "synthetic"
+
+# Every dataset is normalised with ImageNet's statistics: the usual choice for torchvision
+# models, and one fixed pair means an artifact's mean/std never depend on a data scan.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Triple = tuple[float, float, float]
+LabelledDataset = Dataset[tuple[torch.Tensor, int]]
+
+# The synthetic set: one distinct coloured shape per class, on a noisy grey background.
+SYNTHETIC_CLASSES = ("blue_stripes", "green_circle", "red_square", "yellow_cross")
+SYNTHETIC_PER_CLASS = 32
+_SYNTHETIC_MIN_SIZE = 8
+_SYNTHETIC_COLOURS = {
+    "blue_stripes": (0.1, 0.2, 0.9),
+    "green_circle": (0.1, 0.8, 0.2),
+    "red_square": (0.9, 0.1, 0.1),
+    "yellow_cross": (0.9, 0.85, 0.1),
+}
+
+
+@dataclass(frozen=True)
+class LoadedDataset:
+    """A dataset ready for a DataLoader, with what a model artifact must remember of it."""
+
+    dataset: LabelledDataset
+    classes: list[str]
+    mean: Triple
+    std: Triple
+
+    def __len__(self) -> int:
+        return len(self.dataset)  # type: ignore[arg-type]
+
+
+def image_transform(
+    image_size: int, mean: Sequence[float], std: Sequence[float]
+) -> transforms.Compose:
+    """PIL image -> normalised float tensor, `image_size` px square (shorter side, centre crop)."""
+    return transforms.Compose(
+        [
+            transforms.Resize(image_size),
+            transforms.CenterCrop(image_size),
+            transforms.ToTensor(),
+            transforms.Normalize(mean, std),
+        ]
+    )
+
+
+def is_image_file(path: str) -> bool:
+    """Whether ImageFolder should read `path` as an image.
+
+    Hidden files are skipped: macOS leaves `._name.jpg` resource forks beside real images,
+    and PIL cannot open them.
+    """
+    name = os.path.basename(path)
+    return not name.startswith(".") and name.lower().endswith(IMG_EXTENSIONS)
+
+
+def find_classes(root: str) -> list[str]:
+    """The class sub-folders of an ImageFolder root, sorted (their order is the label order).
+
+    Hidden folders (`.ipynb_checkpoints`, `.git`) are not classes.
+    """
+    with os.scandir(root) as entries:
+        return sorted(e.name for e in entries if e.is_dir() and not e.name.startswith("."))
+
+
+def _has_image(folder: str) -> bool:
+    # Stops at the first image, so checking a folder of a million files stays cheap.
+    for _dirpath, _dirnames, filenames in os.walk(folder, followlinks=True):
+        if any(is_image_file(name) for name in filenames):
+            return True
+    return False
+
+
+def validate_image_folder(path: str) -> str | None:
+    """None if `path` looks like an ImageFolder, else a sentence saying what is wrong.
+
+    Looks at names only (no image is opened): every class sub-folder must hold at least
+    one file with an image extension, as `torchvision.datasets.ImageFolder` requires.
+    """
+    if not os.path.exists(path):
+        return f"dataset folder {path} does not exist"
+    if not os.path.isdir(path):
+        return f"dataset {path} is a file; expected a folder with one sub-folder per class"
+    try:
+        classes = find_classes(path)
+        empty = [name for name in classes if not _has_image(os.path.join(path, name))]
+    except OSError as exc:
+        return f"cannot read dataset folder {path}: {exc.strerror or exc}"
+    if not classes:
+        return (
+            f"dataset folder {path} has no class sub-folders; put each class's images in a "
+            f"sub-folder named after the class, such as {os.path.join(path, 'cat', '1.jpg')}"
+        )
+    if empty:
+        shown = ", ".join(repr(name) for name in empty[:3])
+        more = f" and {len(empty) - 3} more" if len(empty) > 3 else ""
+        return (
+            f"class folder {shown}{more} in {path} has no images "
+            f"(looked for {', '.join(IMG_EXTENSIONS)})"
+        )
+    return None
+
+
+def _open_rgb(path: str) -> Image.Image:
+    # Grayscale, palette and RGBA files all become 3-channel RGB, which every model expects.
+    try:
+        with Image.open(path) as image:
+            return image.convert("RGB")
+    except OSError as exc:  # PIL's UnidentifiedImageError and truncated files are OSErrors.
+        raise JobError(f"cannot read image {path}: {exc}") from None
+
+
+# torchvision ships no type information, so mypy sees ImageFolder as Any.
+class _ImageFolder(datasets.ImageFolder):  # type: ignore[misc]
+    """ImageFolder with Tandem's class discovery (hidden folders are not classes)."""
+
+    def find_classes(self, directory: str | os.PathLike[str]) -> tuple[list[str], dict[str, int]]:
+        classes = find_classes(os.fspath(directory))
+        return classes, {name: index for index, name in enumerate(classes)}
+
+
+def _load_image_folder(path: str, image_size: int) -> LoadedDataset:
+    problem = validate_image_folder(path)
+    if problem is not None:
+        raise JobError(problem)
+    try:
+        folder = _ImageFolder(
+            path,
+            transform=image_transform(image_size, IMAGENET_MEAN, IMAGENET_STD),
+            loader=_open_rgb,
+            is_valid_file=is_image_file,
+        )
+    except OSError as exc:  # The folder changed between the check and the scan.
+        raise JobError(f"cannot read dataset folder {path}: {exc}") from None
+    return LoadedDataset(folder, list(folder.classes), IMAGENET_MEAN, IMAGENET_STD)
+
+
+class SyntheticShapes(Dataset[tuple[torch.Tensor, int]]):
+    """A small generated set a CNN learns in an epoch or two: coloured shapes plus noise.
+
+    Image `i` is drawn from a generator seeded by `(seed, i)`, so the set is the same on
+    every run and every epoch without being held in memory.
+    """
+
+    def __init__(
+        self,
+        image_size: int,
+        seed: int,
+        mean: Sequence[float] = IMAGENET_MEAN,
+        std: Sequence[float] = IMAGENET_STD,
+        per_class: int = SYNTHETIC_PER_CLASS,
+    ) -> None:
+        self.image_size = image_size
+        self.seed = seed
+        self.per_class = per_class
+        self.classes = list(SYNTHETIC_CLASSES)
+        self.targets = [index // per_class for index in range(per_class * len(self.classes))]
+        self._normalize = transforms.Normalize(mean, std)
+        # Pixel centres in [0, 1): shapes are placed in image-relative units.
+        axis = (torch.arange(image_size, dtype=torch.float32) + 0.5) / image_size
+        self._y, self._x = torch.meshgrid(axis, axis, indexing="ij")
+
+    def __len__(self) -> int:
+        return len(self.targets)
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor, int]:
+        if not 0 <= index < len(self):
+            raise IndexError(f"index {index} out of range for {len(self)} images")
+        label = self.targets[index]
+        generator = torch.Generator().manual_seed((self.seed * 1_000_003 + index) % 2**63)
+        return self._normalize(self.render(label, generator)), label
+
+    def render(self, label: int, generator: torch.Generator) -> torch.Tensor:
+        """One unnormalised image of class `label`, values in [0, 1]."""
+
+        def uniform(low: float, high: float) -> float:
+            return low + (high - low) * float(torch.rand((), generator=generator))
+
+        name = self.classes[label]
+        x, y = self._x, self._y
+        size = uniform(0.35, 0.6)
+        cx, cy = uniform(size / 2, 1 - size / 2), uniform(size / 2, 1 - size / 2)
+        if name == "red_square":
+            mask = ((x - cx).abs() <= size / 2) & ((y - cy).abs() <= size / 2)
+        elif name == "green_circle":
+            mask = (x - cx) ** 2 + (y - cy) ** 2 <= (size / 2) ** 2
+        elif name == "blue_stripes":
+            period = uniform(0.25, 0.4)
+            mask = torch.remainder(y + uniform(0, 1), period) < period / 2
+        else:
+            arm = size / 6
+            box = ((x - cx).abs() <= size / 2) & ((y - cy).abs() <= size / 2)
+            mask = box & (((x - cx).abs() <= arm) | ((y - cy).abs() <= arm))
+        background = torch.full((3, 1, 1), uniform(0.2, 0.5))
+        colour = torch.tensor(_SYNTHETIC_COLOURS[name]).view(3, 1, 1)
+        colour = colour + 0.1 * (torch.rand((3, 1, 1), generator=generator) - 0.5)
+        image = torch.where(mask, colour, background)
+        noise = 0.08 * torch.randn(image.shape, generator=generator)
+        return (image + noise).clamp(0.0, 1.0)
+
+
+def _load_synthetic(image_size: int, seed: int) -> LoadedDataset:
+    if image_size < _SYNTHETIC_MIN_SIZE:
+        raise JobError(
+            f"the synthetic dataset needs image_size of at least {_SYNTHETIC_MIN_SIZE} px, "
+            f"not {image_size}"
+        )
+    shapes = SyntheticShapes(image_size, seed)
+    return LoadedDataset(shapes, list(shapes.classes), IMAGENET_MEAN, IMAGENET_STD)
+
+
+def load_dataset(spec: str, image_size: int, seed: int) -> LoadedDataset:
+    """The dataset named by `spec`: the literal `synthetic`, or an ImageFolder path.
+
+    Raises JobError with a sentence for a user when the folder cannot be used.
+    """
+    if image_size < 1:
+        raise JobError(f"image_size must be a positive number of pixels, not {image_size}")
+    if spec == SYNTHETIC:
+        return _load_synthetic(image_size, seed)
+    return _load_image_folder(spec, image_size)
+
+
+def _labels(dataset: LabelledDataset) -> list[int]:
+    targets = getattr(dataset, "targets", None)
+    if targets is not None:
+        return [int(label) for label in targets]
+    # Without cheap labels, read every sample rather than guess: correct, if slow.
+    return [int(dataset[index][1]) for index in range(len(dataset))]  # type: ignore[arg-type]
+
+
+def split(
+    dataset: LabelledDataset, val_split: float, seed: int
+) -> tuple[LabelledDataset, LabelledDataset | None]:
+    """(train, validation) subsets; validation is None when `val_split` is 0.
+
+    Stratified and seeded: each class gives `val_split` of its images to validation (but
+    always keeps one to train on), so a small dataset still validates on every class and
+    the same seed always gives the same split.
+    """
+    if not 0.0 <= val_split < 1.0:
+        raise JobError(f"val_split must be at least 0 and below 1, not {val_split}")
+    if val_split == 0.0:
+        return dataset, None
+    by_class: dict[int, list[int]] = {}
+    for index, label in enumerate(_labels(dataset)):
+        by_class.setdefault(label, []).append(index)
+    generator = torch.Generator().manual_seed(seed)
+    train: list[int] = []
+    val: list[int] = []
+    for label in sorted(by_class):
+        members = by_class[label]
+        order = torch.randperm(len(members), generator=generator).tolist()
+        n_val = min(int(len(members) * val_split + 0.5), len(members) - 1)
+        val.extend(members[i] for i in order[:n_val])
+        train.extend(members[i] for i in order[n_val:])
+    if not val:
+        raise JobError(
+            f"val_split {val_split} leaves no images for validation out of {len(train)}; "
+            "use a larger val_split, or 0 to train without validation"
+        )
+    return Subset(dataset, sorted(train)), Subset(dataset, sorted(val))
