@@ -64,6 +64,8 @@ class LocalExecutor:
         if self._closed:
             raise RuntimeError("executor is closed")
         idle = self._idle.get(job.device, [])
+        # A worker may have died without its exit being handled yet: never pick it.
+        idle[:] = [w for w in idle if w.alive()]
         # Prefer a worker that is already up: it starts the job at once.
         idle.sort(key=lambda w: w.ready)
         worker = idle.pop() if idle else self._spawn(job.device)
@@ -98,7 +100,7 @@ class LocalExecutor:
         workers = list(self._workers)
         for worker in workers:
             self._unwatch(worker)
-        await asyncio.gather(*(w.close(grace_s=2.0) for w in workers))
+        await asyncio.gather(*(w.close(grace_s=2.0) for w in workers), *self._closing)
         self._workers.clear()
         self._idle.clear()
         self._busy.clear()
@@ -128,12 +130,22 @@ class LocalExecutor:
     def _on_readable(self, worker: WorkerProcess) -> None:
         assert worker.conn is not None
         try:
-            while worker.conn.poll():
+            # Bounded, so one chatty worker cannot starve the loop.
+            for _ in range(64):
+                if not worker.conn.poll():
+                    break
                 self._handle(worker, worker.conn.recv())
         except (EOFError, OSError):
             # The child is gone; its sentinel reports how.
             if self._loop is not None and not worker.conn.closed:
                 self._loop.remove_reader(worker.conn.fileno())
+        except Exception:
+            # A message that does not decode: the pipe is out of step, so the worker
+            # cannot be trusted; its exit is reported through the sentinel.
+            log.exception("bad message from %s; killing it", worker.name)
+            if self._loop is not None and not worker.conn.closed:
+                self._loop.remove_reader(worker.conn.fileno())
+            worker.kill()
 
     def _handle(self, worker: WorkerProcess, message: FromWorker) -> None:
         if isinstance(message, WorkerReady):

@@ -52,14 +52,17 @@ def worker_main(conn: Connection) -> None:
             return
         if isinstance(message, RunJob):
             try:
-                _run(conn, message.job, training.train)
+                if _run(conn, message.job, training.train):
+                    return  # a Shutdown arrived during the job
             except ServerGone:
                 return
         # A CancelJob for a job that already ended is stale: nothing to do.
 
 
-def _run(conn: Connection, job: Job, train: TrainFn) -> None:
+def _run(conn: Connection, job: Job, train: TrainFn) -> bool:
+    """Runs one job and reports its outcome; True if the server asked the worker to exit."""
     cancelled = False
+    shutdown = False
 
     def should_stop() -> bool:
         nonlocal cancelled
@@ -95,6 +98,7 @@ def _run(conn: Connection, job: Job, train: TrainFn) -> None:
             raise
     else:
         _send(conn, JobDone(job.task_id, result))
+    return shutdown
 
 
 def _send(conn: Connection, message: object) -> None:

@@ -61,8 +61,10 @@ class Service:
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stops taking calls, lets open calls finish for `grace_s`, then stops workers."""
         await self.health.enter_graceful_shutdown()
-        await self.server.stop(grace_s)
+        # The manager first: it ends the Logs streams, which would otherwise hold the
+        # server's grace period, and stops admissions that would only spawn workers.
         await self.manager.close()
+        await self.server.stop(grace_s)
         await self.executor.close()
         self.store.close()
 

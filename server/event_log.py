@@ -40,7 +40,6 @@ class TaskLog:
         self.path = path
         self.events = events
         self.closed = False
-        self._file = path.open("a", encoding="utf-8")
         self._changed: asyncio.Future[None] | None = None
 
     @property
@@ -67,8 +66,10 @@ class TaskLog:
             metrics=dict(metrics or {}),
             state=state,
         )
-        self._file.write(json.dumps(asdict(event), separators=(",", ":")) + "\n")
-        self._file.flush()
+        # Opened per append: a file descriptor per queued task would run out long
+        # before the queue does.
+        with self.path.open("a", encoding="utf-8") as f:
+            f.write(json.dumps(asdict(event), separators=(",", ":")) + "\n")
         self.events.append(event)
         self._wake()
         return event
@@ -78,9 +79,8 @@ class TaskLog:
         if self.closed:
             return
         self.closed = True
-        self._file.flush()
-        os.fsync(self._file.fileno())
-        self._file.close()
+        with self.path.open("a", encoding="utf-8") as f:
+            os.fsync(f.fileno())
         self._wake()
 
     async def wait_beyond(self, seq: int) -> None:

@@ -56,6 +56,8 @@ class TaskManager:
         self._active: dict[str, TaskRecord] = {}
         self._cancel_requested: set[str] = set()
         self._ticker: asyncio.Task[None] | None = None
+        # Set by close(): what workers report afterwards is left for the next start.
+        self._closing = False
 
     @property
     def arbiter(self) -> Arbiter:
@@ -66,6 +68,9 @@ class TaskManager:
         self._ticker = asyncio.create_task(self._tick_forever())
 
     async def close(self) -> None:
+        """Stops admitting and recording, and ends every open Logs stream (followers
+        resume with `from_seq` against the next server)."""
+        self._closing = True
         if self._ticker is not None:
             self._ticker.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -177,7 +182,7 @@ class TaskManager:
 
     def job_event(self, task_id: str, event: JobEvent) -> None:
         task = self._active.get(task_id)
-        if task is None:
+        if task is None or self._closing:
             return
         if event.metrics:
             task.metrics.update(event.metrics)
@@ -192,25 +197,32 @@ class TaskManager:
 
     def job_finished(self, task_id: str, outcome: JobOutcome) -> None:
         task = self._active.get(task_id)
-        if task is None:
+        if task is None or self._closing:
             return
         self._cancel_requested.discard(task_id)
-        if outcome.result is not None:
-            task.metrics.update(outcome.result.metrics)
-            task.model_path = outcome.result.model_path or task.model_path
-            task.output_path = outcome.result.output_path or task.output_path
-        if outcome.outcome is Outcome.SUCCEEDED:
-            self._end(task, TaskState.SUCCEEDED, _success_message(task.metrics))
-        elif outcome.outcome is Outcome.CANCELLED:
-            self._end(task, TaskState.CANCELLED, outcome.error or "cancelled")
-        else:
-            self._end(task, TaskState.FAILED, outcome.error or "failed for an unknown reason")
-        self._dispatch(self._arbiter.release(task_id))
+        try:
+            if outcome.result is not None:
+                task.metrics.update(outcome.result.metrics)
+                task.model_path = outcome.result.model_path or task.model_path
+                task.output_path = outcome.result.output_path or task.output_path
+            if outcome.outcome is Outcome.SUCCEEDED:
+                self._end(task, TaskState.SUCCEEDED, _success_message(task.metrics))
+            elif outcome.outcome is Outcome.CANCELLED:
+                self._end(task, TaskState.CANCELLED, outcome.error or "cancelled")
+            else:
+                self._end(task, TaskState.FAILED, outcome.error or "failed for an unknown reason")
+        finally:
+            # Whatever went wrong recording the end, the slot must not leak.
+            self._active.pop(task_id, None)
+            self._logs.close(task_id)
+            self._dispatch(self._arbiter.release(task_id))
 
     # -- internals -------------------------------------------------------------------
 
     def _dispatch(self, admissions: Sequence[Admission]) -> None:
         for admission in admissions:
+            if self._closing:
+                return
             task = self._active.get(admission.job_id)
             if task is None or task.state is not TaskState.QUEUED:
                 # Cannot happen while the arbiter and the manager agree; never run twice.
@@ -312,7 +324,10 @@ class TaskManager:
                 self._end(task, TaskState.FAILED, f"device {task.device} is no longer available")
                 continue
             self._event(task, "log", "requeued after a server restart")
-            self._dispatch(self._arbiter.submit(request))
+            try:
+                self._dispatch(self._arbiter.submit(request))
+            except (QueueFull, ValueError) as exc:
+                self._end(task, TaskState.FAILED, f"could not be requeued after a restart: {exc}")
 
     def _candidates(self, device: str) -> tuple[str, ...]:
         gpu_count = sum(1 for d in self._arbiter.devices if d.startswith("cuda:"))

@@ -21,13 +21,19 @@ def resolve_under_roots(spec: str, roots: Sequence[Path], *, what: str) -> Path:
         raise invalid_argument(f"{what} is required")
     if "\x00" in spec:
         raise invalid_argument(f"{what} contains a NUL character")
-    path = Path(spec).expanduser()
-    if not path.is_absolute():
-        if not roots:
-            raise invalid_argument(f"{what} {spec!r} is relative and no root is configured")
-        path = roots[0] / path
-    real = path.resolve()
-    if not real.exists():
+    try:
+        path = Path(spec).expanduser()
+        if not path.is_absolute():
+            if not roots:
+                raise invalid_argument(f"{what} {spec!r} is relative and no root is configured")
+            path = roots[0] / path
+        real = path.resolve()
+        exists = real.exists()
+    except RuntimeError as exc:  # unknown ~user, symlink loop
+        raise invalid_argument(f"{what} {spec!r} cannot be resolved: {exc}") from None
+    except OSError as exc:
+        raise permission_denied(f"{what} {spec!r} cannot be read: {exc.strerror}") from None
+    if not exists:
         raise not_found(f"{what} {spec!r} does not exist")
     if not any(real.is_relative_to(root) for root in roots):
         allowed = ", ".join(str(r) for r in roots)
