@@ -363,8 +363,8 @@ class Arbiter:
             if best is None:
                 break
             target: Pool | None = None
-            for pool in best.pools:
-                if pool in pools and self._fits(best.request, pool.device):
+            for pool in self._ranked(best, pools):
+                if self._fits(best.request, pool.device):
                     target = pool
                     break
             if target is None:
@@ -376,6 +376,22 @@ class Arbiter:
             pools = [p for p in pools if p.live and p.running < p.limit]
         return admitted
 
+    def _ranked(self, waiter: Waiter, open_pools: list[Pool]) -> list[Pool]:
+        """The waiter's open candidate pools in the order to try: its own order, or the
+        gate's (most free memory first, say) when there is a gate and a choice."""
+        candidates = [pool for pool in waiter.pools if pool in open_pools]
+        if self._gate is None or len(candidates) < 2:
+            return candidates
+        by_device = {pool.device: pool for pool in candidates}
+        try:
+            order = self._gate.rank(waiter.request, list(by_device))
+            ranked = [by_device[d] for d in order if d in by_device]
+        except Exception:
+            logger.exception("admission gate failed to rank devices for %r", waiter.request.job_id)
+            return candidates
+        # A gate that drops a device must not lose it: keep the rest in the job's order.
+        return ranked + [pool for pool in candidates if pool not in ranked]
+
     def _fits(self, request: Request, device: str) -> bool:
         if self._gate is None:
             return True
@@ -384,6 +400,15 @@ class Arbiter:
         except Exception:
             logger.exception("admission gate failed for job %r on %s", request.job_id, device)
             return False
+
+    def _refusal(self, request: Request, device: str) -> str:
+        """The gate's sentence for why `request` does not fit on `device`."""
+        assert self._gate is not None  # only asked about devices the gate refused
+        try:
+            return self._gate.explain(request, device)
+        except Exception:
+            logger.exception("admission gate failed to explain %r on %s", request.job_id, device)
+            return f"not enough room on {device} for this task yet"
 
     def _start(self, request: Request, pool: Pool) -> Admission:
         pool.running += 1
@@ -420,7 +445,9 @@ class Arbiter:
         else:
             not_fitting = [p.device for p in pools if p.has_free_slot]
             not_fitting = [d for d in not_fitting if not self._fits(waiter.request, d)]
-            slots_text = _explain.slots(pools, not_fitting)
+            slots_text = _explain.slots(
+                pools, [self._refusal(waiter.request, d) for d in not_fitting]
+            )
         request = waiter.request
         return WaitingInfo(
             job_id=request.job_id,

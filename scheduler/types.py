@@ -8,6 +8,7 @@ Limits and priorities are defined here once; the server and the CLI import them.
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -143,6 +144,16 @@ class AdmissionGate(Protocol):
 
     def released(self, admission: Admission) -> None:
         """The job behind `admission` ended: forget it."""
+        ...
+
+    def rank(self, request: Request, devices: Sequence[str]) -> Sequence[str]:
+        """`devices` (each with a free slot) in the order `request` should try them,
+        best first (for example most free memory first). Must not drop any."""
+        ...
+
+    def explain(self, request: Request, device: str) -> str:
+        """Why `request` does not fit on `device` now, for people
+        ("needs ~3.1 GB on cuda:0, 1.2 GB free")."""
         ...
 
 

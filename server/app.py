@@ -16,9 +16,11 @@ from grpc_reflection.v1alpha import reflection
 from engines.local import LocalExecutor
 from scheduler import DEFAULT_CPU_LIMITS, DEFAULT_GPU_LIMITS, Arbiter, Limits
 from scheduler.inventory import DeviceInventory, NvmlInventory
+from scheduler.memory import MemoryGate
 from server.config import ServerConfig
 from server.event_log import EventLogs
 from server.manager import TaskManager
+from server.memory import MemoryPlanner
 from server.servicers.resources import ResourceServicer
 from server.servicers.tasks import TaskServicer
 from server.servicers.training import TrainingServicer
@@ -92,17 +94,26 @@ async def create_server(
     config.tasks_dir.mkdir(parents=True, exist_ok=True)
     inventory = inventory or NvmlInventory()
     store = TaskStore(config.db_path)
+    gate = MemoryGate(inventory, headroom_bytes=config.gpu_headroom_bytes)
     arbiter = Arbiter(
         initial_limits(inventory, store),
         max_waiting=config.max_waiting,
         aging_interval_s=config.aging_interval_s,
+        gate=gate,
     )
     executor = LocalExecutor(
         prewarm={"cpu": config.prewarm_workers} if config.prewarm_workers else {},
         cancel_grace_s=config.cancel_grace_s,
     )
     await executor.start()
-    manager = TaskManager(config, store, EventLogs(config.tasks_dir), arbiter, executor)
+    manager = TaskManager(
+        config,
+        store,
+        EventLogs(config.tasks_dir),
+        arbiter,
+        executor,
+        MemoryPlanner(store, gate),
+    )
 
     server = grpc.aio.server(
         options=[

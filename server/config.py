@@ -33,6 +33,8 @@ class ServerConfig:
     # Seconds between arbiter re-evaluations (priority aging).
     aging_interval_s: float = 60.0
     max_waiting: int = 10_000
+    # GPU memory kept free beyond every admitted task's estimate.
+    gpu_headroom_bytes: int = 512 * 1024**2
     log_format: str = "text"
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -46,6 +48,16 @@ class ServerConfig:
 
     def task_dir(self, task_id: str) -> Path:
         return self.tasks_dir / task_id
+
+
+def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
+    raw = env.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        return float(raw)
+    except ValueError:
+        raise ValueError(f"{name} must be a number, got {raw!r}") from None
 
 
 def _env_int(env: Mapping[str, str], name: str, default: int) -> int:
@@ -67,6 +79,9 @@ def load(
     dataset_roots: tuple[str, ...] = (),
     prewarm_workers: int | None = None,
     log_format: str | None = None,
+    aging_interval_s: float | None = None,
+    gpu_headroom_gb: float | None = None,
+    max_waiting: int | None = None,
     env: Mapping[str, str] | None = None,
 ) -> ServerConfig:
     """Builds the config: explicit arguments (flags) win over `TANDEM_*` variables."""
@@ -90,4 +105,32 @@ def load(
         if prewarm_workers is not None
         else _env_int(env, "TANDEM_PREWARM_WORKERS", 1),
         log_format=log_format or env.get("TANDEM_LOG_FORMAT") or "text",
+        aging_interval_s=_positive(
+            "aging interval",
+            aging_interval_s
+            if aging_interval_s is not None
+            else _env_float(env, "TANDEM_AGING_INTERVAL_S", 60.0),
+        ),
+        gpu_headroom_bytes=int(
+            (
+                gpu_headroom_gb
+                if gpu_headroom_gb is not None
+                else _env_float(env, "TANDEM_GPU_HEADROOM_GB", 0.5)
+            )
+            * 1024**3
+        ),
+        max_waiting=int(
+            _positive(
+                "max waiting",
+                max_waiting
+                if max_waiting is not None
+                else _env_int(env, "TANDEM_MAX_WAITING", 10_000),
+            )
+        ),
     )
+
+
+def _positive(what: str, value: float) -> float:
+    if not value > 0:
+        raise ValueError(f"{what} must be greater than 0, got {value}")
+    return value

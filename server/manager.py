@@ -20,9 +20,11 @@ from engines.executor import Executor, JobOutcome, Outcome
 from engines.jobs import JobEvent, TrainingJob
 from scheduler import Admission, Arbiter, Kind, QueueFull, Request, WaitingInfo
 from scheduler.devices import DeviceError, resolve_candidates
+from scheduler.memory import Shape
 from server.config import ServerConfig
-from server.errors import failed_precondition, not_found, resource_exhausted
+from server.errors import ServiceError, failed_precondition, not_found, resource_exhausted
 from server.event_log import EventLogs, StoredEvent
+from server.memory import PEAK_METRIC, MemoryPlanner
 from server.records import TaskKind, TaskRecord, TaskState
 from server.store import TaskStore
 from server.validation import Submission
@@ -46,8 +48,10 @@ class TaskManager:
         logs: EventLogs,
         arbiter: Arbiter,
         executor: Executor,
+        planner: MemoryPlanner,
     ) -> None:
         self._config = config
+        self._planner = planner
         self._store = store
         self._logs = logs
         self._arbiter = arbiter
@@ -96,11 +100,13 @@ class TaskManager:
             create_time=time.time(),
             request_id=submission.request_id,
         )
+        memory_bytes, candidates = self._planner.plan(_shape(task), submission.candidates)
         request = Request(
             job_id=task.task_id,
             kind=Kind(kind.value),
             priority=task.priority,
-            devices=submission.candidates,
+            devices=candidates,
+            memory_bytes=memory_bytes,
         )
         # Check room first so a refused task leaves no trace.
         if self._arbiter.statistics().total_waiting >= self._config.max_waiting:
@@ -203,6 +209,8 @@ class TaskManager:
         try:
             if outcome.result is not None:
                 task.metrics.update(outcome.result.metrics)
+                peak = outcome.result.metrics.get(PEAK_METRIC, 0)
+                self._planner.learn(_shape(task), int(peak))
                 task.model_path = outcome.result.model_path or task.model_path
                 task.output_path = outcome.result.output_path or task.output_path
             if outcome.outcome is Outcome.SUCCEEDED:
@@ -314,18 +322,23 @@ class TaskManager:
             self._end(task, TaskState.FAILED, "interrupted by restart")
         for task in self._store.in_states([TaskState.QUEUED]):
             self._active[task.task_id] = task
-            request = Request(
-                job_id=task.task_id,
-                kind=Kind(task.kind.value),
-                priority=task.priority,
-                devices=self._candidates(task.device),
-            )
-            if not request.devices:
+            candidates = self._candidates(task.device)
+            if not candidates:
                 self._end(task, TaskState.FAILED, f"device {task.device} is no longer available")
                 continue
-            self._event(task, "log", "requeued after a server restart")
             try:
+                memory_bytes, candidates = self._planner.plan(_shape(task), candidates)
+                request = Request(
+                    job_id=task.task_id,
+                    kind=Kind(task.kind.value),
+                    priority=task.priority,
+                    devices=candidates,
+                    memory_bytes=memory_bytes,
+                )
+                self._event(task, "log", "requeued after a server restart")
                 self._dispatch(self._arbiter.submit(request))
+            except ServiceError as exc:
+                self._end(task, TaskState.FAILED, f"could not be requeued after a restart: {exc}")
             except (QueueFull, ValueError) as exc:
                 self._end(task, TaskState.FAILED, f"could not be requeued after a restart: {exc}")
 
@@ -343,6 +356,12 @@ class TaskManager:
         while True:
             await asyncio.sleep(interval)
             self._dispatch(self._arbiter.tick())
+
+
+def _shape(task: TaskRecord) -> Shape:
+    """What the task's GPU memory use depends on."""
+    p = task.params
+    return Shape(p["model"], p["batch_size"], p["image_size"], Kind(task.kind.value))
 
 
 def _success_message(metrics: Mapping[str, float]) -> str:

@@ -39,6 +39,15 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_request_id ON tasks(request_id)
     WHERE request_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state);
+CREATE TABLE IF NOT EXISTS memory_peaks (
+    -- The largest GPU memory peak measured per task shape, for admission estimates.
+    model      TEXT NOT NULL,
+    batch_size INTEGER NOT NULL,
+    image_size INTEGER NOT NULL,
+    kind       TEXT NOT NULL,
+    peak_bytes INTEGER NOT NULL,
+    PRIMARY KEY (model, batch_size, image_size, kind)
+);
 CREATE TABLE IF NOT EXISTS limits (
     device TEXT NOT NULL,
     kind   TEXT NOT NULL,
@@ -159,6 +168,22 @@ class TaskStore:
             "INSERT INTO limits (device, kind, value) VALUES (?, ?, ?) "
             "ON CONFLICT(device, kind) DO UPDATE SET value=excluded.value",
             (device, kind, value),
+        )
+
+    def load_memory_peaks(self) -> Sequence[tuple[str, int, int, str, int]]:
+        rows = self._db.execute(
+            "SELECT model, batch_size, image_size, kind, peak_bytes FROM memory_peaks"
+        ).fetchall()
+        return [(str(m), int(b), int(i), str(k), int(p)) for m, b, i, k, p in rows]
+
+    def save_memory_peak(
+        self, model: str, batch_size: int, image_size: int, kind: str, peak_bytes: int
+    ) -> None:
+        self._db.execute(
+            "INSERT INTO memory_peaks (model, batch_size, image_size, kind, peak_bytes) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(model, batch_size, image_size, kind) "
+            "DO UPDATE SET peak_bytes=MAX(peak_bytes, excluded.peak_bytes)",
+            (model, batch_size, image_size, kind, peak_bytes),
         )
 
 

@@ -13,6 +13,7 @@ from typing import Any
 import grpc
 import pytest
 
+from scheduler import DeviceInventory
 from server.app import Service, create_server
 from server.config import ServerConfig, load
 from tandem.v1 import (
@@ -28,15 +29,18 @@ from tandem.v1 import (
 class ServerThread:
     """Runs `create_server` on a private event loop in a daemon thread."""
 
-    def __init__(self, config: ServerConfig) -> None:
+    def __init__(self, config: ServerConfig, inventory: DeviceInventory | None = None) -> None:
         self.config = config
+        self.inventory = inventory
         self.loop = asyncio.new_event_loop()
         self.service: Service | None = None
         self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
 
     def start(self) -> ServerThread:
         self._thread.start()
-        future = asyncio.run_coroutine_threadsafe(create_server(self.config), self.loop)
+        future = asyncio.run_coroutine_threadsafe(
+            create_server(self.config, inventory=self.inventory), self.loop
+        )
         self.service, _ = future.result(timeout=120)
         return self
 
@@ -140,8 +144,8 @@ def fresh_server(tmp_path: Path) -> Iterator[Callable[..., ServerThread]]:
     """A factory of servers private to one test (stopped at its end)."""
     started: list[ServerThread] = []
 
-    def start(**overrides: Any) -> ServerThread:
-        server = ServerThread(make_config(tmp_path, **overrides)).start()
+    def start(inventory: DeviceInventory | None = None, **overrides: Any) -> ServerThread:
+        server = ServerThread(make_config(tmp_path, **overrides), inventory).start()
         started.append(server)
         return server
 

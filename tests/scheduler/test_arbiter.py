@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+from collections.abc import Sequence
 
 import pytest
 
@@ -53,6 +54,12 @@ class MemoryBudget:
     def released(self, admission: Admission) -> None:
         device, size = self.reserved.pop(admission.job_id)
         self.free[device] += size
+
+    def rank(self, request: Request, devices: Sequence[str]) -> list[str]:
+        return sorted(devices, key=lambda d: -self.free[d])
+
+    def explain(self, request: Request, device: str) -> str:
+        return f"needs {request.memory_bytes} on {device}, {self.free[device]} free"
 
 
 def req(
@@ -475,9 +482,7 @@ def test_a_head_that_does_not_fit_holds_its_pool_until_it_does(clock: ManualCloc
     assert arbiter.submit(req("small", 9, ("cuda:0",), memory=1)) == []
     info = arbiter.waiting_info("big")
     assert info is not None
-    assert info.reason == (
-        "a training slot is free on cuda:0 but there is not enough room there for this task yet"
-    )
+    assert info.reason == "needs 4 on cuda:0, 2 free"  # the gate's own sentence
     small = arbiter.waiting_info("small")
     assert small is not None and small.reason == "1 more urgent task ahead"
     gate.free["cuda:0"] += 2  # another process freed memory: the arbiter hears of it on tick

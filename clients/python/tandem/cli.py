@@ -26,6 +26,24 @@ def main() -> None:
 )
 @click.option("--prewarm-workers", type=int, help="CPU workers started ahead of time (default 1).")
 @click.option("--log-format", type=click.Choice(["text", "json"]), help="Server log format.")
+@click.option(
+    "--aging-interval",
+    type=float,
+    help="Seconds of waiting that raise a task's priority by one step (default 60; "
+    "env TANDEM_AGING_INTERVAL_S).",
+)
+@click.option(
+    "--gpu-headroom-gb",
+    type=float,
+    help="GPU memory kept free beyond admitted tasks' estimates (default 0.5; "
+    "env TANDEM_GPU_HEADROOM_GB).",
+)
+@click.option(
+    "--max-waiting",
+    type=int,
+    help="Queued tasks at most; beyond, submits get RESOURCE_EXHAUSTED (default 10000; "
+    "env TANDEM_MAX_WAITING).",
+)
 def serve(
     host: str | None,
     grpc_port: int | None,
@@ -34,6 +52,9 @@ def serve(
     dataset_roots: tuple[str, ...],
     prewarm_workers: int | None,
     log_format: str | None,
+    aging_interval: float | None,
+    gpu_headroom_gb: float | None,
+    max_waiting: int | None,
 ) -> None:
     """Run the Tandem service (gRPC, with health and reflection)."""
     from server import config
@@ -48,6 +69,9 @@ def serve(
             dataset_roots=dataset_roots,
             prewarm_workers=prewarm_workers,
             log_format=log_format,
+            aging_interval_s=aging_interval,
+            gpu_headroom_gb=gpu_headroom_gb,
+            max_waiting=max_waiting,
         )
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

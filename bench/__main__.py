@@ -1,0 +1,72 @@
+"""`python -m bench`: run the benchmarks, print one table, write the figures as JSON.
+
+    python -m bench                      # every benchmark -> bench/results/latest.json
+    python -m bench --only scheduler     # some of them
+    python -m bench --smoke              # tiny sizes, checks the harness -> smoke.json
+
+Exits 0 when every benchmark ran, whether or not its goals were met (the table says
+PASS or MISS); 2 for a bad command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from bench.registry import BENCHMARKS, Benchmark, short_name
+from bench.report import Goal, format_table, summarize, write_results
+
+RESULTS_DIR = Path(__file__).resolve().parent / "results"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the chosen benchmarks; return the exit status."""
+    names = [short_name(benchmark) for benchmark in BENCHMARKS]
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--only", nargs="+", choices=names, metavar="NAME", help=f"run only these: {names}"
+    )
+    parser.add_argument(
+        "--smoke", action="store_true", help="tiny sizes: checks the harness, figures mean nothing"
+    )
+    parser.add_argument(
+        "--output", type=Path, help="JSON file to write (default: bench/results/latest.json)"
+    )
+    args = parser.parse_args(argv)
+    chosen = [b for b in BENCHMARKS if args.only is None or short_name(b) in args.only]
+    output: Path = args.output or RESULTS_DIR / ("smoke.json" if args.smoke else "latest.json")
+
+    print(f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs")
+    figures: dict[str, float] = {}
+    goals: list[Goal] = []
+    for benchmark in chosen:
+        started = time.perf_counter()
+        print(f"running {short_name(benchmark)}...", flush=True)
+        _merge(figures, benchmark.run(args.smoke), benchmark)
+        goals.extend(benchmark.GOALS)
+        print(f"  done in {time.perf_counter() - started:.1f} s", flush=True)
+
+    print()
+    print(format_table(figures, goals))
+    print()
+    print(summarize(figures, goals))
+    write_results(output, figures)
+    print(f"figures written to {output}")
+    return 0
+
+
+def _merge(figures: dict[str, float], new: dict[str, float], benchmark: Benchmark) -> None:
+    # One flat namespace across benchmarks: a clash would silently drop a figure.
+    clashes = sorted(figures.keys() & new.keys())
+    if clashes:
+        raise RuntimeError(f"{benchmark.__name__} repeats figure names: {', '.join(clashes)}")
+    figures.update(new)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

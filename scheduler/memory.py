@@ -1,0 +1,147 @@
+"""GPU memory: how much a task will need, and whether a GPU has room for it now.
+
+`MemoryEstimates` knows a task's expected peak: the peak measured by earlier runs of
+the same shape (model, batch size, image size, kind), which workers report from
+`torch.cuda.max_memory_allocated`, or else a conservative formula from the model's
+parameter count. `MemoryGate` is the arbiter's `AdmissionGate` for GPUs: a GPU task is
+admitted only if the estimate fits in what is free.
+
+What "free" means, and why: NVML's free memory sees every process (ours and others)
+but not the tasks we admitted a moment ago that have not allocated yet; our own
+reservations see those but not other processes. A GPU has room for `need` bytes when
+both views agree: `min(nvml_free, total - reserved) - headroom >= need`. The sum of
+the estimates of admitted tasks therefore never exceeds `total - headroom`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from scheduler.inventory import DeviceInventory
+from scheduler.types import Admission, Kind, Request
+
+GIB = 1024**3
+# The CUDA context and allocator slack that max_memory_allocated does not count.
+CONTEXT_BYTES = 512 * 1024**2
+# Measured peaks vary a little from run to run (allocator, cudnn algorithm choice).
+MEASURED_MARGIN = 1.15
+# Bytes of kept activations per input byte, per kind: a rough upper bound for CNNs at
+# common sizes (training keeps every layer's activations for backward).
+_ACTIVATION_FACTOR = {Kind.TRAINING: 100, Kind.INFERENCE: 12}
+# Copies of the weights a task holds: training adds gradients and two optimiser moments.
+_WEIGHT_COPIES = {Kind.TRAINING: 4, Kind.INFERENCE: 1}
+
+
+@dataclass(frozen=True)
+class Shape:
+    """What a task's memory use depends on."""
+
+    model: str
+    batch_size: int
+    image_size: int
+    kind: Kind
+
+
+def conservative_estimate(shape: Shape, param_count: int) -> int:
+    """Peak bytes for a shape never run before: weights (with gradients and optimiser
+    state when training), activations, and the CUDA context."""
+    weights = param_count * 4 * _WEIGHT_COPIES[shape.kind]
+    input_bytes = shape.batch_size * 3 * shape.image_size**2 * 4
+    return CONTEXT_BYTES + weights + input_bytes * _ACTIVATION_FACTOR[shape.kind]
+
+
+class MemoryEstimates:
+    """Peak memory per shape: measured when a run of it has reported one."""
+
+    def __init__(self, measured: Mapping[Shape, int] | None = None) -> None:
+        self._measured: dict[Shape, int] = dict(measured or {})
+
+    def estimate(self, shape: Shape, param_count: int) -> int:
+        measured = self._measured.get(shape)
+        if measured is None:
+            return conservative_estimate(shape, param_count)
+        return int(measured * MEASURED_MARGIN) + CONTEXT_BYTES
+
+    def measured(self, shape: Shape) -> int | None:
+        return self._measured.get(shape)
+
+    def record(self, shape: Shape, peak_bytes: int) -> None:
+        """A run of `shape` peaked at `peak_bytes`. The largest peak seen is kept: an
+        estimate that is too low costs an out-of-memory failure, one too high only waiting."""
+        if peak_bytes > 0:
+            self._measured[shape] = max(peak_bytes, self._measured.get(shape, 0))
+
+    def raise_to(self, shape: Shape, at_least: int) -> None:
+        """After an out-of-memory failure: never estimate below `at_least` again."""
+        self._measured[shape] = max(at_least, self._measured.get(shape, 0))
+
+    def items(self) -> Mapping[Shape, int]:
+        return dict(self._measured)
+
+
+def gpu_index(device: str) -> int | None:
+    """N for "cuda:N", None for anything else."""
+    prefix, _, index = device.partition(":")
+    return int(index) if prefix == "cuda" and index.isdigit() else None
+
+
+def gb(value: float) -> str:
+    return f"{value / GIB:.1f} GB"
+
+
+class MemoryGate:
+    """Admits a GPU task only where its estimated peak fits; the CPU is not gated."""
+
+    def __init__(self, inventory: DeviceInventory, *, headroom_bytes: int = GIB // 2) -> None:
+        self._inventory = inventory
+        self._headroom = headroom_bytes
+        self._reserved: dict[str, int] = {}
+        self._jobs: dict[str, tuple[str, int]] = {}
+
+    def available(self, device: str) -> float:
+        """Bytes a new task may still use on `device` (may be negative); inf for the CPU."""
+        index = gpu_index(device)
+        if index is None:
+            return math.inf
+        info = self._inventory.memory(index)
+        reserved = self._reserved.get(device, 0)
+        return min(info.free_bytes, info.total_bytes - reserved) - self._headroom
+
+    def capacity(self, device: str) -> float:
+        """The most a single task could ever get on `device`: total minus headroom."""
+        index = gpu_index(device)
+        if index is None:
+            return math.inf
+        return self._inventory.memory(index).total_bytes - self._headroom
+
+    def reserved(self, device: str) -> int:
+        return self._reserved.get(device, 0)
+
+    # -- AdmissionGate -----------------------------------------------------------------
+
+    def fits(self, request: Request, device: str) -> bool:
+        if gpu_index(device) is None:
+            return True
+        return request.memory_bytes <= self.available(device)
+
+    def admitted(self, request: Request, device: str) -> None:
+        if gpu_index(device) is None or request.memory_bytes <= 0:
+            return
+        self._reserved[device] = self._reserved.get(device, 0) + request.memory_bytes
+        self._jobs[request.job_id] = (device, request.memory_bytes)
+
+    def released(self, admission: Admission) -> None:
+        entry = self._jobs.pop(admission.job_id, None)
+        if entry is not None:
+            device, size = entry
+            self._reserved[device] = max(0, self._reserved.get(device, 0) - size)
+
+    def rank(self, request: Request, devices: Sequence[str]) -> Sequence[str]:
+        # "cuda" means any GPU: the one with the most room first (stable for ties).
+        return sorted(devices, key=lambda d: -self.available(d))
+
+    def explain(self, request: Request, device: str) -> str:
+        free = max(0.0, self.available(device))
+        return f"needs ~{gb(request.memory_bytes)} on {device}, {gb(free)} free"
