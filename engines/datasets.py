@@ -287,3 +287,126 @@ def split(
             "use a larger val_split, or 0 to train without validation"
         )
     return Subset(dataset, sorted(train)), Subset(dataset, sorted(val))
+
+
+def synthetic_dataset(
+    image_size: int,
+    seed: int,
+    mean: Sequence[float] = IMAGENET_MEAN,
+    std: Sequence[float] = IMAGENET_STD,
+) -> SyntheticShapes:
+    """The synthetic set at `image_size` px, normalised with `mean`/`std`.
+
+    For batch inference, which must normalise as the model's artifact says rather than
+    with the defaults. Raises JobError when `image_size` is too small to draw the shapes.
+    """
+    if image_size < _SYNTHETIC_MIN_SIZE:
+        raise JobError(
+            f"the synthetic dataset needs image_size of at least {_SYNTHETIC_MIN_SIZE} px, "
+            f"not {image_size}"
+        )
+    return SyntheticShapes(image_size, seed, mean, std)
+
+
+@dataclass(frozen=True)
+class InferenceFolder:
+    """The images a batch inference reads from a folder, in the order it reports them.
+
+    `files` are relative to `root`; `labels[i]` is the class name of `files[i]` (its
+    class sub-folder) in an ImageFolder, or None in a flat folder of images.
+    """
+
+    root: str
+    files: list[str]
+    labels: list[str | None]
+    # The class sub-folders, sorted; empty for a flat folder (its images have no labels).
+    classes: list[str]
+
+    @property
+    def labelled(self) -> bool:
+        return bool(self.classes)
+
+
+def _top_level(path: str) -> tuple[list[str], list[str]]:
+    # (image files, class sub-folders) directly in `path`, each sorted.
+    images: list[str] = []
+    folders: list[str] = []
+    with os.scandir(path) as entries:
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if entry.is_dir():
+                folders.append(entry.name)
+            elif entry.is_file() and is_image_file(entry.name):
+                images.append(entry.name)
+    return sorted(images), sorted(folders)
+
+
+def validate_inference_folder(path: str) -> str | None:
+    """None if batch inference can read `path`, else a sentence saying what is wrong.
+
+    Two layouts are accepted: an ImageFolder (one sub-folder per class, checked as
+    `validate_image_folder` does; its images are labelled with their folder's name), or a
+    flat folder holding image files directly (unlabelled). A folder with both loose images
+    and sub-folders is refused rather than guessed at: either reading would silently skip
+    some of its images. Cheap: it reads names only and opens no image.
+    """
+    if not os.path.exists(path):
+        return f"dataset folder {path} does not exist"
+    if not os.path.isdir(path):
+        return (
+            f"dataset {path} is a file; expected a folder of images, or a folder with one "
+            "sub-folder of images per class"
+        )
+    try:
+        images, folders = _top_level(path)
+    except OSError as exc:
+        return f"cannot read dataset folder {path}: {exc.strerror or exc}"
+    if images and folders:
+        return (
+            f"dataset folder {path} holds both images ({images[0]!r}, ...) and sub-folders "
+            f"({folders[0]!r}, ...); use either a flat folder of images, or one sub-folder "
+            "per class with no images beside them"
+        )
+    if folders:
+        return validate_image_folder(path)
+    if not images:
+        return (
+            f"dataset folder {path} has no images (looked for {', '.join(IMG_EXTENSIONS)}); "
+            "put the images in it directly, or in one sub-folder per class"
+        )
+    return None
+
+
+def scan_inference_folder(path: str) -> InferenceFolder:
+    """The images of `path` (see `validate_inference_folder`), raising JobError if unusable.
+
+    An ImageFolder lists its images in `torchvision.datasets.ImageFolder`'s order (by
+    class, then walking each class folder sorted), so a row of the predictions matches the
+    sample of the same index in training; a flat folder lists its images sorted by name.
+    """
+    problem = validate_inference_folder(path)
+    if problem is not None:
+        raise JobError(problem)
+    try:
+        images, classes = _top_level(path)
+        files: list[str] = []
+        labels: list[str | None] = []
+        if not classes:
+            files = images
+            labels = [None] * len(images)
+        for name in classes:
+            # The same walk as torchvision's make_dataset, hence the same order.
+            for dirpath, _dirnames, filenames in sorted(
+                os.walk(os.path.join(path, name), followlinks=True)
+            ):
+                for filename in sorted(filenames):
+                    if is_image_file(filename):
+                        full = os.path.join(dirpath, filename)
+                        files.append(os.path.relpath(full, path).replace(os.sep, "/"))
+                        labels.append(name)
+    except OSError as exc:  # The folder changed between the check and the scan.
+        raise JobError(f"cannot read dataset folder {path}: {exc.strerror or exc}") from None
+    if not files:
+        raise JobError(f"dataset folder {path} has no images")
+    return InferenceFolder(root=path, files=files, labels=labels, classes=classes)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from engines.jobs import JobEvent, JobResult
-from engines.protocol import Job
+from engines.protocol import Job, PredictBatch, PredictReply
 
 
 class Outcome(enum.Enum):
@@ -38,6 +38,9 @@ class JobSink(Protocol):
 
     def job_finished(self, task_id: str, outcome: JobOutcome) -> None: ...
 
+    def job_reply(self, task_id: str, reply: PredictReply) -> None:
+        """A serving job answered a `PredictBatch` sent with `Executor.send`."""
+
 
 class Executor(Protocol):
     """Runs jobs on concrete devices (`cpu`, `cuda:N`)."""
@@ -51,6 +54,10 @@ class Executor(Protocol):
     def cancel(self, task_id: str) -> None:
         """Asks a running job to stop; it is stopped by force after the grace period.
         A job that is not running is ignored."""
+
+    def send(self, task_id: str, message: PredictBatch) -> bool:
+        """Sends a prediction batch to the serving job `task_id`; False if it is not
+        running (its end is, or will be, reported to its sink)."""
 
     async def close(self) -> None:
         """Stops every worker (running jobs are abandoned, not reported)."""

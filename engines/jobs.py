@@ -72,3 +72,40 @@ class JobError(Exception):
 
     The message is shown to the user as the task's error; it must read as a sentence.
     """
+
+
+@dataclass(frozen=True)
+class InferenceJob:
+    """A batch inference over a dataset, fully resolved."""
+
+    task_id: str
+    # A model artifact written by training (see engines.artifacts).
+    model_path: str
+    # Absolute path of an ImageFolder or a flat folder of images, or "synthetic".
+    dataset: str
+    batch_size: int
+    top_k: int
+    # Concrete torch device: "cpu" or "cuda:N".
+    device: str
+    # Directory the job owns: its predictions file goes here.
+    output_dir: str
+    num_threads: int = 1
+
+
+@dataclass(frozen=True)
+class ServeJob:
+    """Keep a model loaded on a device and answer prediction batches until told to stop."""
+
+    task_id: str
+    model_path: str
+    device: str
+    num_threads: int = 1
+
+
+@dataclass(frozen=True)
+class Prediction:
+    """One label of a top-k answer."""
+
+    label: str
+    score: float
+    index: int

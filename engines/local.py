@@ -25,6 +25,8 @@ from engines.protocol import (
     JobDone,
     JobEventMsg,
     JobFailed,
+    PredictBatch,
+    PredictReply,
     RunJob,
     WorkerReady,
 )
@@ -85,6 +87,10 @@ class LocalExecutor:
         self._cancelling[task_id] = self._loop.call_later(
             self._cancel_grace_s, self._force_stop, task_id
         )
+
+    def send(self, task_id: str, message: PredictBatch) -> bool:
+        worker = self._busy.get(task_id)
+        return worker is not None and worker.send(message)
 
     def running(self) -> dict[str, int | None]:
         """task_id -> pid of the worker running it (for operators and tests)."""
@@ -154,6 +160,10 @@ class LocalExecutor:
             sink = self._sinks.get(message.task_id)
             if sink is not None:
                 sink.job_event(message.task_id, message.event)
+        elif isinstance(message, PredictReply):
+            sink = self._sinks.get(message.task_id)
+            if sink is not None:
+                sink.job_reply(message.task_id, message)
         elif isinstance(message, JobDone):
             self._finish(worker, message.task_id, JobOutcome(Outcome.SUCCEEDED, message.result))
         elif isinstance(message, JobFailed):

@@ -1,8 +1,10 @@
 """Messages on the pipe between the server (parent) and a worker process (child).
 
-Parent -> child: `RunJob`, `CancelJob`, `Shutdown`.
+Parent -> child: `RunJob`, `CancelJob`, `Shutdown`, and `PredictBatch` to a worker
+serving a model.
 Child -> parent: `WorkerReady` once torch is imported, then for each job any number
-of `JobEventMsg` followed by exactly one of `JobDone`, `JobFailed`, `JobCancelledMsg`.
+of `JobEventMsg` (and `PredictReply`, one per `PredictBatch`, for a serving job)
+followed by exactly one of `JobDone`, `JobFailed`, `JobCancelledMsg`.
 A child that dies mid-job sends nothing more: the parent sees its exit instead.
 """
 
@@ -10,9 +12,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engines.jobs import JobEvent, JobResult, TrainingJob
+from engines.jobs import InferenceJob, JobEvent, JobResult, Prediction, ServeJob, TrainingJob
 
-Job = TrainingJob
+Job = TrainingJob | InferenceJob | ServeJob
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,25 @@ class CancelJob:
 @dataclass(frozen=True)
 class Shutdown:
     pass
+
+
+@dataclass(frozen=True)
+class PredictBatch:
+    """Images for the model a serving job holds; answered by one `PredictReply`."""
+
+    task_id: str
+    batch_id: int
+    images: list[bytes]
+    top_k: int
+
+
+@dataclass(frozen=True)
+class PredictReply:
+    """Per image of the batch, in order: its predictions, or why it could not be read."""
+
+    task_id: str
+    batch_id: int
+    results: list[list[Prediction] | str]
 
 
 @dataclass(frozen=True)
@@ -61,5 +82,5 @@ class JobCancelledMsg:
     task_id: str
 
 
-ToWorker = RunJob | CancelJob | Shutdown
-FromWorker = WorkerReady | JobEventMsg | JobDone | JobFailed | JobCancelledMsg
+ToWorker = RunJob | CancelJob | Shutdown | PredictBatch
+FromWorker = WorkerReady | JobEventMsg | PredictReply | JobDone | JobFailed | JobCancelledMsg

@@ -1,8 +1,10 @@
 """The worker process: imports torch once, then runs jobs sent by the server, one at
 a time, reporting events and the outcome over its pipe.
 
-A job notices a cancel request at its next batch boundary (`should_stop` polls the
-pipe without blocking). If the server goes away the pipe breaks and the worker exits.
+A training or inference job notices a cancel request at its next batch boundary
+(`should_stop` polls the pipe without blocking). A serving job answers prediction
+batches until it is cancelled. If the server goes away the pipe breaks and the
+worker exits.
 """
 
 from __future__ import annotations
@@ -10,10 +12,18 @@ from __future__ import annotations
 import os
 import signal
 import traceback
-from collections.abc import Callable
 from multiprocessing.connection import Connection
 
-from engines.jobs import JobCancelled, JobError, JobEvent, JobResult, TrainingJob
+from engines.jobs import (
+    InferenceJob,
+    JobCancelled,
+    JobError,
+    JobEvent,
+    JobResult,
+    Prediction,
+    ServeJob,
+    TrainingJob,
+)
 from engines.protocol import (
     CancelJob,
     Job,
@@ -21,16 +31,43 @@ from engines.protocol import (
     JobDone,
     JobEventMsg,
     JobFailed,
+    PredictBatch,
+    PredictReply,
     RunJob,
     Shutdown,
     WorkerReady,
 )
 
-TrainFn = Callable[[TrainingJob, Callable[[JobEvent], None], Callable[[], bool]], JobResult]
-
 
 class ServerGone(Exception):
     """The pipe to the server broke: nobody is left to report to."""
+
+
+class _Control:
+    """What the server asked of the running job: stop it, and maybe exit afterwards."""
+
+    def __init__(self, conn: Connection, task_id: str) -> None:
+        self.conn = conn
+        self.task_id = task_id
+        self.cancelled = False
+        self.shutdown = False
+
+    def note(self, message: object) -> None:
+        if isinstance(message, CancelJob) and message.task_id == self.task_id:
+            self.cancelled = True
+        elif isinstance(message, Shutdown):
+            self.cancelled = self.shutdown = True
+
+    def should_stop(self) -> bool:
+        try:
+            while self.conn.poll():
+                self.note(self.conn.recv())
+        except (EOFError, OSError):
+            raise ServerGone from None
+        return self.cancelled
+
+    def emit(self, event: JobEvent) -> None:
+        _send(self.conn, JobEventMsg(self.task_id, event))
 
 
 def worker_main(conn: Connection) -> None:
@@ -39,8 +76,6 @@ def worker_main(conn: Connection) -> None:
     # workers stop, so they ignore it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     import torch  # noqa: F401  (imported once here so jobs start without paying for it)
-
-    from engines import training
 
     conn.send(WorkerReady(pid=os.getpid()))
     while True:
@@ -52,53 +87,75 @@ def worker_main(conn: Connection) -> None:
             return
         if isinstance(message, RunJob):
             try:
-                if _run(conn, message.job, training.train):
+                if _run(conn, message.job):
                     return  # a Shutdown arrived during the job
             except ServerGone:
                 return
-        # A CancelJob for a job that already ended is stale: nothing to do.
+        # A CancelJob or PredictBatch for a job that already ended is stale: ignore it.
 
 
-def _run(conn: Connection, job: Job, train: TrainFn) -> bool:
+def _run(conn: Connection, job: Job) -> bool:
     """Runs one job and reports its outcome; True if the server asked the worker to exit."""
-    cancelled = False
-    shutdown = False
-
-    def should_stop() -> bool:
-        nonlocal cancelled
-        try:
-            while conn.poll():
-                message = conn.recv()
-                if (
-                    isinstance(message, CancelJob) and message.task_id == job.task_id
-                ) or isinstance(message, Shutdown):
-                    cancelled = True
-        except (EOFError, OSError):
-            raise ServerGone from None
-        return cancelled
-
-    def emit(event: JobEvent) -> None:
-        _send(conn, JobEventMsg(job.task_id, event))
-
+    control = _Control(conn, job.task_id)
     try:
-        if isinstance(job, TrainingJob):
-            result = train(job, emit, should_stop)
-        else:  # pragma: no cover - guarded by the Job union
-            raise JobError(f"this worker cannot run {type(job).__name__}")
+        result = _execute(job, control)
     except JobCancelled:
         _send(conn, JobCancelledMsg(job.task_id))
     except JobError as exc:
         _send(conn, JobFailed(job.task_id, str(exc)))
     except ServerGone:
         raise
-    except BaseException as exc:
+    except BaseException as exc:  # the task fails, the worker lives on
         reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         _send(conn, JobFailed(job.task_id, reason, traceback.format_exc()))
         if isinstance(exc, KeyboardInterrupt | SystemExit):
             raise
     else:
         _send(conn, JobDone(job.task_id, result))
-    return shutdown
+    return control.shutdown
+
+
+def _execute(job: Job, control: _Control) -> JobResult:
+    if isinstance(job, TrainingJob):
+        from engines import training
+
+        return training.train(job, control.emit, control.should_stop)
+    if isinstance(job, InferenceJob):
+        from engines.inference import run_inference
+
+        return run_inference(job, control.emit, control.should_stop)
+    return _serve(job, control)
+
+
+def _serve(job: ServeJob, control: _Control) -> JobResult:
+    """Holds the model and answers `PredictBatch`es until cancelled."""
+    import torch
+
+    from engines.artifacts import ArtifactError
+    from engines.predict import ImageError, Predictor, from_path
+
+    torch.set_num_threads(job.num_threads)
+    try:
+        predictor: Predictor = from_path(job.model_path, job.device)
+    except ArtifactError as exc:
+        raise JobError(str(exc)) from None
+    control.emit(JobEvent(f"serving {job.model_path} on {job.device}"))
+    answered = 0
+    while not control.cancelled:
+        try:
+            message = control.conn.recv()
+        except (EOFError, OSError):
+            raise ServerGone from None
+        if isinstance(message, PredictBatch) and message.task_id == job.task_id:
+            outcome = predictor.predict_images(message.images, message.top_k)
+            results: list[list[Prediction] | str] = [
+                str(r) if isinstance(r, ImageError) else r for r in outcome
+            ]
+            _send(control.conn, PredictReply(job.task_id, message.batch_id, results))
+            answered += len(message.images)
+        else:
+            control.note(message)
+    raise JobCancelled(f"unloaded after {answered} predictions")
 
 
 def _send(conn: Connection, message: object) -> None:

@@ -261,6 +261,14 @@ class Arbiter:
             total_running=len(self._running),
         )
 
+    def most_urgent_waiting(self, device: str, kind: Kind) -> int | None:
+        """The effective priority of the most urgent job waiting for the (device, kind)
+        pool, or None if none waits: lets a holder of a slot that could give it back
+        (an idle served model) decide whether someone more urgent needs it."""
+        pool = self._pools.get((device, kind))
+        head = pool.head(self._clock(), self._interval) if pool is not None else None
+        return None if head is None else head[0][0]
+
     def waiting_info(self, job_id: str) -> WaitingInfo | None:
         """Where one waiting job stands, or None if it is not waiting.
 

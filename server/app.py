@@ -21,10 +21,11 @@ from server.config import ServerConfig
 from server.event_log import EventLogs
 from server.manager import TaskManager
 from server.memory import MemoryPlanner
+from server.servicers.inference import InferenceServicer
 from server.servicers.resources import ResourceServicer
 from server.servicers.tasks import TaskServicer
 from server.servicers.training import TrainingServicer
-from server.servicers.unimplemented import InferenceServicer
+from server.serving import ModelServer
 from server.store import TaskStore
 from tandem.v1 import (
     inference_service_pb2,
@@ -56,6 +57,7 @@ class Service:
     server: grpc.aio.Server
     port: int
     manager: TaskManager
+    model_server: ModelServer
     executor: LocalExecutor
     store: TaskStore
     health: health.aio.HealthServicer
@@ -66,6 +68,7 @@ class Service:
         # The manager first: it ends the Logs streams, which would otherwise hold the
         # server's grace period, and stops admissions that would only spawn workers.
         await self.manager.close()
+        await self.model_server.close()
         await self.server.stop(grace_s)
         await self.executor.close()
         self.store.close()
@@ -125,7 +128,18 @@ async def create_server(
     training_service_pb2_grpc.add_TrainingServiceServicer_to_server(
         TrainingServicer(manager, roots=config.dataset_roots, gpu_count=gpu_count), server
     )
-    inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(InferenceServicer(), server)
+    model_server = ModelServer(config, manager, executor)
+    manager.after_pass = model_server.maintain
+    inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
+        InferenceServicer(
+            manager,
+            model_server,
+            dataset_roots=config.dataset_roots,
+            model_roots=config.model_roots,
+            gpu_count=gpu_count,
+        ),
+        server,
+    )
     task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(manager), server)
     resource_service_pb2_grpc.add_ResourceServiceServicer_to_server(
         ResourceServicer(manager, inventory), server
@@ -144,4 +158,5 @@ async def create_server(
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("gRPC listening on %s:%d (data dir %s)", config.host, port, config.data_dir)
-    return Service(server, port, manager, executor, store, health_servicer), port
+    service = Service(server, port, manager, model_server, executor, store, health_servicer)
+    return service, port

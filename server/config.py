@@ -35,6 +35,19 @@ class ServerConfig:
     max_waiting: int = 10_000
     # GPU memory kept free beyond every admitted task's estimate.
     gpu_headroom_bytes: int = 512 * 1024**2
+    # Directories model files given by path (Infer, Predict) must live in; the data
+    # dir is always one of them, since training writes its models there.
+    model_roots: tuple[Path, ...] = ()
+    # Online Predict: a served model batches at most this many requests per forward
+    # pass, waiting at most predict_max_wait_s for a batch to fill. Requests that
+    # arrive while a batch runs form the next one, so batching happens under load
+    # even with no wait; the default wait of 0 favours latency.
+    predict_max_batch: int = 32
+    predict_max_wait_s: float = 0.0
+    # A served model idle this long gives its inference slot back.
+    serve_idle_s: float = 60.0
+    # Models held loaded at once (least recently used is unloaded first).
+    max_served_models: int = 4
     log_format: str = "text"
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -91,8 +104,25 @@ def load(
         r for r in env.get("TANDEM_DATASET_ROOTS", "").split(os.pathsep) if r
     )
     resolved_roots = tuple(Path(r).expanduser().resolve() for r in roots) or (data / "datasets",)
+    model_roots = (
+        data,
+        *(
+            Path(r).expanduser().resolve()
+            for r in env.get("TANDEM_MODEL_ROOTS", "").split(os.pathsep)
+            if r
+        ),
+    )
     return ServerConfig(
         data_dir=data,
+        model_roots=model_roots,
+        predict_max_batch=int(
+            _positive("predict max batch", _env_int(env, "TANDEM_PREDICT_MAX_BATCH", 32))
+        ),
+        predict_max_wait_s=_env_float(env, "TANDEM_PREDICT_MAX_WAIT_MS", 0.0) / 1000,
+        serve_idle_s=_positive("serve idle", _env_float(env, "TANDEM_SERVE_IDLE_S", 60.0)),
+        max_served_models=int(
+            _positive("max served models", _env_int(env, "TANDEM_MAX_SERVED_MODELS", 4))
+        ),
         host=host or env.get("TANDEM_HOST") or DEFAULT_HOST,
         grpc_port=grpc_port
         if grpc_port is not None

@@ -14,10 +14,11 @@ import logging
 import os
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 
 from engines.executor import Executor, JobOutcome, Outcome
-from engines.jobs import JobEvent, TrainingJob
+from engines.jobs import InferenceJob, JobEvent, TrainingJob
+from engines.protocol import PredictReply
 from scheduler import Admission, Arbiter, Kind, QueueFull, Request, WaitingInfo
 from scheduler.devices import DeviceError, resolve_candidates
 from scheduler.memory import Shape
@@ -60,6 +61,11 @@ class TaskManager:
         self._active: dict[str, TaskRecord] = {}
         self._cancel_requested: set[str] = set()
         self._ticker: asyncio.Task[None] | None = None
+        # Internal jobs (served models) waiting for their admission, by job id.
+        self._admission_waiters: dict[str, asyncio.Future[Admission]] = {}
+        # Called after each periodic pass of the arbiter and each queued submit, so
+        # holders of slots that can give them back (served models) can react.
+        self.after_pass: Callable[[], None] | None = None
         # Set by close(): what workers report afterwards is left for the next start.
         self._closing = False
 
@@ -128,6 +134,8 @@ class TaskManager:
             self._end(task, TaskState.FAILED, f"refused: {exc}")
             raise resource_exhausted(str(exc)) from None
         self._dispatch(admissions)
+        if self.after_pass is not None and task.state is TaskState.QUEUED:
+            self.after_pass()  # a served model may give its slot to this task now
         return accepted
 
     def get(self, task_id: str) -> TaskRecord:
@@ -184,6 +192,41 @@ class TaskManager:
                 if value is not None:
                     self._store.save_limit(device, kind, value)
 
+    # -- internal jobs: served models hold inference slots too --------------------
+
+    async def admit(self, request: Request) -> Admission:
+        """Waits, by the request's priority, for a slot for an internal job (a served
+        model), which must `release` it. Cancelling the wait leaves no trace."""
+        future: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
+        self._admission_waiters[request.job_id] = future
+        try:
+            try:
+                admissions = self._arbiter.submit(request)
+            except QueueFull as exc:
+                raise resource_exhausted(str(exc)) from None
+            self._dispatch(admissions)
+            return await future
+        except BaseException:
+            if not future.done():
+                self._arbiter.cancel(request.job_id)
+            elif not future.cancelled():
+                self.release(request.job_id)  # admitted, but nobody is left to use it
+            raise
+        finally:
+            self._admission_waiters.pop(request.job_id, None)
+
+    def plan_memory(self, shape: Shape, candidates: tuple[str, ...]) -> tuple[int, tuple[str, ...]]:
+        """Estimated GPU memory of an internal job, and the candidates it fits on."""
+        return self._planner.plan(shape, candidates)
+
+    def release(self, job_id: str) -> None:
+        """Gives back the slot of an internal job admitted through `admit`."""
+        if job_id in self._arbiter.running():
+            self._dispatch(self._arbiter.release(job_id))
+
+    def job_reply(self, task_id: str, reply: PredictReply) -> None:
+        """Tasks send no replies; served models have their own sink."""
+
     # -- what the executor reports (JobSink) -----------------------------------------
 
     def job_event(self, task_id: str, event: JobEvent) -> None:
@@ -231,6 +274,13 @@ class TaskManager:
         for admission in admissions:
             if self._closing:
                 return
+            waiter = self._admission_waiters.get(admission.job_id)
+            if waiter is not None:
+                if waiter.done():  # its caller gave up in the meantime
+                    self._dispatch(self._arbiter.release(admission.job_id))
+                else:
+                    waiter.set_result(admission)
+                continue
             task = self._active.get(admission.job_id)
             if task is None or task.state is not TaskState.QUEUED:
                 # Cannot happen while the arbiter and the manager agree; never run twice.
@@ -250,8 +300,20 @@ class TaskManager:
                     task.task_id, JobOutcome(Outcome.FAILED, error=f"could not start: {exc}")
                 )
 
-    def _job(self, task: TaskRecord) -> TrainingJob:
+    def _job(self, task: TaskRecord) -> TrainingJob | InferenceJob:
         p = task.params
+        threads = self.threads_for(task.assigned_device, Kind(task.kind.value))
+        if task.kind is TaskKind.INFERENCE:
+            return InferenceJob(
+                task_id=task.task_id,
+                model_path=p["model_path"],
+                dataset=p["dataset"],
+                batch_size=p["batch_size"],
+                top_k=p["top_k"],
+                device=task.assigned_device,
+                output_dir=str(self._config.task_dir(task.task_id)),
+                num_threads=threads,
+            )
         return TrainingJob(
             task_id=task.task_id,
             model=p["model"],
@@ -265,10 +327,10 @@ class TaskManager:
             val_split=p["val_split"],
             device=task.assigned_device,
             output_dir=str(self._config.task_dir(task.task_id)),
-            num_threads=self._threads_for(task.assigned_device, Kind(task.kind.value)),
+            num_threads=threads,
         )
 
-    def _threads_for(self, device: str, kind: Kind) -> int:
+    def threads_for(self, device: str, kind: Kind) -> int:
         """Intra-op threads per job: the cores shared by the slots that may run at once,
         so a full device does not oversubscribe the CPU."""
         cores = os.cpu_count() or 1
@@ -356,6 +418,8 @@ class TaskManager:
         while True:
             await asyncio.sleep(interval)
             self._dispatch(self._arbiter.tick())
+            if self.after_pass is not None:
+                self.after_pass()
 
 
 def _shape(task: TaskRecord) -> Shape:

@@ -11,12 +11,13 @@ from pathlib import Path
 from typing import Any
 
 from engines import zoo
-from engines.datasets import validate_image_folder
+from engines.datasets import validate_image_folder, validate_inference_folder
 from scheduler import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY
 from scheduler.devices import DeviceError, DeviceUnavailable, resolve_candidates
 from server.errors import failed_precondition, invalid_argument
+from server.models import ModelInfo
 from server.paths import SYNTHETIC, resolve_under_roots
-from tandem.v1 import training_service_pb2
+from tandem.v1 import inference_service_pb2, training_service_pb2
 
 OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
 DEFAULT_DEVICE = "auto"
@@ -105,6 +106,79 @@ def check_dataset(spec: str, roots: Sequence[Path]) -> str:
     if problem:
         raise invalid_argument(f"dataset {spec!r} is not a usable ImageFolder: {problem}")
     return str(path)
+
+
+DEFAULT_INFER_BATCH_SIZE = 64
+DEFAULT_TOP_K = 5
+MAX_TOP_K = 1000
+# PNG and JPEG signatures: the only image formats Predict accepts.
+_IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
+
+
+def check_inference_dataset(spec: str, roots: Sequence[Path]) -> str:
+    if not spec:
+        raise invalid_argument(
+            "dataset is required: an ImageFolder, a folder of images, or 'synthetic'"
+        )
+    if spec == SYNTHETIC:
+        return spec
+    path = resolve_under_roots(spec, roots, what="dataset")
+    if not path.is_dir():
+        raise invalid_argument(f"dataset {spec!r} is not a directory")
+    problem = validate_inference_folder(str(path))
+    if problem:
+        raise invalid_argument(f"dataset {spec!r} cannot be used: {problem}")
+    return str(path)
+
+
+def check_top_k(has: bool, value: int, classes: int) -> int:
+    if not has:
+        return min(DEFAULT_TOP_K, classes)
+    _positive("top_k", value, MAX_TOP_K)
+    return min(value, classes)
+
+
+def inference(
+    request: inference_service_pb2.InferRequest,
+    model: ModelInfo,
+    *,
+    roots: Sequence[Path],
+    gpu_count: int,
+) -> Submission:
+    """Validates an InferRequest whose model has already been resolved and read."""
+    priority = check_priority(request.HasField("priority"), request.priority)
+    batch_size = (
+        _positive("batch_size", request.batch_size, 65_536)
+        if request.HasField("batch_size")
+        else DEFAULT_INFER_BATCH_SIZE
+    )
+    top_k = check_top_k(request.HasField("top_k"), request.top_k, len(model.classes))
+    request_id = check_request_id(request.request_id)
+    device, candidates = check_device(request.device, gpu_count)
+    dataset = check_inference_dataset(request.dataset.strip(), roots)
+    return Submission(
+        params={
+            "task_id": model.task_id,
+            "model_path": model.path,
+            "dataset": dataset,
+            "batch_size": batch_size,
+            "top_k": top_k,
+            "model": model.architecture,
+            "image_size": model.image_size,
+        },
+        priority=priority,
+        device=device,
+        candidates=candidates,
+        request_id=request_id,
+    )
+
+
+def check_image(data: bytes) -> bytes:
+    if not data:
+        raise invalid_argument("image is required: the bytes of a PNG or JPEG file")
+    if not data.startswith(_IMAGE_MAGIC):
+        raise invalid_argument("image is not a PNG or JPEG file")
+    return data
 
 
 def training(

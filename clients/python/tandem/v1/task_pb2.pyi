@@ -134,18 +134,22 @@ class TrainingParams(_message.Message):
     def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., optimizer: _Optional[str] = ..., image_size: _Optional[int] = ..., seed: _Optional[int] = ..., val_split: _Optional[float] = ...) -> None: ...
 
 class InferenceParams(_message.Message):
-    __slots__ = ("task_id", "model_path", "dataset", "batch_size", "top_k")
+    __slots__ = ("task_id", "model_path", "dataset", "batch_size", "top_k", "model", "image_size")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_PATH_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     BATCH_SIZE_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
+    MODEL_FIELD_NUMBER: _ClassVar[int]
+    IMAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     model_path: str
     dataset: str
     batch_size: int
     top_k: int
-    def __init__(self, task_id: _Optional[str] = ..., model_path: _Optional[str] = ..., dataset: _Optional[str] = ..., batch_size: _Optional[int] = ..., top_k: _Optional[int] = ...) -> None: ...
+    model: str
+    image_size: int
+    def __init__(self, task_id: _Optional[str] = ..., model_path: _Optional[str] = ..., dataset: _Optional[str] = ..., batch_size: _Optional[int] = ..., top_k: _Optional[int] = ..., model: _Optional[str] = ..., image_size: _Optional[int] = ...) -> None: ...
 
 class TaskEvent(_message.Message):
     __slots__ = ("seq", "time", "type", "level", "message", "metrics", "state", "task_id")

@@ -1,0 +1,244 @@
+"""Prediction with a trained model: image bytes or tensors in, top-k labels out.
+
+`Predictor` holds one model artifact's network on one device and answers batches. It
+preprocesses with `datasets.image_transform` and the artifact's own size and
+normalisation, so a model sees exactly the numbers it saw in training. It runs the network
+in eval mode under `torch.inference_mode`, so an image's answer does not depend on the
+other images in its batch: batch norm uses its running statistics, dropout is off.
+
+`decode_image` is the gate for untrusted bytes (the online Predict RPC): PNG or JPEG only,
+with a cap on the pixel count so a small file cannot expand into gigabytes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from collections.abc import Callable, Iterator, Sequence
+from typing import IO
+
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from engines.artifacts import ModelArtifact, load_artifact
+from engines.datasets import image_transform
+from engines.jobs import JobError, Prediction
+
+# 50 megapixels covers a 48 MP camera photo; decoded to RGB that is 150 MB, which is as
+# much as one request should be able to make a worker allocate. It is below Pillow's own
+# default (89 MP, a warning, then an error at twice that), so this check speaks first.
+MAX_IMAGE_PIXELS = 50_000_000
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+_JPEG_SIGNATURE = b"\xff\xd8\xff"
+
+
+class ImageError(ValueError):
+    """Input that is not a usable image; the message reads as a sentence."""
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _pixel_limit() -> int:
+    # Whoever lowered Pillow's limit in this process meant it; never allow more than it.
+    pil_limit = Image.MAX_IMAGE_PIXELS
+    return MAX_IMAGE_PIXELS if pil_limit is None else min(MAX_IMAGE_PIXELS, int(pil_limit))
+
+
+def _open_rgb(source: IO[bytes], formats: tuple[str, ...] | None, unknown: str) -> Image.Image:
+    """Decode `source` to RGB the way training's loader does (open, then convert)."""
+    try:
+        # Image.open reads only the header, so the size is known before any pixel is.
+        with Image.open(source, formats=formats) as image:
+            width, height = image.size
+            limit = _pixel_limit()
+            if width * height > limit:
+                raise ImageError(
+                    f"image is too large: {width}x{height} is {width * height:,} pixels, "
+                    f"over the limit of {limit:,}"
+                )
+            # convert() loads the pixels: truncated or corrupt data fails here.
+            return image.convert("RGB")
+    except (ImageError, MemoryError):
+        # A MemoryError is this worker's state, not the image's fault: let it propagate.
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
+        # Pillow's own guard (its warning is an exception when warnings are errors).
+        raise ImageError(
+            f"image is too large: more than {_pixel_limit():,} pixels ({_first_line(exc)})"
+        ) from None
+    except UnidentifiedImageError:
+        raise ImageError(unknown) from None
+    except Exception as exc:
+        # Pillow's decoders fail in many ways on bad data (OSError for truncation,
+        # SyntaxError for broken PNG chunks, ValueError, struct.error, zlib.error...); to
+        # a caller they all mean the same thing.
+        raise ImageError(f"image is truncated or corrupt: {_first_line(exc)}") from None
+
+
+def decode_image(data: bytes) -> Image.Image:
+    """The RGB image encoded in `data`, which must be a PNG or a JPEG.
+
+    Raises ImageError for anything else (GIF, BMP, text...), for truncated or corrupt
+    data, and for an image of more than MAX_IMAGE_PIXELS pixels.
+    """
+    if not data:
+        raise ImageError("the image is empty (0 bytes); expected a PNG or JPEG image")
+    # The signature check comes first so no other Pillow decoder ever sees these bytes:
+    # each format accepted is one more parser exposed to untrusted input.
+    if not data.startswith((_PNG_SIGNATURE, _JPEG_SIGNATURE)):
+        raise ImageError("the data is not a PNG or JPEG image")
+    return _open_rgb(io.BytesIO(data), ("PNG", "JPEG"), "the data is not a PNG or JPEG image")
+
+
+def open_image(path: str) -> Image.Image:
+    """The RGB image in the file at `path`, in any format training reads.
+
+    Batch inference reads dataset files with this rather than `decode_image`: a dataset
+    that trained (BMP, WebP, TIFF are all ImageFolder formats) must also infer. Raises
+    ImageError for an unreadable, corrupt or oversized file.
+    """
+    try:
+        file = open(path, "rb")  # noqa: SIM115 - closed below; Image.open reads it lazily
+    except OSError as exc:
+        raise ImageError(f"cannot read the file: {exc.strerror or exc}") from None
+    with file:
+        return _open_rgb(file, None, "the file is not an image format that can be read")
+
+
+def resolve_device(spec: str) -> torch.device:
+    """`spec` ("cpu", "cuda", "cuda:N") as a device this machine has; JobError if not."""
+    try:
+        device = torch.device(spec)
+    except (RuntimeError, ValueError):
+        raise JobError(f"unknown device {spec!r}; expected cpu or cuda:N") from None
+    if device.type == "cpu":
+        return device
+    if device.type != "cuda":
+        raise JobError(f"device {spec} is not supported; expected cpu or cuda:N")
+    if not torch.cuda.is_available():
+        raise JobError(f"device {spec} was requested but this machine has no usable CUDA GPU")
+    index = torch.cuda.current_device() if device.index is None else device.index
+    count = torch.cuda.device_count()
+    if index >= count:
+        raise JobError(f"device cuda:{index} does not exist; this machine has {count} GPU(s)")
+    # Calls without an explicit device (cuDNN handles, pinned-memory copies) use this one.
+    torch.cuda.set_device(index)
+    return torch.device("cuda", index)
+
+
+@contextlib.contextmanager
+def _full_float32_convolutions() -> Iterator[None]:
+    # cuDNN runs float32 convolutions in TF32 (10 mantissa bits) by default on Ampere and
+    # later, and picks its algorithm by batch size: with TF32 one image can score ~1e-3
+    # differently alone and in a batch. IEEE float32 keeps that to rounding noise, and
+    # inference can afford it. The per-operator setting (torch's current TF32 API; mixing
+    # it with the legacy `allow_tf32` flag is an error) is restored on exit, so a training
+    # job that runs next in this worker process keeps its default.
+    # torch.backends.cudnn is a module object swapped for a class at import: mypy can't see it.
+    conv = torch.backends.cudnn.conv  # type: ignore[attr-defined]
+    previous = conv.fp32_precision
+    conv.fp32_precision = "ieee"
+    try:
+        yield
+    finally:
+        conv.fp32_precision = previous
+
+
+class Predictor:
+    """One artifact's model, loaded once on one device, answering batches of images."""
+
+    def __init__(self, artifact: ModelArtifact, device: str) -> None:
+        """Build the model on `device` (raises JobError for a device this host lacks, and
+        ArtifactError when the weights do not fit the architecture)."""
+        self.artifact = artifact
+        self.device = resolve_device(device)
+        self.classes: tuple[str, ...] = artifact.classes
+        # Eval mode is what makes answers batch-independent: in train mode batch norm
+        # would normalise each image with its batch's statistics.
+        self.model: torch.nn.Module = artifact.build_model().to(self.device).eval()
+        self.transform: Callable[[Image.Image], torch.Tensor] = image_transform(
+            artifact.image_size, artifact.mean, artifact.std
+        )
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    def preprocess(self, image: Image.Image) -> torch.Tensor:
+        """An RGB image as the model's input: a normalised float CHW tensor (on the CPU)."""
+        tensor = self.transform(image)
+        if not isinstance(tensor, torch.Tensor):  # image_transform ends in Normalize.
+            raise TypeError(f"the transform returned {type(tensor).__name__}, not a tensor")
+        return tensor
+
+    def predict_batch(self, batch: torch.Tensor, top_k: int) -> list[list[Prediction]]:
+        """Top-k predictions (most likely first) for each image of an NCHW `batch`.
+
+        `batch` holds preprocessed images (see `preprocess`) on any device. `top_k` above
+        the number of classes gives every class.
+        """
+        if top_k < 1:
+            raise ValueError(f"top_k must be at least 1, not {top_k}")
+        if batch.ndim != 4:
+            raise ValueError(f"expected a batch of shape (N, 3, H, W), not {tuple(batch.shape)}")
+        if batch.shape[0] == 0:
+            return []
+        k = min(top_k, self.num_classes)
+        with _full_float32_convolutions(), torch.inference_mode():
+            logits = self.model(batch.to(self.device, non_blocking=True))
+            if not isinstance(logits, torch.Tensor):
+                # zoo builds every model with a single head; anything else is a zoo bug.
+                raise TypeError(f"{self.artifact.architecture} returned {type(logits).__name__}")
+            # Softmax in float32 even if a model ever computes in lower precision.
+            scores, indices = torch.softmax(logits.float(), dim=1).topk(k, dim=1)
+            # One device-to-host copy for the whole batch, not one per number.
+            rows = zip(scores.cpu().tolist(), indices.cpu().tolist(), strict=True)
+        return [
+            [
+                Prediction(label=self.classes[index], score=float(score), index=int(index))
+                for score, index in zip(row_scores, row_indices, strict=True)
+            ]
+            for row_scores, row_indices in rows
+        ]
+
+    def predict_images(
+        self, images: Sequence[bytes], top_k: int
+    ) -> list[list[Prediction] | ImageError]:
+        """Predictions for each encoded image (PNG or JPEG), in input order.
+
+        An input that does not decode gets its ImageError in its place; the others are
+        answered together in one forward pass.
+        """
+        results: list[list[Prediction] | ImageError] = []
+        tensors: list[torch.Tensor] = []
+        good: list[int] = []
+        for position, data in enumerate(images):
+            try:
+                # Preprocess at once so a large decoded image is freed before the next.
+                tensors.append(self.preprocess(decode_image(data)))
+            except ImageError as exc:
+                results.append(exc)
+                continue
+            good.append(position)
+            results.append([])
+        if tensors:
+            for position, predictions in zip(
+                good, self.predict_batch(torch.stack(tensors), top_k), strict=True
+            ):
+                results[position] = predictions
+        return results
+
+
+def from_path(model_path: str, device: str) -> Predictor:
+    """A Predictor for the artifact at `model_path` on `device`.
+
+    Raises ArtifactError for a file that is not a usable artifact, JobError for a device
+    this machine lacks.
+    """
+    # Loaded on the CPU and moved once the model is built: loading straight onto a GPU
+    # would hold the weights there twice while the model is assembled.
+    return Predictor(load_artifact(model_path, map_location="cpu"), device)

@@ -1,0 +1,86 @@
+"""`tandem.v1.InferenceService`: batch inference tasks and online predictions."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from pathlib import Path
+
+import grpc
+
+from server import validation
+from server.convert import task_to_pb
+from server.errors import Context, ServiceError, unary
+from server.manager import TaskManager
+from server.models import ModelCatalog, model_file
+from server.records import TaskKind
+from server.serving import ModelServer
+from tandem.v1 import inference_service_pb2, inference_service_pb2_grpc
+
+
+class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
+    def __init__(
+        self,
+        manager: TaskManager,
+        model_server: ModelServer,
+        *,
+        dataset_roots: Sequence[Path],
+        model_roots: Sequence[Path],
+        gpu_count: int,
+    ) -> None:
+        self._manager = manager
+        self._server = model_server
+        self._catalog = ModelCatalog()
+        self._dataset_roots = dataset_roots
+        self._model_roots = model_roots
+        self._gpu_count = gpu_count
+
+    @unary
+    async def Infer(
+        self, request: inference_service_pb2.InferRequest, context: Context
+    ) -> inference_service_pb2.InferResponse:
+        path, task_id = model_file(
+            request.task_id,
+            request.model_path,
+            get_task=self._manager.get,
+            roots=self._model_roots,
+        )
+        model = await self._catalog.describe(path, task_id)
+        submission = validation.inference(
+            request, model, roots=self._dataset_roots, gpu_count=self._gpu_count
+        )
+        task = self._manager.submit(TaskKind.INFERENCE, submission)
+        return inference_service_pb2.InferResponse(task=task_to_pb(task))
+
+    @unary
+    async def Predict(
+        self, request: inference_service_pb2.PredictRequest, context: Context
+    ) -> inference_service_pb2.PredictResponse:
+        image = validation.check_image(request.image)
+        priority = validation.check_priority(request.HasField("priority"), request.priority)
+        _, candidates = validation.check_device(request.device, self._gpu_count)
+        path, task_id = model_file(
+            request.task_id,
+            request.model_path,
+            get_task=self._manager.get,
+            roots=self._model_roots,
+        )
+        model = await self._catalog.describe(path, task_id)
+        top_k = validation.check_top_k(request.HasField("top_k"), request.top_k, len(model.classes))
+        # Never a late answer: stop waiting when the caller's deadline passes.
+        remaining = context.time_remaining()
+        try:
+            predictions, device = await asyncio.wait_for(
+                self._server.predict(model, candidates, image, top_k, priority), remaining
+            )
+        except TimeoutError:
+            raise ServiceError(
+                grpc.StatusCode.DEADLINE_EXCEEDED, "the deadline passed before the answer"
+            ) from None
+        return inference_service_pb2.PredictResponse(
+            predictions=[
+                inference_service_pb2.Prediction(label=p.label, score=p.score, index=p.index)
+                for p in predictions
+            ],
+            device=device,
+        )

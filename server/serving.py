@@ -1,0 +1,287 @@
+"""Online Predict: trained models held loaded in workers, answering with dynamic batching.
+
+A served model lives in one worker process and holds one inference slot of its device
+for as long as it is loaded; it gets that slot from the arbiter like any task, at the
+priority of the request that loads it. Requests for a loaded model go straight to its
+worker and never queue behind batch tasks.
+
+Batching: each served model has one batch in flight at a time. Requests that arrive
+while it runs form the next batch (up to `predict_max_batch`), so under load requests
+share forward passes, and a lone request never waits for company (unless
+`predict_max_wait_s` asks for it).
+
+A served model gives its slot back when it has been idle for `serve_idle_s`, when a
+more urgent task waits for its slot (checked after every pass of the arbiter), or when
+a newer model needs its place among the `max_served_models`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import uuid
+from collections import OrderedDict
+from dataclasses import dataclass, field
+
+import grpc
+
+from engines.executor import Executor, JobOutcome, Outcome
+from engines.jobs import JobEvent, Prediction, ServeJob
+from engines.protocol import PredictBatch, PredictReply
+from scheduler import Kind, Request
+from scheduler.memory import Shape
+from server.config import ServerConfig
+from server.errors import ServiceError, invalid_argument, resource_exhausted
+from server.manager import TaskManager
+from server.models import ModelInfo
+
+log = logging.getLogger(__name__)
+
+Key = tuple[str, tuple[str, ...]]  # (model file, candidate devices)
+
+
+@dataclass
+class _Pending:
+    image: bytes
+    top_k: int
+    future: asyncio.Future[list[Prediction]]
+
+
+@dataclass
+class _Served:
+    """One loaded (or loading) model."""
+
+    job_id: str
+    model: ModelInfo
+    priority: int
+    last_used: float
+    device: str = ""
+    queue: asyncio.Queue[_Pending] = field(default_factory=asyncio.Queue)
+    in_flight: list[_Pending] = field(default_factory=list)
+    replies: dict[int, asyncio.Future[list[list[Prediction] | str]]] = field(default_factory=dict)
+    batch_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
+    runner: asyncio.Task[None] | None = None
+    unloading: bool = False
+
+    @property
+    def busy(self) -> bool:
+        return bool(self.in_flight) or not self.queue.empty()
+
+
+class ModelServer:
+    """Serves Predict requests; the JobSink of the serving jobs it starts."""
+
+    def __init__(self, config: ServerConfig, manager: TaskManager, executor: Executor) -> None:
+        self._config = config
+        self._manager = manager
+        self._executor = executor
+        self._served: OrderedDict[Key, _Served] = OrderedDict()
+        self._by_job: dict[str, _Served] = {}
+        # Forward passes run and images answered, for operators and tests.
+        self.batches = 0
+        self.images = 0
+
+    async def predict(
+        self,
+        model: ModelInfo,
+        candidates: tuple[str, ...],
+        image: bytes,
+        top_k: int,
+        priority: int,
+    ) -> tuple[list[Prediction], str]:
+        """The top-k predictions for `image`, and the device that computed them."""
+        key = (model.path, candidates)
+        served = self._served.get(key)
+        if served is None:
+            served = self._load(key, model, candidates, priority)
+        self._served.move_to_end(key)
+        loop = asyncio.get_running_loop()
+        pending = _Pending(image, top_k, loop.create_future())
+        served.queue.put_nowait(pending)
+        try:
+            return await pending.future, served.device
+        finally:
+            served.last_used = loop.time()
+
+    def maintain(self) -> None:
+        """Gives back the slots of served models that are idle too long, or whose slot a
+        more urgent task is waiting for."""
+        now = asyncio.get_running_loop().time()
+        arbiter = self._manager.arbiter
+        for key, served in list(self._served.items()):
+            if not served.device or served.busy:
+                continue
+            urgent = arbiter.most_urgent_waiting(served.device, Kind.INFERENCE)
+            if urgent is not None and urgent < served.priority:
+                self._unload(key, served, f"a more urgent task (priority {urgent}) needs its slot")
+            elif now - served.last_used >= self._config.serve_idle_s:
+                self._unload(key, served, f"idle for {self._config.serve_idle_s:g} s")
+
+    def loaded(self) -> list[tuple[str, str, str]]:
+        """(job id, model file, device) of every served model (for operators and tests)."""
+        return [(s.job_id, s.model.path, s.device) for s in self._served.values()]
+
+    async def close(self) -> None:
+        runners = [s.runner for s in self._by_job.values() if s.runner is not None]
+        for runner in runners:
+            runner.cancel()
+        await asyncio.gather(*runners, return_exceptions=True)
+
+    # -- JobSink for serving jobs ------------------------------------------------------
+
+    def job_event(self, task_id: str, event: JobEvent) -> None:
+        log.debug("serving job %s: %s", task_id, event.message)
+
+    def job_reply(self, task_id: str, reply: PredictReply) -> None:
+        served = self._by_job.get(task_id)
+        future = served.replies.pop(reply.batch_id, None) if served else None
+        if future is not None and not future.done():
+            future.set_result(reply.results)
+
+    def job_finished(self, task_id: str, outcome: JobOutcome) -> None:
+        served = self._by_job.pop(task_id, None)
+        if served is None:
+            return
+        for key, entry in list(self._served.items()):
+            if entry is served:
+                del self._served[key]
+        if outcome.outcome is Outcome.CANCELLED:
+            error = ServiceError(grpc.StatusCode.UNAVAILABLE, "the model was unloaded; retry")
+        else:
+            log.warning("served model %s ended: %s", served.model.path, outcome.error)
+            error = ServiceError(
+                grpc.StatusCode.UNAVAILABLE,
+                f"the worker serving the model stopped ({outcome.error}); retry",
+            )
+        self._fail_all(served, error)
+        if served.runner is not None:
+            served.runner.cancel()
+        self._manager.release(task_id)
+
+    # -- internals -----------------------------------------------------------------------
+
+    def _load(
+        self, key: Key, model: ModelInfo, candidates: tuple[str, ...], priority: int
+    ) -> _Served:
+        if len(self._served) >= self._config.max_served_models:
+            self._make_room()
+        served = _Served(
+            job_id=f"serve-{uuid.uuid4().hex[:12]}",
+            model=model,
+            priority=priority,
+            last_used=asyncio.get_running_loop().time(),
+        )
+        self._served[key] = served
+        self._by_job[served.job_id] = served
+        served.runner = asyncio.create_task(self._run(served, candidates))
+        return served
+
+    def _make_room(self) -> None:
+        for key, served in self._served.items():  # least recently used first
+            if not served.busy and served.device:
+                self._unload(key, served, "its place is needed by another model")
+                return
+        raise resource_exhausted(
+            f"all {self._config.max_served_models} served models are busy; retry shortly"
+        )
+
+    def _unload(self, key: Key, served: _Served, why: str) -> None:
+        log.info("unloading %s from %s: %s", served.model.path, served.device, why)
+        served.unloading = True
+        self._served.pop(key, None)
+        self._executor.cancel(served.job_id)
+
+    async def _run(self, served: _Served, candidates: tuple[str, ...]) -> None:
+        """Gets a slot, starts the serving job, then feeds it batches until it ends."""
+        try:
+            shape = Shape(
+                served.model.architecture,
+                self._config.predict_max_batch,
+                served.model.image_size,
+                Kind.INFERENCE,
+            )
+            memory_bytes, fitting = self._manager.plan_memory(shape, candidates)
+            admission = await self._manager.admit(
+                Request(
+                    served.job_id,
+                    Kind.INFERENCE,
+                    served.priority,
+                    fitting,
+                    memory_bytes=memory_bytes,
+                )
+            )
+        except ServiceError as exc:
+            self._abandon(served, exc)
+            return
+        served.device = admission.device
+        job = ServeJob(
+            task_id=served.job_id,
+            model_path=served.model.path,
+            device=admission.device,
+            num_threads=self._manager.threads_for(admission.device, Kind.INFERENCE),
+        )
+        self._executor.submit(job, self)
+        await self._batches(served)
+
+    async def _batches(self, served: _Served) -> None:
+        loop = asyncio.get_running_loop()
+        max_batch = self._config.predict_max_batch
+        while True:
+            batch = [await served.queue.get()]
+            deadline = loop.time() + self._config.predict_max_wait_s
+            while len(batch) < max_batch:
+                if not served.queue.empty():
+                    batch.append(served.queue.get_nowait())
+                    continue
+                remaining = deadline - loop.time()
+                if remaining <= 0:
+                    break
+                try:
+                    batch.append(await asyncio.wait_for(served.queue.get(), remaining))
+                except TimeoutError:
+                    break
+            batch = [p for p in batch if not p.future.done()]  # callers that gave up
+            if not batch:
+                continue
+            batch_id = next(served.batch_ids)
+            reply: asyncio.Future[list[list[Prediction] | str]] = loop.create_future()
+            served.replies[batch_id] = reply
+            served.in_flight = batch
+            top_k = max(p.top_k for p in batch)
+            message = PredictBatch(served.job_id, batch_id, [p.image for p in batch], top_k)
+            if not self._executor.send(served.job_id, message):
+                return  # the job is ending; job_finished fails what is pending
+            results = await reply
+            self.batches += 1
+            self.images += len(batch)
+            served.in_flight = []
+            served.last_used = loop.time()
+            for pending, result in zip(batch, results, strict=True):
+                if pending.future.done():
+                    continue
+                if isinstance(result, str):
+                    pending.future.set_exception(invalid_argument(result))
+                else:
+                    pending.future.set_result(result[: pending.top_k])
+
+    def _abandon(self, served: _Served, error: ServiceError) -> None:
+        """The model never got a slot: fail what waits for it and forget it."""
+        self._by_job.pop(served.job_id, None)
+        for key, entry in list(self._served.items()):
+            if entry is served:
+                del self._served[key]
+        self._fail_all(served, error)
+
+    @staticmethod
+    def _fail_all(served: _Served, error: ServiceError) -> None:
+        pending = list(served.in_flight)
+        while not served.queue.empty():
+            pending.append(served.queue.get_nowait())
+        for item in pending:
+            if not item.future.done():
+                item.future.set_exception(error)
+        for future in served.replies.values():
+            if not future.done():
+                future.cancel()
+        served.in_flight = []
