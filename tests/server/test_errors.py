@@ -9,7 +9,6 @@ import grpc
 import pytest
 
 from tandem.v1 import (
-    inference_service_pb2,
     resource_service_pb2,
     resources_pb2,
     task_pb2,
@@ -133,13 +132,6 @@ def test_update_limits_errors(stubs: Stubs) -> None:
                 resource_service_pb2.UpdateLimitsRequest(max_concurrent=limits)
             )
         assert info.value.code() == code
-
-
-def test_unfinished_rpcs_say_so(stubs: Stubs) -> None:
-    with pytest.raises(grpc.RpcError) as info:
-        stubs.inference.Infer(inference_service_pb2.InferRequest(dataset="synthetic"))
-    assert info.value.code() == Code.UNIMPLEMENTED
-    assert "not available" in info.value.details()
 
 
 def test_resources_on_a_cpu_only_machine(stubs: Stubs) -> None:
