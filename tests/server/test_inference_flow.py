@@ -202,3 +202,28 @@ def test_an_idle_served_model_gives_its_slot_to_a_more_urgent_task(
     task = infer(stubs, task_id=train_id, dataset="colours", device="cpu", priority=2)
     assert stubs.events(task.task_id)[-1].state == task_pb2.TASK_STATE_SUCCEEDED
     assert server.call(model_server.loaded) == []
+
+
+def test_real_digits_learned_through_the_service(fresh_server: Callable[..., ServerThread]) -> None:
+    """scikit-learn's handwritten digits: train through Train, score the held-out fifth
+    through Infer. Chance is 0.1; the pipeline must learn."""
+    from sklearn.datasets import load_digits
+
+    server = fresh_server()
+    root = server.config.dataset_roots[0] / "digits"
+    data = load_digits()
+    for index, (pixels, label) in enumerate(zip(data.images, data.target, strict=True)):
+        folder = root / ("held_out" if index % 5 == 0 else "train") / str(label)
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.fromarray((pixels * (255 / 16)).astype("uint8")).save(folder / f"{index}.png")
+    stubs = Stubs.connect(server.port)
+    trained = stubs.train(
+        model="resnet18", dataset="digits/train", image_size=16, epochs=3, batch_size=64
+    )
+    assert stubs.events(trained.task_id)[-1].state == task_pb2.TASK_STATE_SUCCEEDED
+    scored = infer(stubs, task_id=trained.task_id, dataset="digits/held_out", device="cpu")
+    assert stubs.events(scored.task_id)[-1].state == task_pb2.TASK_STATE_SUCCEEDED
+    result = stubs.get(scored.task_id)
+    assert result.metrics["images"] == 360
+    assert result.metrics["accuracy"] >= 0.8
+    stubs.channel.close()
