@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from bench import scheduler
+from bench import predict, scheduler
 from bench.report import Goal
 
 __all__ = ["BENCHMARKS", "Benchmark", "short_name"]
@@ -34,7 +34,7 @@ class Benchmark(Protocol):
 
 
 # In the order they run and are printed.
-BENCHMARKS: tuple[Benchmark, ...] = (scheduler,)
+BENCHMARKS: tuple[Benchmark, ...] = (scheduler, predict)
 
 
 def short_name(benchmark: Benchmark) -> str:

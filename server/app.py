@@ -122,6 +122,8 @@ async def create_server(
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+            # No second process may bind our port and take a share of our calls.
+            ("grpc.so_reuseport", 0),
         ]
     )
     gpu_count = len(inventory.gpus())

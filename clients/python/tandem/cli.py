@@ -1,13 +1,88 @@
-"""The `tandem` command line."""
+"""The `tandem` command line: run the service, submit and follow tasks, see resources.
+
+Every command that talks to a server takes `--address` (env `TANDEM_ADDRESS`, default
+127.0.0.1:50051) and `--token` (env `TANDEM_AUTH_TOKEN`), and prints JSON with `--json`.
+Errors print one line to stderr and exit 1; a followed task that does not succeed
+exits 1 too.
+"""
 
 from __future__ import annotations
 
+import json
+import sys
+from collections.abc import Iterable
+from typing import Any
+
 import click
+from google.protobuf.json_format import MessageToDict
+from google.protobuf.message import Message
+
+from tandem.client import DEFAULT_ADDRESS, TERMINAL_STATES, Client
+from tandem.errors import TandemError
+from tandem.v1 import task_pb2
+
+STATE_NAMES = [n.removeprefix("TASK_STATE_") for n in task_pb2.TaskState.keys()[1:]]
+STATE_VALUES = {_n: task_pb2.TaskState.Value(f"TASK_STATE_{_n}") for _n in STATE_NAMES}
+KIND_NAMES = {"training": task_pb2.TASK_KIND_TRAINING, "inference": task_pb2.TASK_KIND_INFERENCE}
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
-def main() -> None:
+def _dict(message: Message) -> dict[str, Any]:
+    return MessageToDict(message, preserving_proto_field_name=True)
+
+
+def _state(value: int) -> str:
+    return task_pb2.TaskState.Name(value).removeprefix("TASK_STATE_")
+
+
+def _kind(value: int) -> str:
+    return task_pb2.TaskKind.Name(value).removeprefix("TASK_KIND_").lower()
+
+
+class Context:
+    def __init__(self, address: str, token: str | None, as_json: bool) -> None:
+        self.address = address
+        self.token = token
+        self.as_json = as_json
+
+    def client(self) -> Client:
+        return Client(self.address, self.token)
+
+    def emit(self, data: Any, text: str) -> None:
+        click.echo(json.dumps(data, indent=2) if self.as_json else text)
+
+
+pass_context = click.make_pass_decorator(Context)
+
+
+class TandemGroup(click.Group):
+    """Turns client errors into one line and exit status 1, never a traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except TandemError as exc:
+            code = exc.code.name if exc.code is not None else "ERROR"
+            click.echo(f"error: {exc.message} ({code})", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=TandemGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option(
+    "--address",
+    envvar="TANDEM_ADDRESS",
+    default=DEFAULT_ADDRESS,
+    show_default=True,
+    help="gRPC address of the server (env TANDEM_ADDRESS).",
+)
+@click.option("--token", envvar="TANDEM_AUTH_TOKEN", help="Bearer token (env TANDEM_AUTH_TOKEN).")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.pass_context
+def main(ctx: click.Context, address: str, token: str | None, as_json: bool) -> None:
     """Tandem: train and serve PyTorch image classifiers on shared devices."""
+    ctx.obj = Context(address, token, as_json)
+
+
+# -- serve --------------------------------------------------------------------------
 
 
 @main.command()
@@ -56,7 +131,7 @@ def serve(
     gpu_headroom_gb: float | None,
     max_waiting: int | None,
 ) -> None:
-    """Run the Tandem service (gRPC, with health and reflection)."""
+    """Run the Tandem service (gRPC with health and reflection)."""
     from server import config
     from server import main as server_main
 
@@ -76,3 +151,263 @@ def serve(
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     server_main.run(cfg)
+
+
+# -- submit ---------------------------------------------------------------------------
+
+
+def _options(**values: Any) -> dict[str, Any]:
+    """Only the options the user gave: the server fills in the rest."""
+    return {k: v for k, v in values.items() if v is not None}
+
+
+@main.command()
+@click.argument("model")
+@click.argument("dataset")
+@click.option("--epochs", type=int)
+@click.option("--batch-size", type=int)
+@click.option("--learning-rate", type=float)
+@click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw", "rmsprop"]))
+@click.option("--image-size", type=int)
+@click.option("--device", help="cpu, cuda, cuda:N or auto (default).")
+@click.option("--priority", type=click.IntRange(0, 10), help="0 (most urgent) .. 10; default 5.")
+@click.option("--seed", type=int)
+@click.option("--val-split", type=float)
+@click.option("--request-id", help="Idempotency key: a retry returns the first task.")
+@click.option("-f", "--follow", is_flag=True, help="Show live progress until the task ends.")
+@pass_context
+def train(ctx: Context, /, model: str, dataset: str, follow: bool, **params: Any) -> None:
+    """Submit a training task: MODEL (a torchvision name) on DATASET (a folder or synthetic)."""
+    with ctx.client() as client:
+        task = client.train(model, dataset, **_options(**params))
+        _submitted(ctx, client, task, follow)
+
+
+@main.command()
+@click.argument("dataset")
+@click.option("--task-id", help="A SUCCEEDED training task whose model to use.")
+@click.option("--model-path", help="A model file (under the data dir or a model root).")
+@click.option("--batch-size", type=int)
+@click.option("--top-k", type=int)
+@click.option("--device")
+@click.option("--priority", type=click.IntRange(0, 10))
+@click.option("--request-id")
+@click.option("-f", "--follow", is_flag=True, help="Show live progress until the task ends.")
+@pass_context
+def infer(ctx: Context, /, dataset: str, follow: bool, **params: Any) -> None:
+    """Submit a batch inference over DATASET (a folder of images or synthetic)."""
+    with ctx.client() as client:
+        task = client.infer(dataset, **_options(**params))
+        _submitted(ctx, client, task, follow)
+
+
+def _submitted(ctx: Context, client: Client, task: task_pb2.Task, follow: bool) -> None:
+    if not follow:
+        ctx.emit(_dict(task), f"{task.task_id} {_state(task.state)}")
+        return
+    if not ctx.as_json:
+        click.echo(f"{task.task_id} submitted ({_kind(task.kind)}, priority {task.priority})")
+    final = _follow(ctx, client, task.task_id)
+    if final != task_pb2.TASK_STATE_SUCCEEDED:
+        sys.exit(1)
+
+
+@main.command()
+@click.argument("image", type=click.Path(exists=True, dir_okay=False))
+@click.option("--task-id")
+@click.option("--model-path")
+@click.option("--top-k", type=int)
+@click.option("--device")
+@click.option("--priority", type=click.IntRange(0, 10))
+@click.option("--timeout", type=float, help="Seconds to wait for the answer.")
+@pass_context
+def predict(ctx: Context, /, image: str, timeout: float | None, **params: Any) -> None:
+    """Classify one PNG or JPEG IMAGE with a trained model."""
+    with ctx.client() as client:
+        answer = client.predict(image, timeout=timeout, **_options(**params))
+    lines = [f"{p.label:<24} {p.score:.4f}" for p in answer.predictions]
+    ctx.emit(_dict(answer), "\n".join(lines))
+
+
+# -- read and cancel ------------------------------------------------------------------
+
+
+def _table(rows: Iterable[Iterable[str]], header: list[str]) -> str:
+    body = [list(r) for r in rows]
+    widths = [max(len(str(c)) for c in column) for column in zip(header, *body, strict=False)]
+    return "\n".join(
+        "  ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=False)).rstrip()
+        for row in [header, *body]
+    )
+
+
+def _task_row(task: task_pb2.Task) -> list[str]:
+    params = task.training if task.HasField("training") else task.inference
+    progress = task.metrics.get("progress")
+    return [
+        task.task_id,
+        _kind(task.kind),
+        _state(task.state),
+        str(task.priority),
+        task.assigned_device or task.device,
+        params.model,
+        f"{progress:.0%}" if progress is not None else "",
+        task.waiting_reason or task.error,
+    ]
+
+
+@main.command()
+@click.option("--state", "states", multiple=True, type=click.Choice(STATE_NAMES, False))
+@click.option("--kind", type=click.Choice(list(KIND_NAMES)))
+@click.option("--limit", type=int, default=50, show_default=True)
+@pass_context
+def tasks(ctx: Context, states: tuple[str, ...], kind: str | None, limit: int) -> None:
+    """List tasks, newest first."""
+    with ctx.client() as client:
+        found = []
+        for task in client.list_tasks(
+            states=[STATE_VALUES[s.upper()] for s in states],
+            kind=KIND_NAMES[kind] if kind else task_pb2.TASK_KIND_UNSPECIFIED,
+        ):
+            found.append(task)
+            if len(found) >= limit:
+                break
+    header = ["TASK", "KIND", "STATE", "PRI", "DEVICE", "MODEL", "PROGRESS", "NOTE"]
+    ctx.emit([_dict(t) for t in found], _table((_task_row(t) for t in found), header))
+
+
+@main.command()
+@click.argument("task_id")
+@pass_context
+def task(ctx: Context, task_id: str) -> None:
+    """Show one task."""
+    with ctx.client() as client:
+        found = client.get_task(task_id)
+    data = _dict(found)
+    ctx.emit(data, "\n".join(f"{k}: {v}" for k, v in data.items()))
+
+
+@main.command()
+@click.argument("task_id")
+@click.option("-f", "--follow", is_flag=True, help="Keep streaming until the task ends.")
+@click.option("--from-seq", type=int, default=0, help="First event to show.")
+@pass_context
+def logs(ctx: Context, task_id: str, follow: bool, from_seq: int) -> None:
+    """Print a task's log (history; live with -f)."""
+    with ctx.client() as client:
+        for event in client.logs(task_id, follow=follow, from_seq=from_seq):
+            _print_event(ctx, event)
+
+
+@main.command()
+@click.argument("task_id")
+@pass_context
+def cancel(ctx: Context, task_id: str) -> None:
+    """Cancel a task (a running one stops at its next batch)."""
+    with ctx.client() as client:
+        found = client.cancel(task_id)
+    ctx.emit(_dict(found), f"{found.task_id} {_state(found.state)}")
+
+
+# -- resources ------------------------------------------------------------------------
+
+
+@main.command()
+@pass_context
+def resources(ctx: Context) -> None:
+    """Devices: running and queued tasks, limits, GPU memory."""
+    with ctx.client() as client:
+        reply = client.resources()
+    rows = []
+    for device in sorted(reply.device_usage):
+        usage = reply.device_usage[device]
+        limits = reply.max_concurrent.get(device)
+        rows.append(
+            [
+                device,
+                f"{usage.training}/{limits.training if limits else '-'}",
+                f"{usage.inference}/{limits.inference if limits else '-'}",
+                str(usage.queued_training),
+                str(usage.queued_inference),
+            ]
+        )
+    text = _table(rows, ["DEVICE", "TRAINING", "INFERENCE", "QUEUED-T", "QUEUED-I"])
+    if reply.gpu_memory_info:
+        gpus = [
+            [
+                name,
+                info.device,
+                f"{info.total_gb:.1f}",
+                f"{info.allocated_gb:.1f}",
+                f"{info.free_gb:.1f}",
+            ]
+            for name, info in sorted(reply.gpu_memory_info.items())
+        ]
+        text += "\n\n" + _table(gpus, ["GPU", "DEVICE", "TOTAL-GB", "USED-GB", "FREE-GB"])
+    ctx.emit(_dict(reply), text)
+
+
+@main.group()
+def limits() -> None:
+    """Concurrency limits per device."""
+
+
+@limits.command("set")
+@click.argument("device")
+@click.argument("kind", type=click.Choice(["training", "inference"]))
+@click.argument("value", type=click.IntRange(0))
+@pass_context
+def limits_set(ctx: Context, device: str, kind: str, value: int) -> None:
+    """Set DEVICE's (cpu, cuda, cuda:N) KIND limit to VALUE, at once."""
+    with ctx.client() as client:
+        current = client.update_limits({device: {kind: value}})
+    lines = [
+        f"{d}: training {v['training']}, inference {v['inference']}" for d, v in current.items()
+    ]
+    ctx.emit({"max_concurrent": current}, "\n".join(sorted(lines)))
+
+
+# -- following ------------------------------------------------------------------------
+
+
+def _print_event(ctx: Context, event: task_pb2.TaskEvent) -> None:
+    if ctx.as_json:
+        click.echo(json.dumps(_dict(event)))
+        return
+    level = task_pb2.LogLevel.Name(event.level).removeprefix("LOG_LEVEL_")
+    click.echo(f"[{event.seq:>4}] {level:<7} {event.message}")
+
+
+def _progress_line(metrics: dict[str, float]) -> str:
+    progress = metrics.get("progress", 0.0)
+    filled = int(progress * 24)
+    parts = [f"[{'#' * filled}{'.' * (24 - filled)}] {progress:>4.0%}"]
+    if "epoch" in metrics:
+        parts.append(f"epoch {int(metrics['epoch'])}")
+    if "batch" in metrics and "batches" in metrics:
+        parts.append(f"batch {int(metrics['batch'])}/{int(metrics['batches'])}")
+    for key in ("loss", "accuracy", "val_accuracy"):
+        if key in metrics:
+            parts.append(f"{key} {metrics[key]:.3f}")
+    if "images_per_sec" in metrics:
+        parts.append(f"{metrics['images_per_sec']:.0f} img/s")
+    return "  ".join(parts)
+
+
+def _follow(ctx: Context, client: Client, task_id: str) -> int:
+    """Shows the task's progress until it ends; returns its terminal state."""
+    interactive = sys.stdout.isatty() and not ctx.as_json
+    final = task_pb2.TASK_STATE_UNSPECIFIED
+    on_bar = False
+    for event in client.logs(task_id, follow=True):
+        if interactive and event.type == task_pb2.EVENT_TYPE_METRICS:
+            click.echo("\r" + _progress_line(dict(event.metrics)), nl=False)
+            on_bar = True
+            continue
+        if on_bar:
+            click.echo()
+            on_bar = False
+        _print_event(ctx, event)
+        if event.state in TERMINAL_STATES:
+            final = event.state
+    return final

@@ -1,0 +1,332 @@
+"""Online Predict against the same model called in-process on the same device (the CPU).
+
+The model is a random-init resnet18 at 224 px with 1,000 classes, saved with
+`engines.artifacts.save_artifact` into the data dir of a real Tandem server (the data
+dir is a model root). Every request carries the same 224x224 PNG (smooth colour blobs
+plus pixel noise, about as hard to decode as a photo), so every answer pays for a PNG
+decode, the resize/crop/normalise transform and the forward pass, in-process and in
+Tandem alike.
+
+- In-process baseline: `Predictor(artifact, "cpu").predict_images([png], 5)` in a loop
+  (decode + preprocess + forward at batch 1, top-5), with `torch.set_num_threads` set to
+  what the server gives its serving worker (`TaskManager.threads_for("cpu", inference)`:
+  the cores shared by the CPU's inference slots, `cpu_count // 4` at the default limits,
+  at least 1), so both sides get the same cores for the forward pass.
+- Tandem: the server runs in this process on its own event loop thread (as the tests'
+  `ServerThread` does), port 0, one prewarmed CPU worker, default Predict settings
+  (max batch 32, no batching wait). Sync gRPC stubs call `Predict` with `model_path`,
+  `device="cpu"`, `top_k=5`: one caller in sequence (concurrency 1: latency and
+  throughput), then eight threads sharing one channel (concurrency 8: throughput).
+  A warm-up loads the model first.
+
+The three measurements take turns over `rounds` rounds (in-process, c1, c8, then again),
+so a busy moment on a shared machine falls on all of them rather than one; latencies
+are pooled over the rounds, throughputs are total answers over total time.
+`time.perf_counter` times each call (latency) and each block (throughput).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import statistics
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any, TypeVar
+
+import grpc
+import numpy as np
+import torch
+from PIL import Image
+
+from bench.report import Goal
+from engines import zoo
+from engines.artifacts import load_artifact, save_artifact
+from engines.predict import Predictor
+from scheduler import Kind
+from server.app import Service, create_server
+from server.config import load
+from tandem.v1 import inference_service_pb2, inference_service_pb2_grpc
+
+__all__ = ["FULL", "GOALS", "SMOKE", "Settings", "make_png", "measure", "percentile", "run"]
+
+ARCHITECTURE = "resnet18"
+NUM_CLASSES = 1000
+TOP_K = 5
+CONCURRENCY = 8
+SEED = 20261128
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+T = TypeVar("T")
+
+GOALS = (
+    Goal("predict_p50_overhead_ms", maximum=2.0),
+    Goal("predict_c8_vs_inprocess", minimum=1.0),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How much to measure. Counts are per round; `warmup` calls precede the rounds."""
+
+    image_size: int
+    rounds: int
+    inprocess_calls: int
+    c1_calls: int
+    c8_calls: int
+    floor_calls: int
+    warmup: int
+
+
+# 300 latencies per side at c1: the p99 is the mean of the 3rd and 4th slowest.
+FULL = Settings(
+    image_size=224,
+    rounds=3,
+    inprocess_calls=100,
+    c1_calls=100,
+    c8_calls=160,
+    floor_calls=50,
+    warmup=10,
+)
+# resnet18 at 224 px still, a handful of calls: most of the time is the server start.
+SMOKE = Settings(
+    image_size=224, rounds=1, inprocess_calls=3, c1_calls=3, c8_calls=8, floor_calls=3, warmup=1
+)
+
+
+def run(smoke: bool) -> dict[str, float]:
+    """Measure with the FULL settings, or SMOKE ones that only check the harness."""
+    return measure(SMOKE if smoke else FULL)
+
+
+def make_png(size: int, seed: int = SEED) -> bytes:
+    """A size x size RGB PNG: smooth colour blobs plus pixel noise, like a photo's texture."""
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
+    smooth = np.asarray(
+        Image.fromarray(coarse).resize((size, size), Image.Resampling.BICUBIC), dtype=np.int16
+    )
+    noise = rng.integers(-12, 13, size=smooth.shape, dtype=np.int16)
+    pixels = np.clip(smooth + noise, 0, 255).astype(np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels, "RGB").save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def percentile(values: list[float], q: float) -> float:
+    """The q-th percentile (0..100) with linear interpolation between ranks (numpy's default)."""
+    ordered = sorted(values)
+    if not ordered:
+        raise ValueError("no values")
+    position = (len(ordered) - 1) * q / 100
+    low = int(position)
+    high = min(low + 1, len(ordered) - 1)
+    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
+
+
+class _Server:
+    """`create_server` on a private event loop in a daemon thread (like tests' ServerThread)."""
+
+    def __init__(self, data_dir: Path) -> None:
+        config = load(grpc_port=0, data_dir=str(data_dir), prewarm_workers=1, env={})
+        self.config = replace(config, cancel_grace_s=5.0)
+        self.loop = asyncio.new_event_loop()
+        self.service: Service | None = None
+        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+
+    def start(self) -> _Server:
+        self._thread.start()
+        future = asyncio.run_coroutine_threadsafe(create_server(self.config), self.loop)
+        self.service, _ = future.result(timeout=120)
+        return self
+
+    @property
+    def port(self) -> int:
+        assert self.service is not None
+        return self.service.port
+
+    def call(self, fn: Callable[[], T]) -> T:
+        """Runs `fn` on the server's loop thread (the only thread that may touch its state)."""
+
+        async def on_loop() -> T:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(on_loop(), self.loop).result(timeout=30)
+
+    def stop(self) -> None:
+        if self.service is not None:
+            stopping = self.service.stop(grace_s=1.0)
+            asyncio.run_coroutine_threadsafe(stopping, self.loop).result(timeout=60)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self._thread.join(timeout=30)
+        self.loop.close()
+
+
+@contextmanager
+def _torch_threads(count: int) -> Iterator[None]:
+    previous = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _timed_calls(call: Callable[[], Any], count: int) -> tuple[list[float], float]:
+    """Latencies (seconds) of `count` sequential calls, and the block's total time."""
+    latencies = []
+    started = time.perf_counter()
+    for _ in range(count):
+        before = time.perf_counter()
+        call()
+        latencies.append(time.perf_counter() - before)
+    return latencies, time.perf_counter() - started
+
+
+def _concurrent_calls(call: Callable[[], Any], count: int, workers: int) -> float:
+    """Total time for `count` calls made by `workers` threads, each taking the next."""
+    remaining = iter(range(count))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                if next(remaining, None) is None:
+                    return
+            call()
+
+    with ThreadPoolExecutor(workers) as pool:
+        started = time.perf_counter()
+        futures = [pool.submit(worker) for _ in range(workers)]
+        for future in futures:
+            future.result()
+        return time.perf_counter() - started
+
+
+def measure(settings: Settings) -> dict[str, float]:
+    """Both sides measured in turns; see the module docstring."""
+    png = make_png(224)
+    with tempfile.TemporaryDirectory(prefix="tandem-bench-predict-") as tmp:
+        data_dir = Path(tmp) / "data"
+        model_path = data_dir / "models" / f"{ARCHITECTURE}-{settings.image_size}.pt"
+        torch.manual_seed(SEED)
+        save_artifact(
+            str(model_path),
+            model=zoo.build_model(ARCHITECTURE, NUM_CLASSES, settings.image_size),
+            architecture=ARCHITECTURE,
+            classes=[f"class_{i:04d}" for i in range(NUM_CLASSES)],
+            image_size=settings.image_size,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            epoch=0,
+            metrics={},
+        )
+        server = _Server(data_dir).start()
+        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
+        try:
+            service = server.service
+            assert service is not None
+            threads = server.call(lambda: service.manager.threads_for("cpu", Kind.INFERENCE))
+            stub = inference_service_pb2_grpc.InferenceServiceStub(channel)
+            request = inference_service_pb2.PredictRequest(
+                model_path=str(model_path), image=png, top_k=TOP_K, device="cpu"
+            )
+
+            def remote() -> None:
+                answer = stub.Predict(request, timeout=120)
+                assert len(answer.predictions) == TOP_K
+
+            # Refused by the servicer's first check (not a PNG or JPEG signature): the
+            # same request size through gRPC and into Tandem's handler, and nothing else.
+            refused = inference_service_pb2.PredictRequest(
+                model_path=str(model_path), image=b"GIF89a" + png, top_k=TOP_K, device="cpu"
+            )
+
+            def floor() -> None:
+                try:
+                    stub.Predict(refused, timeout=120)
+                except grpc.RpcError as exc:
+                    assert exc.code() is grpc.StatusCode.INVALID_ARGUMENT, exc
+                else:
+                    raise AssertionError("a GIF was accepted")
+
+            predictor = Predictor(load_artifact(str(model_path), map_location="cpu"), "cpu")
+
+            def local() -> None:
+                (answer,) = predictor.predict_images([png], TOP_K)
+                assert isinstance(answer, list) and len(answer) == TOP_K
+
+            model_server = service.model_server
+
+            def answered() -> tuple[int, int]:
+                return server.call(lambda: (model_server.batches, model_server.images))
+
+            with _torch_threads(threads):
+                figures = _rounds(settings, local, remote, floor, answered)
+        finally:
+            channel.close()
+            server.stop()
+    return figures
+
+
+def _rounds(
+    settings: Settings,
+    local: Callable[[], None],
+    remote: Callable[[], None],
+    floor: Callable[[], None],
+    answered: Callable[[], tuple[int, int]],
+) -> dict[str, float]:
+    warmup_latencies = []
+    for _ in range(settings.warmup):  # the first Predict loads the model in the worker
+        warmup_latencies += _timed_calls(local, 1)[0]
+        remote()
+        floor()
+    _concurrent_calls(remote, CONCURRENCY * settings.warmup, CONCURRENCY)
+    # The floor's calls come after the server sat idle as long as a forward pass keeps
+    # it waiting, since how long the threads on the path slept changes how fast they wake.
+    gap_s = statistics.median(warmup_latencies)
+    local_latencies: list[float] = []
+    remote_latencies: list[float] = []
+    floor_latencies: list[float] = []
+    local_time = remote_time = c8_time = 0.0
+    c8_batches = c8_images = 0
+    for _ in range(settings.rounds):
+        latencies, elapsed = _timed_calls(local, settings.inprocess_calls)
+        local_latencies += latencies
+        local_time += elapsed
+        latencies, elapsed = _timed_calls(remote, settings.c1_calls)
+        remote_latencies += latencies
+        remote_time += elapsed
+        batches, images = answered()
+        c8_time += _concurrent_calls(remote, settings.c8_calls, CONCURRENCY)
+        after = answered()
+        c8_batches += after[0] - batches
+        c8_images += after[1] - images
+        for _ in range(settings.floor_calls):
+            time.sleep(gap_s)
+            floor_latencies += _timed_calls(floor, 1)[0]
+
+    def ms(values: list[float], q: float) -> float:
+        return percentile(values, q) * 1000
+
+    inprocess_per_s = len(local_latencies) / local_time
+    c8_per_s = settings.rounds * settings.c8_calls / c8_time
+    return {
+        "predict_p50_ms": ms(remote_latencies, 50),
+        "predict_p99_ms": ms(remote_latencies, 99),
+        "inprocess_p50_ms": ms(local_latencies, 50),
+        "inprocess_p99_ms": ms(local_latencies, 99),
+        "predict_p50_overhead_ms": ms(remote_latencies, 50) - ms(local_latencies, 50),
+        "predict_floor_p50_ms": ms(floor_latencies, 50),
+        "predict_c1_per_s": len(remote_latencies) / remote_time,
+        "predict_c8_per_s": c8_per_s,
+        "inprocess_c1_per_s": inprocess_per_s,
+        "predict_c8_vs_inprocess": c8_per_s / inprocess_per_s,
+        "predict_c8_images_per_batch": c8_images / c8_batches,
+    }

@@ -1,0 +1,220 @@
+"""The Python client: typed methods for every Tandem RPC.
+
+    from tandem import Client
+    with Client("127.0.0.1:50051") as tandem:
+        task = tandem.train(model="resnet18", dataset="synthetic", epochs=2, device="cpu")
+        for event in tandem.logs(task.task_id):
+            print(event.seq, event.message)
+
+Methods return the `tandem.v1` messages (typed by the generated .pyi files) and raise
+the exceptions of `tandem.errors`. `logs` survives a broken stream: it reconnects and
+resumes from the next sequence number, so nothing is lost or repeated.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from tandem.errors import TandemError, Unavailable, from_rpc_error
+from tandem.v1 import (
+    inference_service_pb2,
+    inference_service_pb2_grpc,
+    resource_service_pb2,
+    resource_service_pb2_grpc,
+    resources_pb2,
+    task_pb2,
+    task_service_pb2,
+    task_service_pb2_grpc,
+    training_service_pb2,
+    training_service_pb2_grpc,
+)
+
+DEFAULT_ADDRESS = "127.0.0.1:50051"
+TERMINAL_STATES = frozenset(
+    {task_pb2.TASK_STATE_SUCCEEDED, task_pb2.TASK_STATE_FAILED, task_pb2.TASK_STATE_CANCELLED}
+)
+
+
+_CHANNEL_OPTIONS = [
+    # A private connection per client: another client's failed attempts to the same
+    # address (and their back-off) must not make this one fail fast.
+    ("grpc.use_local_subchannel_pool", 1),
+    # Reconnect quickly after a server restart (gRPC's default back-off grows to 2 min).
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 2000),
+]
+
+
+class Client:
+    """A connection to one Tandem server. Thread-safe; close it (or use `with`)."""
+
+    def __init__(
+        self,
+        address: str = DEFAULT_ADDRESS,
+        token: str | None = None,
+        *,
+        timeout: float | None = 30.0,
+        reconnect_timeout: float = 60.0,
+    ) -> None:
+        self.address = address
+        self._timeout = timeout
+        self._reconnect_timeout = reconnect_timeout
+        self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
+        self._channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        self._training = training_service_pb2_grpc.TrainingServiceStub(self._channel)
+        self._inference = inference_service_pb2_grpc.InferenceServiceStub(self._channel)
+        self._tasks = task_service_pb2_grpc.TaskServiceStub(self._channel)
+        self._resources = resource_service_pb2_grpc.ResourceServiceStub(self._channel)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    # -- tasks ------------------------------------------------------------------------
+
+    def train(self, model: str, dataset: str, **params: Any) -> task_pb2.Task:
+        """Submits a training task (fields of `TrainRequest`); returns it, QUEUED."""
+        request = training_service_pb2.TrainRequest(model=model, dataset=dataset, **params)
+        return self._call(self._training.Train, request).task
+
+    def infer(self, dataset: str, **params: Any) -> task_pb2.Task:
+        """Submits a batch inference (`task_id` or `model_path`, and `InferRequest` fields)."""
+        request = inference_service_pb2.InferRequest(dataset=dataset, **params)
+        return self._call(self._inference.Infer, request).task
+
+    def predict(
+        self,
+        image: bytes | str | Path,
+        *,
+        timeout: float | None = None,
+        **params: Any,
+    ) -> inference_service_pb2.PredictResponse:
+        """Classifies one PNG or JPEG image (bytes or a file path) with a trained model."""
+        data = image if isinstance(image, bytes) else Path(image).read_bytes()
+        request = inference_service_pb2.PredictRequest(image=data, **params)
+        return self._call(self._inference.Predict, request, timeout=timeout)
+
+    def get_task(self, task_id: str) -> task_pb2.Task:
+        return self._call(
+            self._tasks.GetTask, task_service_pb2.GetTaskRequest(task_id=task_id)
+        ).task
+
+    def list_tasks(
+        self,
+        *,
+        states: Sequence[int] = (),
+        kind: int = task_pb2.TASK_KIND_UNSPECIFIED,
+        page_size: int = 100,
+    ) -> Iterator[task_pb2.Task]:
+        """Every matching task, newest first, fetching pages as it goes."""
+        token = ""
+        while True:
+            # Enum values as plain ints: what users pass (task_pb2.TASK_STATE_RUNNING).
+            fields: dict[str, Any] = {"states": list(states), "kind": kind}
+            request = task_service_pb2.ListTasksRequest(
+                page_size=page_size, page_token=token, **fields
+            )
+            page = self._call(self._tasks.ListTasks, request)
+            yield from page.tasks
+            token = page.next_page_token
+            if not token:
+                return
+
+    def cancel(self, task_id: str) -> task_pb2.Task:
+        request = task_service_pb2.CancelTaskRequest(task_id=task_id)
+        return self._call(self._tasks.CancelTask, request).task
+
+    def logs(
+        self, task_id: str, *, follow: bool = True, from_seq: int = 0
+    ) -> Iterator[task_pb2.TaskEvent]:
+        """The task's events in order. With `follow`, live until its terminal state event;
+        a broken stream is resumed from the next sequence number (for up to
+        `reconnect_timeout` seconds of failed attempts), never losing or repeating one."""
+        next_seq = max(from_seq, 1)
+        failing_since: float | None = None
+        while True:
+            request = task_service_pb2.LogsRequest(
+                task_id=task_id, from_seq=next_seq, follow=follow
+            )
+            stream = self._tasks.Logs(request, metadata=self._metadata)
+            broken: grpc.RpcError | None = None
+            try:
+                for response in stream:
+                    event = response.event
+                    failing_since = None
+                    if event.seq < next_seq:
+                        continue  # never repeat an event
+                    next_seq = event.seq + 1
+                    yield event
+                    if follow and event.state in TERMINAL_STATES:
+                        return
+                if not follow:
+                    return  # the history, as asked
+                # Following, yet no terminal state: the server went away (it ends open
+                # streams when it shuts down). Resume as after any other break.
+            except grpc.RpcError as error:
+                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                    raise from_rpc_error(error) from error
+                broken = error
+            finally:
+                stream.cancel()
+            if failing_since is not None:
+                time.sleep(0.1)  # a second failure in a row: do not spin while it restarts
+            now = time.monotonic()
+            failing_since = failing_since or now
+            remaining = self._reconnect_timeout - (now - failing_since)
+            try:
+                # Wait for the server to be reachable again (it may be restarting).
+                grpc.channel_ready_future(self._channel).result(timeout=max(remaining, 0))
+            except grpc.FutureTimeoutError:
+                raise Unavailable(
+                    f"lost the log stream of {task_id} and could not reconnect to "
+                    f"{self.address} within {self._reconnect_timeout:g} s",
+                    grpc.StatusCode.UNAVAILABLE,
+                ) from broken
+
+    # -- resources --------------------------------------------------------------------
+
+    def resources(self) -> resource_service_pb2.GetResourcesResponse:
+        return self._call(self._resources.GetResources, resource_service_pb2.GetResourcesRequest())
+
+    def update_limits(
+        self, max_concurrent: Mapping[str, Mapping[str, int]]
+    ) -> dict[str, dict[str, int]]:
+        """Changes limits, in the seed's shape: `{"cuda": {"training": 1, "inference": 5}}`.
+        Returns the limits in force afterwards, in the same shape."""
+        request = resource_service_pb2.UpdateLimitsRequest(
+            max_concurrent={
+                device: resources_pb2.ConcurrencyLimits(**dict(values))
+                for device, values in max_concurrent.items()
+            }
+        )
+        reply = self._call(self._resources.UpdateLimits, request)
+        return {
+            device: {"training": limits.training, "inference": limits.inference}
+            for device, limits in reply.max_concurrent.items()
+        }
+
+    # -- the one place gRPC errors are translated -------------------------------------
+
+    def _call(
+        self, method: Callable[..., Any], request: Any, *, timeout: float | None = None
+    ) -> Any:
+        try:
+            return method(request, timeout=timeout or self._timeout, metadata=self._metadata)
+        except grpc.RpcError as error:
+            raise from_rpc_error(error) from error
+
+
+__all__ = ["DEFAULT_ADDRESS", "TERMINAL_STATES", "Client", "TandemError"]

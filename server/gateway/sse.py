@@ -1,0 +1,83 @@
+"""Server-sent events: a task's gRPC `Logs` stream as a `text/event-stream` body.
+
+Each task event becomes one SSE message whose `id:` is the event's `seq`, so a browser's
+EventSource that loses its connection reconnects with `Last-Event-ID` and the gateway
+resumes right after it. While a task is quiet (an epoch can take minutes) a comment line
+goes out every few seconds so proxies and clients with read timeouts keep the stream.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+
+import grpc
+from fastapi.responses import StreamingResponse
+
+from server.gateway.convert import event_json
+from server.gateway.errors import rpc_error_detail
+
+MEDIA_TYPE = "text/event-stream"
+HEADERS = {
+    "Cache-Control": "no-cache",
+    # nginx buffers responses by default; an event stream must go out as it is written.
+    "X-Accel-Buffering": "no",
+}
+KEEP_ALIVE = b": keep-alive\n\n"
+
+
+class EventStreamResponse(StreamingResponse):
+    """A streaming response documented as `text/event-stream`."""
+
+    media_type = MEDIA_TYPE
+
+
+def message(
+    data: dict[str, Any], *, event_id: int | None = None, event: str | None = None
+) -> bytes:
+    """One SSE message; JSON never holds a raw newline, so `data:` is one line."""
+    lines = []
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    if event is not None:
+        lines.append(f"event: {event}")
+    lines.append("data: " + json.dumps(data, separators=(",", ":"), allow_nan=False))
+    return ("\n".join(lines) + "\n\n").encode()
+
+
+def parse_last_event_id(value: str | None) -> int | None:
+    """The seq in a `Last-Event-ID` header, or None when there is none to honour."""
+    if value is None or not value.strip():
+        return None
+    text = value.strip()
+    return int(text) if text.isdigit() and len(text) <= 18 else None
+
+
+async def stream(call: Any, *, target: str, keep_alive_s: float) -> AsyncIterator[bytes]:
+    """The SSE body of a grpc.aio Logs `call`. Ends when the call does; the call is
+    cancelled when the client leaves (Starlette cancels this generator)."""
+    pending: asyncio.Future[Any] | None = None
+    try:
+        while True:
+            if pending is None:
+                # One read in flight across keep-alives: cancelling a read would end the call.
+                pending = asyncio.ensure_future(call.read())
+            done, _ = await asyncio.wait({pending}, timeout=keep_alive_s)
+            if not done:
+                yield KEEP_ALIVE
+                continue
+            response, pending = pending.result(), None
+            if response is grpc.aio.EOF:
+                return
+            event = response.event
+            yield message(event_json(event), event_id=event.seq)
+    except grpc.RpcError as exc:
+        # Headers are gone already: say what broke in the stream itself.
+        status, text = rpc_error_detail(exc, target)
+        yield message({"detail": text, "status": status}, event="error")
+    finally:
+        if pending is not None:
+            pending.cancel()
+        call.cancel()

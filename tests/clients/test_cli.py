@@ -1,0 +1,66 @@
+"""The `tandem` CLI end to end, as a person or a script runs it, against a live server."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import ServerThread
+
+TANDEM = str(Path(sys.executable).parent / "tandem")
+
+
+def run(server: ServerThread, *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [TANDEM, "--address", f"127.0.0.1:{server.port}", *args],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_train_follow_to_success_and_json_everywhere(shared_server: ServerThread) -> None:
+    done = run(
+        shared_server,
+        "train", "mobilenet_v3_small", "synthetic",
+        "--image-size", "32", "--epochs", "2", "--device", "cpu", "--follow",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "SUCCEEDED" in done.stdout or "succeeded" in done.stdout
+    task_id = done.stdout.split()[0]
+
+    shown = json.loads(run(shared_server, "--json", "task", task_id).stdout)
+    assert shown["state"] == "TASK_STATE_SUCCEEDED"
+    listed = json.loads(run(shared_server, "--json", "tasks", "--state", "succeeded").stdout)
+    assert task_id in [t["task_id"] for t in listed]
+    lines = run(shared_server, "--json", "logs", task_id).stdout.splitlines()
+    events = [json.loads(line) for line in lines]
+    assert [int(e["seq"]) for e in events] == list(range(1, len(events) + 1))
+    resources = json.loads(run(shared_server, "--json", "resources").stdout)
+    assert "cpu" in resources["device_usage"]
+    limits = json.loads(
+        run(shared_server, "--json", "limits", "set", "cpu", "inference", "4").stdout
+    )
+    assert limits["max_concurrent"]["cpu"]["inference"] == 4
+    table = run(shared_server, "tasks").stdout
+    assert table.splitlines()[0].split()[:3] == ["TASK", "KIND", "STATE"]
+
+
+def test_a_failing_task_exits_non_zero(shared_server: ServerThread) -> None:
+    failed = run(
+        shared_server,
+        "train", "alexnet", "synthetic", "--image-size", "16", "--device", "cpu", "--follow",
+    )  # fmt: skip
+    assert failed.returncode == 1
+    assert "FAILED" in failed.stdout or "alexnet" in failed.stdout
+
+
+def test_errors_are_one_line_not_a_traceback(shared_server: ServerThread) -> None:
+    missing = run(shared_server, "task", "nope")
+    assert missing.returncode == 1
+    assert missing.stderr.strip().startswith("error:") and "NOT_FOUND" in missing.stderr
+    assert "Traceback" not in missing.stderr
+    bad = run(shared_server, "train", "resnet19", "synthetic")
+    assert bad.returncode == 1 and "resnet18" in bad.stderr
