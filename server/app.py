@@ -20,6 +20,7 @@ from scheduler.memory import MemoryGate
 from server.config import ServerConfig
 from server.event_log import EventLogs
 from server.manager import TaskManager
+from server.metrics import Metrics
 from server.memory import MemoryPlanner
 from server.servicers.inference import InferenceServicer
 from server.servicers.resources import ResourceServicer
@@ -59,6 +60,7 @@ class Service:
     manager: TaskManager
     model_server: ModelServer
     executor: LocalExecutor
+    metrics: Metrics
     store: TaskStore
     health: health.aio.HealthServicer
 
@@ -130,6 +132,8 @@ async def create_server(
     training_service_pb2_grpc.add_TrainingServiceServicer_to_server(
         TrainingServicer(manager, roots=config.dataset_roots, gpu_count=gpu_count), server
     )
+    metrics = Metrics(arbiter.statistics, inventory)
+    manager.on_task_end = metrics.task_ended
     model_server = ModelServer(config, manager, executor)
     manager.after_pass = model_server.maintain
     inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
@@ -139,6 +143,7 @@ async def create_server(
             dataset_roots=config.dataset_roots,
             model_roots=config.model_roots,
             gpu_count=gpu_count,
+            metrics=metrics,
         ),
         server,
     )
@@ -160,5 +165,7 @@ async def create_server(
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("gRPC listening on %s:%d (data dir %s)", config.host, port, config.data_dir)
-    service = Service(server, port, manager, model_server, executor, store, health_servicer)
+    service = Service(
+        server, port, manager, model_server, executor, metrics, store, health_servicer
+    )
     return service, port

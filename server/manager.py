@@ -66,6 +66,8 @@ class TaskManager:
         # Called after each periodic pass of the arbiter and each queued submit, so
         # holders of slots that can give them back (served models) can react.
         self.after_pass: Callable[[], None] | None = None
+        # Called with each task that reaches a terminal state (metrics).
+        self.on_task_end: Callable[[TaskRecord], None] | None = None
         # Set by close(): what workers report afterwards is left for the next start.
         self._closing = False
 
@@ -349,6 +351,8 @@ class TaskManager:
         self._store.save(task)
         self._logs.close(task.task_id)
         self._active.pop(task.task_id, None)
+        if self.on_task_end is not None:
+            self.on_task_end(task)
 
     def _event(
         self,

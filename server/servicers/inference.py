@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from server import validation
 from server.convert import task_to_pb
 from server.errors import Context, ServiceError, unary
 from server.manager import TaskManager
+from server.metrics import Metrics
 from server.models import ModelCatalog, model_file
 from server.records import TaskKind
 from server.serving import ModelServer
@@ -27,8 +29,10 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
         dataset_roots: Sequence[Path],
         model_roots: Sequence[Path],
         gpu_count: int,
+        metrics: Metrics | None = None,
     ) -> None:
         self._manager = manager
+        self._metrics = metrics
         self._server = model_server
         self._catalog = ModelCatalog()
         self._dataset_roots = dataset_roots
@@ -54,6 +58,24 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
 
     @unary
     async def Predict(
+        self, request: inference_service_pb2.PredictRequest, context: Context
+    ) -> inference_service_pb2.PredictResponse:
+        started = time.perf_counter()
+        outcome = "ok"
+        try:
+            return await self._predict(request, context)
+        except ServiceError as exc:
+            outcome = exc.code.name
+            raise
+        except Exception:
+            outcome = "INTERNAL"
+            raise
+        finally:
+            if self._metrics is not None:
+                elapsed = time.perf_counter() - started
+                self._metrics.predict_latency.labels(outcome).observe(elapsed)
+
+    async def _predict(
         self, request: inference_service_pb2.PredictRequest, context: Context
     ) -> inference_service_pb2.PredictResponse:
         image = validation.check_image(request.image)
