@@ -368,6 +368,16 @@ class TaskManager:
             type_, message, level=level, metrics=metrics, state=state.value if state else ""
         )
         task.last_seq = event.seq
+        if state is not None:
+            # The server's own log: one line per task state change.
+            log.log(
+                logging.WARNING if level in ("warning", "error") else logging.INFO,
+                "task %s %s %s: %s",
+                task.task_id,
+                task.kind.value,
+                state.value,
+                message,
+            )
 
     def _snapshot(self, task: TaskRecord) -> TaskRecord:
         """A copy for callers: later changes to the live record do not leak into replies."""
