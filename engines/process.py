@@ -10,7 +10,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import multiprocessing
+import os
 import signal
+import socket
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnContext, SpawnProcess
 
@@ -39,6 +41,8 @@ class WorkerProcess:
 
     def start(self) -> None:
         parent, child = self._ctx.Pipe(duplex=True)
+        for end in (parent, child):
+            _widen_buffers(end)
         process = self._ctx.Process(target=worker_main, args=(child,), name=self.name, daemon=True)
         process.start()
         # Drop the parent's copy of the child's end so the child's death reads as EOF.
@@ -101,3 +105,15 @@ class WorkerProcess:
                 break
         if self.conn is not None:
             self.conn.close()
+
+
+# Room for a few encoded images in flight: with the default buffers, sending a 100 KB
+# Predict image blocks the server's event loop until the worker has read it.
+PIPE_BUFFER_BYTES = 4 * 1024 * 1024
+
+
+def _widen_buffers(conn: Connection) -> None:
+    # The duplicate descriptor shares the socket, so options set on it apply to `conn`.
+    with socket.socket(fileno=os.dup(conn.fileno())) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, PIPE_BUFFER_BYTES)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, PIPE_BUFFER_BYTES)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -38,6 +39,22 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
         self._dataset_roots = dataset_roots
         self._model_roots = model_roots
         self._gpu_count = gpu_count
+        # Predict's hot path: which file a (task_id, model_path) pair means does not
+        # change once resolved (a SUCCEEDED task's model is final), so remember it.
+        # `describe` still stats the file on every call and notices it is gone.
+        self._resolved: OrderedDict[tuple[str, str], tuple[str, str]] = OrderedDict()
+
+    def _model_file(self, task_id: str, model_path: str) -> tuple[str, str]:
+        key = (task_id, model_path)
+        found = self._resolved.get(key)
+        if found is None:
+            found = model_file(
+                task_id, model_path, get_task=self._manager.get, roots=self._model_roots
+            )
+            self._resolved[key] = found
+            if len(self._resolved) > 256:
+                self._resolved.popitem(last=False)
+        return found
 
     @unary
     async def Infer(
@@ -81,12 +98,7 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
         image = validation.check_image(request.image)
         priority = validation.check_priority(request.HasField("priority"), request.priority)
         _, candidates = validation.check_device(request.device, self._gpu_count)
-        path, task_id = model_file(
-            request.task_id,
-            request.model_path,
-            get_task=self._manager.get,
-            roots=self._model_roots,
-        )
+        path, task_id = self._model_file(request.task_id, request.model_path)
         model = await self._catalog.describe(path, task_id)
         top_k = validation.check_top_k(request.HasField("top_k"), request.top_k, len(model.classes))
         # Never a late answer: stop waiting when the caller's deadline passes.
