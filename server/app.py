@@ -20,8 +20,8 @@ from scheduler.memory import MemoryGate
 from server.config import ServerConfig
 from server.event_log import EventLogs
 from server.manager import TaskManager
-from server.metrics import Metrics
 from server.memory import MemoryPlanner
+from server.metrics import Metrics
 from server.servicers.inference import InferenceServicer
 from server.servicers.resources import ResourceServicer
 from server.servicers.tasks import TaskServicer

@@ -8,8 +8,10 @@ import logging
 import signal
 import sys
 
+from server import metrics
 from server.app import create_server
 from server.config import ServerConfig
+from server.gateway import GatewayServer, create_gateway
 
 
 class _JsonFormatter(logging.Formatter):
@@ -34,16 +36,37 @@ def configure_logging(log_format: str) -> None:
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
 
 
+def _loopback_target(host: str, port: int) -> str:
+    """Where the gateway dials the gRPC server: never a wildcard address."""
+    if host in ("0.0.0.0", ""):
+        return f"127.0.0.1:{port}"
+    if host in ("::", "[::]"):
+        return f"[::1]:{port}"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 async def serve(config: ServerConfig) -> None:
     service, port = await create_server(config)
+    try:
+        app = create_gateway(_loopback_target(config.host, port))
+        metrics.mount(app, service.metrics)
+        # Binds now: a taken port is an error here, not inside uvicorn's task.
+        gateway = GatewayServer(app, config.host, config.http_port)
+    except OSError:
+        await service.stop()
+        raise
+    gateway.start()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    # One line a script can wait for (and read the port from, when it asked for port 0).
+    # Lines a script can wait for (and read the ports from, when it asked for port 0).
     print(f"tandem: serving gRPC on {config.host}:{port}", flush=True)
+    print(f"tandem: serving REST on {gateway.url}", flush=True)
     await stop.wait()
     logging.getLogger(__name__).info("shutting down")
+    # The gateway first: its open log streams end with an error event, then it exits.
+    await gateway.stop()
     await service.stop()
     print("tandem: stopped", flush=True)
 

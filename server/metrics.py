@@ -14,6 +14,9 @@ from collections.abc import Callable, Iterator
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
 
 from scheduler import ArbiterStatistics
 from scheduler.inventory import DeviceInventory
@@ -100,3 +103,12 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def mount(app: Starlette, metrics: Metrics) -> None:
+    """Serves `metrics` at `GET /metrics` of the HTTP app (the REST gateway)."""
+
+    async def endpoint(request: Request) -> Response:
+        return Response(metrics.render(), media_type=CONTENT_TYPE)
+
+    app.add_route("/metrics", endpoint, methods=["GET"], include_in_schema=False)

@@ -7,18 +7,14 @@ serve` runs it with uvicorn beside the gRPC server).
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 
 from server.gateway import errors, routes_v1, routes_v2
 from server.gateway.backend import Backend, Timeouts
 from server.gateway.deps import DEFAULT_MAX_UPLOAD_BYTES, Settings
-
-log = logging.getLogger(__name__)
 
 DESCRIPTION = """\
 REST access to Tandem, the service that trains and serves PyTorch image classifiers on
@@ -71,13 +67,15 @@ def create_gateway(
     app.state.backend = backend
     app.state.settings = Settings(keep_alive_s=keep_alive_s, max_upload_bytes=max_upload_bytes)
     errors.install(app, grpc_target)
-
-    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
-        # A bug in the gateway: logged with its traceback, answered without internals.
-        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
-        return errors.error_response(500, "internal error in the REST gateway; see its log")
-
-    app.add_exception_handler(Exception, on_unexpected)
     app.include_router(routes_v1.router)
     app.include_router(routes_v2.router)
     return app
+
+
+def drain(app: FastAPI) -> None:
+    """Ends the open log streams of a gateway `app` (each with a last `event: error`, status
+    503, so an EventSource reconnects and resumes), so that stopping it does not wait for
+    running tasks to finish. Call it before the ASGI server's shutdown; `GatewayServer.stop`
+    does."""
+    backend: Backend = app.state.backend
+    backend.closing.set()

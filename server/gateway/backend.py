@@ -6,6 +6,7 @@ The gateway keeps no state of its own; everything it answers comes from these ca
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -61,6 +62,8 @@ class Backend:
         self.timeouts = timeouts
         self._channel: grpc.aio.Channel | None = None
         self._stubs: dict[str, Any] = {}
+        # Set when the gateway stops: open log streams end instead of holding shutdown.
+        self.closing = asyncio.Event()
 
     def _stub(self, name: str, factory: Any) -> Any:
         if self._channel is None:

@@ -20,6 +20,7 @@ from server.gateway.schemas import (
     DeviceUsageOut,
     GpuMemoryOut,
     LimitsOut,
+    LogEventOut,
     ResourcesOut,
     TaskOut,
 )
@@ -72,13 +73,16 @@ def _strip(value: Any, prefix: str) -> str:
     return text[len(prefix) :] if text.startswith(prefix) else text
 
 
+def finite(value: Any) -> float | None:
+    """`value` as a float, or None for NaN, infinities and anything not a number: JSON has
+    no such numbers (and MessageToDict writes them as strings)."""
+    if isinstance(value, int | float) and math.isfinite(value):
+        return float(value)
+    return None
+
+
 def _finite(values: dict[str, Any]) -> dict[str, float | None]:
-    # MessageToDict writes NaN and infinities as strings; JSON has no such numbers.
-    out: dict[str, float | None] = {}
-    for key, value in values.items():
-        number = value if isinstance(value, int | float) else None
-        out[key] = float(number) if number is not None and math.isfinite(number) else None
-    return out
+    return {key: finite(value) for key, value in values.items()}
 
 
 def task_json(task: task_pb2.Task) -> TaskOut:
@@ -117,22 +121,20 @@ def task_json(task: task_pb2.Task) -> TaskOut:
     )
 
 
-def event_json(event: task_pb2.TaskEvent) -> dict[str, Any]:
+def event_json(event: task_pb2.TaskEvent) -> LogEventOut:
     """A log event as the SSE `data:` JSON: plain-word type, level and state."""
     raw = _dict(event)
-    state = event.state
-    return {
-        "seq": int(raw.get("seq", 0)),
-        "time": raw.get("time"),
-        "type": _strip(raw.get("type", ""), "EVENT_TYPE_").lower(),
-        "level": _strip(raw.get("level", ""), "LOG_LEVEL_").lower(),
-        "message": raw.get("message", ""),
-        "metrics": _finite(raw.get("metrics", {})),
-        "state": None
-        if state == task_pb2.TASK_STATE_UNSPECIFIED
-        else _strip(raw.get("state", ""), _STATE_PREFIX),
-        "task_id": raw.get("task_id", ""),
-    }
+    has_state = event.state != task_pb2.TASK_STATE_UNSPECIFIED
+    return LogEventOut(
+        seq=int(raw.get("seq", 0)),
+        time=raw.get("time"),
+        type=_strip(raw.get("type", ""), "EVENT_TYPE_").lower(),
+        level=_strip(raw.get("level", ""), "LOG_LEVEL_").lower(),
+        message=raw.get("message", ""),
+        metrics=_finite(raw.get("metrics", {})),
+        state=_strip(raw.get("state", ""), _STATE_PREFIX) if has_state else None,
+        task_id=raw.get("task_id", ""),
+    )
 
 
 def is_terminal(state: int) -> bool:

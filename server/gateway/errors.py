@@ -62,9 +62,15 @@ def http_status(code: grpc.StatusCode) -> int:
     return GRPC_TO_HTTP.get(code, DEFAULT_HTTP_STATUS)
 
 
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
-    """OpenAPI `responses` for the given error statuses (all of them when none are given)."""
+def error_responses(*statuses: int, explicit_json: bool = False) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI `responses` for the given error statuses (all of them when none are given).
+
+    `explicit_json`: name the media type rather than let FastAPI use the route's own, for
+    routes whose success is not JSON (an event stream) while their errors are."""
     chosen: Sequence[int] = statuses or tuple(_DESCRIPTIONS)
+    if explicit_json:
+        content = {"application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}}
+        return {s: {"description": _DESCRIPTIONS[s], "content": content} for s in chosen}
     return {s: {"model": ErrorBody, "description": _DESCRIPTIONS[s]} for s in chosen}
 
 
@@ -125,6 +131,12 @@ def install(app: FastAPI, target: str) -> None:
         response.headers.update(exc.headers or {})
         return response
 
+    async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:
+        # A bug in the gateway: logged with its traceback, answered without internals.
+        log.error("unexpected error on %s %s", request.method, request.url.path, exc_info=exc)
+        return error_response(500, "internal error in the REST gateway; see its log")
+
+    app.add_exception_handler(Exception, on_unexpected)
     app.add_exception_handler(grpc.RpcError, on_rpc_error)
     app.add_exception_handler(RequestValidationError, on_validation_error)
     app.add_exception_handler(HTTPException, on_http_error)

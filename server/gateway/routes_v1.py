@@ -86,7 +86,12 @@ async def logs(
     if is_terminal(task.state) and start > task.last_seq:
         return Response(status_code=204)
     call = rpc.logs(task_id, start, follow)
-    body = sse.stream(call, target=rpc.backend.target, keep_alive_s=settings.keep_alive_s)
+    body = sse.stream(
+        call,
+        target=rpc.backend.target,
+        keep_alive_s=settings.keep_alive_s,
+        closing=rpc.backend.closing,
+    )
     return sse.EventStreamResponse(body, headers=sse.HEADERS)
 
 
@@ -133,7 +138,7 @@ def add_routes(router: APIRouter) -> None:
         responses={
             200: {"description": "The event stream.", "content": event_stream_doc()},
             204: {"description": "The task has ended and no events are left to send."},
-            **errors,
+            **error_responses(explicit_json=True),
         },
         summary="Follow a task's log (server-sent events)",
     )
@@ -142,7 +147,7 @@ def add_routes(router: APIRouter) -> None:
         health,
         methods=["GET"],
         response_model=HealthOut,
-        responses=error_responses(401, 403, 503, 504),
+        responses=errors,
         summary="Health of the service",
     )
 

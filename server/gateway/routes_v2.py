@@ -4,12 +4,20 @@ list, cancel, resources and their limits, and online prediction from an uploaded
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
 
 from server.gateway import routes_v1
-from server.gateway.convert import limits_json, message, resources_json, state_name, task_json
+from server.gateway.convert import (
+    finite,
+    limits_json,
+    message,
+    resources_json,
+    state_name,
+    task_json,
+)
 from server.gateway.deps import RpcDep, SettingsDep
 from server.gateway.errors import error_responses
 from server.gateway.schemas import (
@@ -55,11 +63,14 @@ async def list_tasks(
     """Every task, split by kind, newest first, with totals (the seed's shape)."""
     names = [part for value in state or () for part in value.split(",") if part.strip()]
     states = sorted({state_name(name) for name in names})
-    lists = {}
-    for kind in (task_pb2.TASK_KIND_TRAINING, task_pb2.TASK_KIND_INFERENCE):
-        request = task_service_pb2.ListTasksRequest(states=states, kind=kind, page_size=limit)
-        lists[kind] = await rpc.list_tasks(request)
-    training, inference = lists[task_pb2.TASK_KIND_TRAINING], lists[task_pb2.TASK_KIND_INFERENCE]
+    training, inference = await asyncio.gather(
+        *(
+            rpc.list_tasks(
+                task_service_pb2.ListTasksRequest(states=states, kind=kind, page_size=limit)
+            )
+            for kind in (task_pb2.TASK_KIND_TRAINING, task_pb2.TASK_KIND_INFERENCE)
+        )
+    )
     return TaskListOut(
         training_tasks=[task_json(t) for t in training.tasks],
         inference_tasks=[task_json(t) for t in inference.tasks],
@@ -163,7 +174,8 @@ async def predict(
     response = await rpc.predict(request)
     return PredictOut(
         predictions=[
-            PredictionOut(label=p.label, score=p.score, index=p.index) for p in response.predictions
+            PredictionOut(label=p.label, score=finite(p.score), index=p.index)
+            for p in response.predictions
         ],
         device=response.device,
     )

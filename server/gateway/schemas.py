@@ -372,7 +372,10 @@ class PredictionOut(BaseModel):
     """One label and its probability."""
 
     label: str = Field(description="Class name (the ImageFolder sub-folder name).")
-    score: float = Field(description="Softmax probability, 0..1.")
+    score: float | None = Field(
+        description="Softmax probability, 0..1; null if the model's output is not a finite "
+        "number (a diverged model)."
+    )
     index: int = Field(description="Class index in the model's output, >= 0.")
 
 
@@ -385,17 +388,46 @@ class PredictOut(BaseModel):
     device: str = Field(description="The device that ran the model, for example `cpu`.")
 
 
+class LogEventOut(BaseModel):
+    """One task event, the JSON in an SSE message's `data:`."""
+
+    seq: int = Field(description="Position in the task's log, from 1, without gaps.")
+    time: str | None = Field(description="When the server recorded it (ISO-8601, UTC).")
+    type: str = Field(description="`log` (a line of text), `metrics` or `state`.")
+    level: str = Field(description="`debug`, `info`, `warning` or `error`.")
+    message: str = Field(description="Text for people.")
+    metrics: dict[str, float | None] = Field(
+        description="Numbers reported with the event (metrics events); null if not finite."
+    )
+    state: str | None = Field(
+        description="State entered (state events: `QUEUED`, `RUNNING`, `SUCCEEDED`, ...); "
+        "null for other events. The last event of an ended task is its terminal state."
+    )
+    task_id: str = Field(description="The task the event belongs to.")
+
+
 def event_stream_doc() -> dict[str, Any]:
-    """OpenAPI content of the logs stream (FastAPI cannot derive it from a generator)."""
-    return {
-        "text/event-stream": {
-            "schema": {
+    """OpenAPI content of the logs stream: the schema of one event, as OpenAPI 3.1 reads
+    `schema` for `text/event-stream` (FastAPI cannot derive it from a generator)."""
+    event = {
+        "type": "object",
+        "description": "One server-sent event. Lines starting with `:` are keep-alives "
+        "and carry no event.",
+        "required": ["data"],
+        "properties": {
+            "id": {"type": "string", "description": "The event's `seq`, for `Last-Event-ID`."},
+            "event": {
                 "type": "string",
-                "description": "Server-sent events. Each task event is `id: <seq>` and "
-                "`data: <JSON>` with `seq`, `time` (ISO-8601), `type` (`log`, `metrics`, "
-                "`state`), `level`, `message`, `metrics`, `state` (for state events) and "
-                "`task_id`. Lines starting with `:` are keep-alives. A stream that breaks "
-                "ends with `event: error` and a JSON `{detail, status}`.",
-            }
-        }
+                "description": "Absent (`message`) for task events; `error` when the stream "
+                "breaks, with `data` `{detail, status}`.",
+            },
+            "data": {
+                "type": "string",
+                "contentMediaType": "application/json",
+                "contentSchema": LogEventOut.model_json_schema(),
+                "description": "The event as JSON.",
+            },
+            "retry": {"type": "integer", "description": "Not sent."},
+        },
     }
+    return {"text/event-stream": {"schema": event}}

@@ -55,29 +55,42 @@ def parse_last_event_id(value: str | None) -> int | None:
     return int(text) if text.isdigit() and len(text) <= 18 else None
 
 
-async def stream(call: Any, *, target: str, keep_alive_s: float) -> AsyncIterator[bytes]:
-    """The SSE body of a grpc.aio Logs `call`. Ends when the call does; the call is
-    cancelled when the client leaves (Starlette cancels this generator)."""
+STOPPING = {"detail": "the REST gateway is shutting down; reconnect to resume", "status": 503}
+
+
+async def stream(
+    call: Any, *, target: str, keep_alive_s: float, closing: asyncio.Event
+) -> AsyncIterator[bytes]:
+    """The SSE body of a grpc.aio Logs `call`. Ends when the call does, or with an `error`
+    event when `closing` is set (the gateway is stopping: it must not wait for tasks to end).
+    The call is cancelled when the client leaves (Starlette cancels this generator)."""
     pending: asyncio.Future[Any] | None = None
+    stopping = asyncio.ensure_future(closing.wait())
     try:
         while True:
             if pending is None:
                 # One read in flight across keep-alives: cancelling a read would end the call.
                 pending = asyncio.ensure_future(call.read())
-            done, _ = await asyncio.wait({pending}, timeout=keep_alive_s)
-            if not done:
+            await asyncio.wait(
+                {pending, stopping}, timeout=keep_alive_s, return_when=asyncio.FIRST_COMPLETED
+            )
+            if not pending.done():
+                if stopping.done():
+                    yield message(STOPPING, event="error")
+                    return
                 yield KEEP_ALIVE
                 continue
             response, pending = pending.result(), None
             if response is grpc.aio.EOF:
                 return
             event = response.event
-            yield message(event_json(event), event_id=event.seq)
+            yield message(event_json(event).model_dump(), event_id=event.seq)
     except grpc.RpcError as exc:
         # Headers are gone already: say what broke in the stream itself.
         status, text = rpc_error_detail(exc, target)
         yield message({"detail": text, "status": status}, event="error")
     finally:
+        stopping.cancel()
         if pending is not None:
             pending.cancel()
         call.cancel()

@@ -2,9 +2,11 @@
 ServerThread) with the gateway served by uvicorn over real HTTP on the server's own event
 loop, as `tandem serve` runs them; and helpers to read server-sent events with `requests`.
 
-Reuse: `GatewayThread(target, loop=server.loop).start()` serves `create_gateway(target)` on a
-socket already bound to 127.0.0.1:0 (so `.url` works at once, no waiting for start-up);
-`.stop()` shuts it down. Without `loop` it runs on a private loop in a daemon thread.
+Reuse: `GatewayThread(target, loop=server.loop).start()` serves `create_gateway(target)` with
+`server.gateway.GatewayServer` on a socket already bound to 127.0.0.1:0 (so `.url` works at
+once, no waiting for start-up); `.stop()` shuts it down. Without `loop` it runs on a private
+loop in a daemon thread. `start_rest(tmp)` / the `rest` and `fresh_rest` fixtures pair it
+with a real ServerThread.
 """
 
 from __future__ import annotations
@@ -12,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import io
 import json
-import socket
 import threading
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass
@@ -21,10 +22,10 @@ from typing import Any, TypeVar
 
 import pytest
 import requests
-import uvicorn
 from PIL import Image
 
-from server.gateway import Timeouts, create_gateway
+from scheduler import DeviceInventory
+from server.gateway import GatewayServer, Timeouts, create_gateway
 from tests.conftest import ServerThread, make_config
 
 T = TypeVar("T")
@@ -49,7 +50,8 @@ class LoopThread:
 
 
 class GatewayThread:
-    """`create_gateway(target)` served by uvicorn on 127.0.0.1:<free port>."""
+    """`create_gateway(target)` served by `GatewayServer` (uvicorn) on 127.0.0.1:<free port>,
+    on `loop` (a ServerThread's, as `tandem serve` shares one loop) or a private one."""
 
     def __init__(
         self,
@@ -59,31 +61,24 @@ class GatewayThread:
         timeouts: Timeouts | None = None,
         **options: Any,
     ) -> None:
-        self.app = create_gateway(target, timeouts=timeouts, **options)
-        # Bound and listening before uvicorn starts: connections wait in the backlog.
-        self._socket = socket.create_server(("127.0.0.1", 0))
-        self.port: int = self._socket.getsockname()[1]
-        self.url = f"http://127.0.0.1:{self.port}"
-        config = uvicorn.Config(
-            self.app, lifespan="on", log_config=None, timeout_graceful_shutdown=2
-        )
-        self.server = uvicorn.Server(config)
+        app = create_gateway(target, timeouts=timeouts, **options)
+        # Bound here: requests made before uvicorn runs wait in the socket's backlog.
+        self.server = GatewayServer(app, "127.0.0.1", 0, grace_s=2)
+        self.url = self.server.url
         self._own = LoopThread() if loop is None else None
-        self._loop = loop or self._own.loop  # type: ignore[union-attr]
-        self._serving: Any = None
+        self.loop = loop if loop is not None else self._own.loop  # type: ignore[union-attr]
 
     def start(self) -> GatewayThread:
-        coro = self.server.serve(sockets=[self._socket])
-        self._serving = asyncio.run_coroutine_threadsafe(coro, self._loop)
+        async def start() -> None:
+            self.server.start()
+
+        asyncio.run_coroutine_threadsafe(start(), self.loop).result(timeout=30)
         return self
 
     def stop(self) -> None:
-        self.server.should_exit = True
-        if self._serving is not None:
-            self._serving.result(timeout=30)
+        asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(timeout=30)
         if self._own is not None:
             self._own.close()
-        self._socket.close()
 
 
 @dataclass
@@ -104,8 +99,8 @@ class Rest:
         return requests.get(self.url + path, timeout=TIMEOUT, **kwargs)
 
 
-def start_rest(tmp: Path, **overrides: Any) -> Rest:
-    server = ServerThread(make_config(tmp, **overrides)).start()
+def start_rest(tmp: Path, inventory: DeviceInventory | None = None, **overrides: Any) -> Rest:
+    server = ServerThread(make_config(tmp, **overrides), inventory).start()
     gateway = GatewayThread(f"127.0.0.1:{server.port}", loop=server.loop).start()
     return Rest(server, gateway)
 
@@ -126,11 +121,12 @@ def rest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rest]:
 
 @pytest.fixture
 def fresh_rest(tmp_path: Path) -> Iterator[Callable[..., Rest]]:
-    """A factory of servers + gateways private to one test; `ServerConfig` overrides apply."""
+    """A factory of servers + gateways private to one test: an inventory (made-up GPUs)
+    and `ServerConfig` overrides apply."""
     started: list[Rest] = []
 
-    def start(**overrides: Any) -> Rest:
-        running = start_rest(tmp_path, **overrides)
+    def start(inventory: DeviceInventory | None = None, **overrides: Any) -> Rest:
+        running = start_rest(tmp_path, inventory, **overrides)
         started.append(running)
         return running
 

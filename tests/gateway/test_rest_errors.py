@@ -7,17 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable, Iterator
+import threading
+from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any
 
 import grpc
 import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 
-from server.gateway import Timeouts
+from server.gateway import Timeouts, drain
 from server.gateway.errors import GRPC_TO_HTTP, http_status
 from tandem.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
-from tests.gateway.conftest import GatewayThread, LoopThread, Rest
+from tests.gateway.conftest import GatewayThread, LoopThread, Rest, follow_logs, sse_messages
 
 TRAIN = {"model": "mobilenet_v3_small", "dataset": "synthetic", "image_size": 32, "device": "cpu"}
 
@@ -131,6 +132,10 @@ def test_no_grpc_server_is_503() -> None:
         gateway.stop()
 
 
+def good_token() -> dict[str, str]:
+    return {"Authorization": "Bearer good"}
+
+
 # -- a stand-in gRPC server for the codes the real one does not give (yet) -------------
 
 
@@ -139,6 +144,8 @@ class GuardedTasks(task_service_pb2_grpc.TaskServiceServicer):
 
     def __init__(self) -> None:
         self.tokens: list[str | None] = []
+        # Set (from the server's thread) when a Logs stream ends for any reason.
+        self.stream_closed = threading.Event()
 
     async def GetTask(
         self, request: task_service_pb2.GetTaskRequest, context: Any
@@ -159,6 +166,19 @@ class GuardedTasks(task_service_pb2_grpc.TaskServiceServicer):
         )
         return task_service_pb2.GetTaskResponse(task=task)
 
+    async def Logs(
+        self, request: task_service_pb2.LogsRequest, context: Any
+    ) -> AsyncIterator[task_service_pb2.LogsResponse]:
+        """One event, then `broken` fails and anything else stays quiet until cancelled."""
+        try:
+            event = task_pb2.TaskEvent(seq=1, task_id=request.task_id, message="hello")
+            yield task_service_pb2.LogsResponse(event=event)
+            if request.task_id == "broken":
+                await context.abort(grpc.StatusCode.UNAVAILABLE, "the server is going away")
+            await asyncio.Event().wait()
+        finally:
+            self.stream_closed.set()
+
 
 @pytest.fixture
 def stand_in() -> Iterator[tuple[GatewayThread, GuardedTasks, Any]]:
@@ -177,7 +197,7 @@ def stand_in() -> Iterator[tuple[GatewayThread, GuardedTasks, Any]]:
 
     server, port = loop.run(start())
     gateway = GatewayThread(
-        f"127.0.0.1:{port}", loop=loop.loop, timeouts=Timeouts(unary_s=0.5)
+        f"127.0.0.1:{port}", loop=loop.loop, timeouts=Timeouts(unary_s=0.5), keep_alive_s=0.05
     ).start()
     yield gateway, tasks, health_servicer
     gateway.stop()
@@ -188,7 +208,7 @@ def stand_in() -> Iterator[tuple[GatewayThread, GuardedTasks, Any]]:
 def test_codes_from_a_stand_in_server(stand_in: tuple[GatewayThread, GuardedTasks, Any]) -> None:
     gateway, tasks, _ = stand_in
     rest = Rest(None, gateway)
-    good = {"Authorization": "Bearer good"}
+    good = good_token()
 
     missing = rest.get("/api/v1/tasks/t1")
     assert missing.status_code == 401 and missing.json() == {"detail": "a token is required"}
@@ -209,3 +229,43 @@ def test_codes_from_a_stand_in_server(stand_in: tuple[GatewayThread, GuardedTask
     assert not_serving.status_code == 503 and "NOT_SERVING" in not_serving.json()["detail"]
     odd = rest.get("/api/v1/tasks/t1", headers={"Authorization": "Bearer caf\u00e9"})
     assert odd.status_code == 400 and "ASCII" in odd.json()["detail"]
+
+
+def test_log_streams_keep_alive_report_breaks_and_end_with_the_client(
+    stand_in: tuple[GatewayThread, GuardedTasks, Any],
+) -> None:
+    gateway, tasks, _ = stand_in
+    rest = Rest(None, gateway)
+    good = good_token()
+
+    # A stream that breaks after its headers went out ends with an `error` event.
+    events = follow_logs(rest, "broken", headers=good)
+    assert [e.event for e in events] == [None, "error"]
+    assert events[0].id == "1" and events[0].data["message"] == "hello"
+    assert events[1].data["status"] == 503 and "going away" in events[1].data["detail"]
+
+    # A quiet task: keep-alive comments flow; when the client leaves, the gRPC stream ends.
+    tasks.stream_closed.clear()
+    with rest.get("/api/v1/tasks/quiet/logs", headers=good, stream=True) as response:
+        lines = response.iter_lines(decode_unicode=True)
+        assert next(lines) == "id: 1"
+        assert next(line for line in lines if line.startswith(":")) == ": keep-alive"
+    assert tasks.stream_closed.wait(timeout=30)
+
+
+def test_stopping_the_gateway_ends_open_streams_with_a_503_event(
+    stand_in: tuple[GatewayThread, GuardedTasks, Any],
+) -> None:
+    gateway, tasks, _ = stand_in
+    rest = Rest(None, gateway)
+    tasks.stream_closed.clear()
+    with rest.get("/api/v1/tasks/quiet/logs", headers=good_token(), stream=True) as response:
+        events = sse_messages(response)
+        assert next(events).data["message"] == "hello"
+        # What GatewayServer.stop does first; asyncio objects belong to the gateway's loop.
+        gateway.loop.call_soon_threadsafe(drain, gateway.server.app)
+        rest_of_stream = list(events)
+    assert [e.event for e in rest_of_stream] == ["error"]
+    assert rest_of_stream[0].data["status"] == 503
+    assert "shutting down" in rest_of_stream[0].data["detail"]
+    assert tasks.stream_closed.wait(timeout=30)

@@ -95,3 +95,45 @@ def test_v1_batch_inference_with_a_model_file(rest: Rest, colour_model: Model) -
     assert follow_logs(rest, task["task_id"])[-1].data["state"] == "SUCCEEDED"
     done = rest.get(f"/api/v1/tasks/{task['task_id']}").json()
     assert done["output_path"] and "accuracy" in done["metrics"]
+
+
+def test_openapi_and_docs(rest: Rest) -> None:
+    document = rest.get("/openapi.json").json()
+    paths = {f"{m.upper()} {p}" for p, ops in document["paths"].items() for m in ops}
+    for version in ("v1", "v2"):
+        assert {
+            f"POST /api/{version}/train",
+            f"POST /api/{version}/inference",
+            f"GET /api/{version}/tasks/{{task_id}}",
+            f"GET /api/{version}/tasks/{{task_id}}/logs",
+            f"GET /api/{version}/health",
+        } <= paths
+    assert {
+        "GET /api/v2/tasks",
+        "POST /api/v2/tasks/{task_id}/cancel",
+        "GET /api/v2/resources",
+        "POST /api/v2/resources/config",
+        "POST /api/v2/predict",
+    } <= paths
+    # Every field and parameter says what it is (with its range and default).
+    undescribed = [
+        f"{name}.{field}"
+        for name, schema in document["components"]["schemas"].items()
+        if name not in ("HTTPValidationError", "ValidationError")
+        for field, spec in schema.get("properties", {}).items()
+        if not spec.get("description")
+    ]
+    undescribed += [
+        f"{path} {parameter['name']}"
+        for path, ops in document["paths"].items()
+        for op in ops.values()
+        for parameter in op.get("parameters", [])
+        if not parameter.get("description")
+    ]
+    assert undescribed == []
+    train = document["components"]["schemas"]["TrainBody"]["properties"]
+    priority = next(t for t in train["priority"]["anyOf"] if t["type"] == "integer")
+    assert priority["minimum"] == 0 and priority["maximum"] == 10
+    assert "Default 5" in train["priority"]["description"]
+    docs = rest.get("/docs")
+    assert docs.status_code == 200 and "swagger" in docs.text.lower()

@@ -3,12 +3,13 @@ inference, resources and their run-time limits, the task list, cancel, and predi
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 import requests
 
+from scheduler.inventory import GpuInfo, StaticInventory
 from tests.gateway.conftest import (
     COLOURS,
     TIMEOUT,
@@ -174,3 +175,46 @@ def test_predict_errors(rest: Rest, colour_model: Model) -> None:
     assert gpu.status_code == 409 and "no GPU" in gpu.json()["detail"]
     bad_k = _predict(rest, {"file": image}, task_id=colour_model.task_id, top_k="many")
     assert bad_k.status_code == 422 and "top_k" in bad_k.json()["detail"]
+
+
+def test_seed_shapes_on_a_machine_with_a_gpu(fresh_rest: Callable[..., Rest]) -> None:
+    """The seed's GPU snippets verbatim, against made-up GPU readings (the seed's numbers)."""
+    gib = 2**30
+    gpu = GpuInfo(0, "Fake GPU", 24 * gib, int(8.5 * gib), int(15.5 * gib))
+    rest = fresh_rest(StaticInventory([gpu]), prewarm_workers=0)
+
+    response = requests.get(f"{rest.url}/api/v2/resources", timeout=TIMEOUT)
+    resources = response.json()
+    assert resources["device_usage"]["cuda"] == {
+        "training": 0,
+        "inference": 0,
+        "queued_training": 0,
+        "queued_inference": 0,
+    }
+    memory = resources["gpu_memory_info"]["GPU_0"]
+    assert (memory["total_gb"], memory["allocated_gb"], memory["free_gb"]) == (24.0, 8.5, 15.5)
+    assert resources["max_concurrent"]["cuda"] == {"training": 1, "inference": 3}
+
+    config = {"max_concurrent": {"cuda": {"training": 1, "inference": 5}}}
+    changed = requests.post(f"{rest.url}/api/v2/resources/config", json=config, timeout=TIMEOUT)
+    assert changed.status_code == 200, changed.text
+    assert changed.json()["max_concurrent"]["cuda"] == {"training": 1, "inference": 5}
+    resources = requests.get(f"{rest.url}/api/v2/resources", timeout=TIMEOUT).json()
+    assert resources["max_concurrent"]["cuda"] == {"training": 1, "inference": 5}
+    assert resources["max_concurrent"]["cuda:0"] == {"training": 1, "inference": 5}
+
+    # The seed's training config on cuda is accepted (held in the queue here: this GPU is
+    # made up, so nothing may run on it).
+    hold = {"max_concurrent": {"cuda": {"training": 0}}}
+    assert rest.post("/api/v2/resources/config", json=hold).ok
+    train_config = {
+        "model": "mobilenet_v3_small",
+        "batch_size": 16,
+        "device": "cuda",
+        "priority": 7,
+    }
+    task = rest.post("/api/v2/train", json={**train_config, **SMALL}).json()
+    assert (task["state"], task["device"], task["priority"]) == ("QUEUED", "cuda", 7)
+    usage = rest.get("/api/v2/resources").json()["device_usage"]["cuda"]
+    assert usage["queued_training"] == 1
+    assert rest.post(f"/api/v2/tasks/{task['task_id']}/cancel").json()["state"] == "CANCELLED"

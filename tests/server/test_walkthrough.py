@@ -29,7 +29,10 @@ def walkthrough_commands() -> list[str]:
 @pytest.fixture
 def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
     process = subprocess.Popen(
-        [str(BIN / "tandem"), "serve", "--grpc-port", "0", "--data-dir", str(tmp_path / "d")],
+        [
+            *(str(BIN / "tandem"), "serve", "--grpc-port", "0", "--http-port", "0"),
+            *("--data-dir", str(tmp_path / "d")),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
