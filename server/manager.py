@@ -209,9 +209,10 @@ class TaskManager:
             self._dispatch(admissions)
             return await future
         except BaseException:
-            if not future.done():
+            # A cancelled wait cancels `future` too: it is done, but was never admitted.
+            if not future.done() or future.cancelled():
                 self._arbiter.cancel(request.job_id)
-            elif not future.cancelled():
+            else:
                 self.release(request.job_id)  # admitted, but nobody is left to use it
             raise
         finally:

@@ -78,6 +78,7 @@ class ModelServer:
         self._executor = executor
         self._served: OrderedDict[Key, _Served] = OrderedDict()
         self._by_job: dict[str, _Served] = {}
+        self._closed = False
         # Forward passes run and images answered, for operators and tests.
         self.batches = 0
         self.images = 0
@@ -91,6 +92,8 @@ class ModelServer:
         priority: int,
     ) -> tuple[list[Prediction], str]:
         """The top-k predictions for `image`, and the device that computed them."""
+        if self._closed:
+            raise _unavailable("the server is shutting down; retry on another")
         key = (model.path, candidates)
         served = self._served.get(key)
         if served is None:
@@ -123,7 +126,11 @@ class ModelServer:
         return [(s.job_id, s.model.path, s.device) for s in self._served.values()]
 
     async def close(self) -> None:
-        runners = [s.runner for s in self._by_job.values() if s.runner is not None]
+        self._closed = True
+        served = list(self._by_job.values())
+        for entry in served:
+            self._fail_all(entry, _unavailable("the server is shutting down; retry"))
+        runners = [entry.runner for entry in served if entry.runner is not None]
         for runner in runners:
             runner.cancel()
         await asyncio.gather(*runners, return_exceptions=True)
@@ -147,13 +154,10 @@ class ModelServer:
             if entry is served:
                 del self._served[key]
         if outcome.outcome is Outcome.CANCELLED:
-            error = ServiceError(grpc.StatusCode.UNAVAILABLE, "the model was unloaded; retry")
+            error = _unavailable("the model was unloaded; retry")
         else:
             log.warning("served model %s ended: %s", served.model.path, outcome.error)
-            error = ServiceError(
-                grpc.StatusCode.UNAVAILABLE,
-                f"the worker serving the model stopped ({outcome.error}); retry",
-            )
+            error = _unavailable(f"the worker serving the model stopped ({outcome.error}); retry")
         self._fail_all(served, error)
         if served.runner is not None:
             served.runner.cancel()
@@ -185,6 +189,13 @@ class ModelServer:
         raise resource_exhausted(
             f"all {self._config.max_served_models} served models are busy; retry shortly"
         )
+
+    def _unload_entry(self, served: _Served, why: str) -> None:
+        for key, entry in list(self._served.items()):
+            if entry is served:
+                self._unload(key, served, why)
+                return
+        self._executor.cancel(served.job_id)
 
     def _unload(self, key: Key, served: _Served, why: str) -> None:
         log.info("unloading %s from %s: %s", served.model.path, served.device, why)
@@ -221,14 +232,30 @@ class ModelServer:
             device=admission.device,
             num_threads=self._manager.threads_for(admission.device, Kind.INFERENCE),
         )
-        self._executor.submit(job, self)
-        await self._batches(served)
+        try:
+            self._executor.submit(job, self)
+        except Exception as exc:
+            log.exception("could not start serving %s", served.model.path)
+            self._manager.release(served.job_id)
+            self._abandon(served, _unavailable(f"could not load the model: {exc}"))
+            return
+        try:
+            await self._batches(served)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            # A bug, not a user error: fail what waits, give the slot back, stay usable.
+            log.exception("serving %s failed", served.model.path)
+            self._fail_all(served, ServiceError(grpc.StatusCode.INTERNAL, "prediction failed"))
+            self._unload_entry(served, "its batch loop failed")
 
     async def _batches(self, served: _Served) -> None:
         loop = asyncio.get_running_loop()
         max_batch = self._config.predict_max_batch
         while True:
             batch = [await served.queue.get()]
+            # Collecting counts as busy: an idle check must not unload under this batch.
+            served.in_flight = batch
             deadline = loop.time() + self._config.predict_max_wait_s
             while len(batch) < max_batch:
                 if not served.queue.empty():
@@ -242,12 +269,12 @@ class ModelServer:
                 except TimeoutError:
                     break
             batch = [p for p in batch if not p.future.done()]  # callers that gave up
+            served.in_flight = batch
             if not batch:
                 continue
             batch_id = next(served.batch_ids)
             reply: asyncio.Future[list[list[Prediction] | str]] = loop.create_future()
             served.replies[batch_id] = reply
-            served.in_flight = batch
             top_k = max(p.top_k for p in batch)
             message = PredictBatch(served.job_id, batch_id, [p.image for p in batch], top_k)
             if not self._executor.send(served.job_id, message):
@@ -285,3 +312,7 @@ class ModelServer:
             if not future.done():
                 future.cancel()
         served.in_flight = []
+
+
+def _unavailable(message: str) -> ServiceError:
+    return ServiceError(grpc.StatusCode.UNAVAILABLE, message)

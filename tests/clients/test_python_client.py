@@ -85,3 +85,12 @@ def test_logs_resume_across_a_server_restart(fresh_server: Callable[..., ServerT
     assert [e.seq for e in seen] == list(range(1, len(seen) + 1))  # nothing lost or repeated
     assert seen[-1].state == task_pb2.TASK_STATE_SUCCEEDED
     assert any("requeued" in e.message for e in seen)
+
+
+def test_following_from_past_the_end_returns(stubs: Stubs, shared_server: ServerThread) -> None:
+    with Client(f"127.0.0.1:{shared_server.port}") as client:
+        task = client.train(
+            "mobilenet_v3_small", "synthetic", image_size=32, epochs=1, device="cpu"
+        )
+        last = list(client.logs(task.task_id))[-1]
+        assert list(client.logs(task.task_id, from_seq=last.seq + 1)) == []

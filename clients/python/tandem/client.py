@@ -161,8 +161,11 @@ class Client:
                         return
                 if not follow:
                     return  # the history, as asked
-                # Following, yet no terminal state: the server went away (it ends open
-                # streams when it shuts down). Resume as after any other break.
+                # Following, yet no terminal state event: either the server is going
+                # away (it ends open streams when it shuts down), or the task ended
+                # before `from_seq`. Only the first is worth resuming.
+                if self._has_ended(task_id):
+                    return
             except grpc.RpcError as error:
                 if error.code() != grpc.StatusCode.UNAVAILABLE:
                     raise from_rpc_error(error) from error
@@ -183,6 +186,16 @@ class Client:
                     f"{self.address} within {self._reconnect_timeout:g} s",
                     grpc.StatusCode.UNAVAILABLE,
                 ) from broken
+
+    def _has_ended(self, task_id: str) -> bool:
+        request = task_service_pb2.GetTaskRequest(task_id=task_id)
+        try:
+            task = self._tasks.GetTask(request, timeout=5, metadata=self._metadata).task
+        except grpc.RpcError as error:
+            if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                return False  # the server is going away: resume once it is back
+            raise from_rpc_error(error) from error
+        return task.state in TERMINAL_STATES
 
     # -- resources --------------------------------------------------------------------
 
