@@ -17,6 +17,7 @@ from engines.local import LocalExecutor
 from scheduler import DEFAULT_CPU_LIMITS, DEFAULT_GPU_LIMITS, Arbiter, Limits
 from scheduler.inventory import DeviceInventory, NvmlInventory
 from scheduler.memory import MemoryGate
+from server.auth import TokenAuth
 from server.config import ServerConfig
 from server.event_log import EventLogs
 from server.manager import TaskManager
@@ -121,12 +122,13 @@ async def create_server(
     )
 
     server = grpc.aio.server(
+        interceptors=[TokenAuth(config.auth_token)] if config.auth_token else [],
         options=[
             ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
             ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
             # No second process may bind our port and take a share of our calls.
             ("grpc.so_reuseport", 0),
-        ]
+        ],
     )
     gpu_count = len(inventory.gpus())
     training_service_pb2_grpc.add_TrainingServiceServicer_to_server(

@@ -3,6 +3,7 @@ then defaults (in that order of precedence)."""
 
 from __future__ import annotations
 
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -48,6 +49,10 @@ class ServerConfig:
     serve_idle_s: float = 60.0
     # Models held loaded at once (least recently used is unloaded first).
     max_served_models: int = 4
+    # Bearer token every gRPC call (and REST request) must carry; None: no auth.
+    auth_token: str | None = None
+    # Allow binding a non-loopback address without a token (only on trusted networks).
+    insecure: bool = False
     log_format: str = "text"
     extra: Mapping[str, str] = field(default_factory=dict)
 
@@ -95,6 +100,8 @@ def load(
     aging_interval_s: float | None = None,
     gpu_headroom_gb: float | None = None,
     max_waiting: int | None = None,
+    auth_token: str | None = None,
+    insecure: bool = False,
     env: Mapping[str, str] | None = None,
 ) -> ServerConfig:
     """Builds the config: explicit arguments (flags) win over `TANDEM_*` variables."""
@@ -113,6 +120,8 @@ def load(
         ),
     )
     return ServerConfig(
+        auth_token=auth_token or env.get("TANDEM_AUTH_TOKEN") or None,
+        insecure=insecure,
         data_dir=data,
         model_roots=model_roots,
         predict_max_batch=int(
@@ -164,3 +173,22 @@ def _positive(what: str, value: float) -> float:
     if not value > 0:
         raise ValueError(f"{what} must be greater than 0, got {value}")
     return value
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def check_exposure(config: ServerConfig) -> None:
+    """Refuses to serve an open API beyond this machine (see Ray's CVE-2023-48022)."""
+    if not is_loopback(config.host) and not config.auth_token and not config.insecure:
+        raise ValueError(
+            f"refusing to listen on {config.host} without a token: anyone who can reach it "
+            "could run code on this machine's GPUs. Set --auth-token (TANDEM_AUTH_TOKEN), "
+            "or pass --insecure on a trusted network"
+        )

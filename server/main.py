@@ -10,7 +10,7 @@ import sys
 
 from server import metrics
 from server.app import create_server
-from server.config import ServerConfig
+from server.config import ServerConfig, check_exposure
 from server.gateway import GatewayServer, create_gateway
 
 
@@ -46,10 +46,11 @@ def _loopback_target(host: str, port: int) -> str:
 
 
 async def serve(config: ServerConfig) -> None:
+    check_exposure(config)
     service, port = await create_server(config)
     try:
         app = create_gateway(_loopback_target(config.host, port))
-        metrics.mount(app, service.metrics)
+        metrics.mount(app, service.metrics, token=config.auth_token)
         # Binds now: a taken port is an error here, not inside uvicorn's task.
         gateway = GatewayServer(app, config.host, config.http_port)
     except OSError:

@@ -16,10 +16,11 @@ from prometheus_client.core import GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import JSONResponse, Response
 
 from scheduler import ArbiterStatistics
 from scheduler.inventory import DeviceInventory
+from server.auth import bearer_matches
 from server.records import TaskRecord
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -105,10 +106,17 @@ class Metrics:
         return generate_latest(self.registry)
 
 
-def mount(app: Starlette, metrics: Metrics) -> None:
-    """Serves `metrics` at `GET /metrics` of the HTTP app (the REST gateway)."""
+def mount(app: Starlette, metrics: Metrics, *, token: str | None = None) -> None:
+    """Serves `metrics` at `GET /metrics` of the HTTP app (the REST gateway); with a
+    token, only to requests that carry it (Prometheus sends it with `authorization`)."""
 
     async def endpoint(request: Request) -> Response:
+        if token and not bearer_matches(request.headers.get("authorization"), token):
+            return JSONResponse(
+                {"detail": "missing or wrong token: send 'Authorization: Bearer <token>'"},
+                status_code=401,
+                headers={"WWW-Authenticate": "Bearer"},
+            )
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     app.add_route("/metrics", endpoint, methods=["GET"], include_in_schema=False)

@@ -119,6 +119,15 @@ def main(ctx: click.Context, address: str, token: str | None, as_json: bool) -> 
     help="Queued tasks at most; beyond, submits get RESOURCE_EXHAUSTED (default 10000; "
     "env TANDEM_MAX_WAITING).",
 )
+@click.option(
+    "--auth-token",
+    help="Require 'authorization: Bearer <token>' on every call (env TANDEM_AUTH_TOKEN).",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Allow a non-loopback --host without a token (trusted networks only).",
+)
 def serve(
     host: str | None,
     grpc_port: int | None,
@@ -130,8 +139,10 @@ def serve(
     aging_interval: float | None,
     gpu_headroom_gb: float | None,
     max_waiting: int | None,
+    auth_token: str | None,
+    insecure: bool,
 ) -> None:
-    """Run the Tandem service (gRPC with health and reflection)."""
+    """Run the Tandem service (gRPC with health and reflection, REST, /metrics)."""
     from server import config
     from server import main as server_main
 
@@ -147,7 +158,10 @@ def serve(
             aging_interval_s=aging_interval,
             gpu_headroom_gb=gpu_headroom_gb,
             max_waiting=max_waiting,
+            auth_token=auth_token,
+            insecure=insecure,
         )
+        config.check_exposure(cfg)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     server_main.run(cfg)
