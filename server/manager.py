@@ -264,6 +264,8 @@ class TaskManager:
             elif outcome.outcome is Outcome.CANCELLED:
                 self._end(task, TaskState.CANCELLED, outcome.error or "cancelled")
             else:
+                if "out of memory" in outcome.error and task.assigned_device.startswith("cuda"):
+                    self._planner.out_of_memory(_shape(task))
                 self._end(task, TaskState.FAILED, outcome.error or "failed for an unknown reason")
         finally:
             # Whatever went wrong recording the end, the slot must not leak.

@@ -19,6 +19,7 @@ from server.store import TaskStore
 log = logging.getLogger(__name__)
 
 PEAK_METRIC = "peak_memory_bytes"
+OOM_RAISE = 1.5
 
 
 @functools.lru_cache(maxsize=256)
@@ -65,3 +66,14 @@ class MemoryPlanner:
         self._store.save_memory_peak(
             shape.model, shape.batch_size, shape.image_size, shape.kind.value, peak_bytes
         )
+
+    def out_of_memory(self, shape: Shape) -> None:
+        """A task of `shape` ran out of GPU memory: its estimate was too low. Raise it by
+        half, so the next one waits for more room instead of failing the same way."""
+        estimate = self._estimates.estimate(shape, parameter_count(shape.model))
+        raised = int(estimate * OOM_RAISE)
+        self._estimates.raise_to(shape, raised)
+        self._store.save_memory_peak(
+            shape.model, shape.batch_size, shape.image_size, shape.kind.value, raised
+        )
+        log.warning("%s ran out of memory; its estimate is now ~%s", shape, gb(raised))
