@@ -50,6 +50,8 @@ class TrainingJob:
     output_dir: str
     # torch intra-op threads for this job, so concurrent jobs don't oversubscribe cores.
     num_threads: int = 1
+    # A checkpoint of an earlier, interrupted run of this task to continue from.
+    resume_from: str = ""
 
 
 @dataclass(frozen=True)

@@ -42,6 +42,19 @@ def checkpoint_path(output_dir: str, epoch: int) -> str:
     return os.path.join(output_dir, "checkpoints", f"epoch_{epoch}.pt")
 
 
+def latest_checkpoint(output_dir: str) -> tuple[int, str] | None:
+    """(epoch, path) of the newest checkpoint in `output_dir`, if any."""
+    folder = os.path.join(output_dir, "checkpoints")
+    epochs = []
+    for name in os.listdir(folder) if os.path.isdir(folder) else ():
+        stem = name.removeprefix("epoch_").removesuffix(".pt")
+        if name.startswith("epoch_") and name.endswith(".pt") and stem.isdigit():
+            epochs.append(int(stem))
+    if not epochs:
+        return None
+    return max(epochs), checkpoint_path(output_dir, max(epochs))
+
+
 def model_path(output_dir: str) -> str:
     """Where the final model artifact is written."""
     return os.path.join(output_dir, "model.pt")
@@ -94,7 +107,27 @@ def _fit(
         raise JobError(str(exc)) from None
     model = model.to(device)
     optimizer = make_optimizer(model.parameters(), job.learning_rate)
-    return _Run(job, emit, should_stop, device, data, model, optimizer).run()
+    done, metrics = 0, dict[str, float]()
+    if job.resume_from:
+        done, metrics = _resume(job, model, optimizer, device)
+        emit(JobEvent(f"resumed from epoch {done}"))
+    run = _Run(job, emit, should_stop, device, data, model, optimizer)
+    return run.run(first_epoch=done + 1, metrics=metrics)
+
+
+def _resume(
+    job: TrainingJob, model: torch.nn.Module, optimizer: torch.optim.Optimizer, device: torch.device
+) -> tuple[int, dict[str, float]]:
+    """Loads an interrupted run's checkpoint into `model` and `optimizer`; returns the
+    epochs it had finished and their metrics."""
+    try:
+        checkpoint = artifacts.load_artifact(job.resume_from, map_location=str(device))
+        model.load_state_dict(dict(checkpoint.state_dict))
+        if checkpoint.optimizer_state is not None:
+            optimizer.load_state_dict(dict(checkpoint.optimizer_state))
+    except (artifacts.ArtifactError, RuntimeError, ValueError, KeyError) as exc:
+        raise JobError(f"cannot resume from {job.resume_from}: {_first_line(exc)}") from None
+    return checkpoint.epoch, dict(checkpoint.metrics)
 
 
 def _check_numbers(job: TrainingJob) -> None:
@@ -208,7 +241,7 @@ class _Run:
             pin_memory=self.device.type == "cuda",
         )
 
-    def run(self) -> JobResult:
+    def run(self, first_epoch: int = 1, metrics: dict[str, float] | None = None) -> JobResult:
         job = self.job
         n_train = len(self.train_loader.dataset)  # type: ignore[arg-type]
         n_val = 0 if self.val_loader is None else len(self.val_loader.dataset)  # type: ignore[arg-type]
@@ -221,8 +254,8 @@ class _Run:
                 f"{self.batches} batches"
             )
         )
-        metrics: dict[str, float] = {}
-        for epoch in range(1, job.epochs + 1):
+        metrics = dict(metrics or {})
+        for epoch in range(first_epoch, job.epochs + 1):
             metrics = self._epoch(epoch)
             self._stop_if_asked(f"after epoch {epoch}")
             self._save(checkpoint_path(job.output_dir, epoch), epoch, metrics, optimizer=True)

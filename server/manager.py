@@ -19,6 +19,7 @@ from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from engines.executor import Executor, JobOutcome, Outcome
 from engines.jobs import InferenceJob, JobEvent, TrainingJob
 from engines.protocol import PredictReply
+from engines.training import latest_checkpoint
 from scheduler import Admission, Arbiter, Kind, QueueFull, Request, WaitingInfo
 from scheduler.devices import DeviceError, resolve_candidates
 from scheduler.memory import Shape
@@ -319,6 +320,7 @@ class TaskManager:
                 output_dir=str(self._config.task_dir(task.task_id)),
                 num_threads=threads,
             )
+        checkpoint = latest_checkpoint(str(self._config.task_dir(task.task_id)))
         return TrainingJob(
             task_id=task.task_id,
             model=p["model"],
@@ -333,6 +335,8 @@ class TaskManager:
             device=task.assigned_device,
             output_dir=str(self._config.task_dir(task.task_id)),
             num_threads=threads,
+            # A task interrupted by a restart left checkpoints: carry on from the last.
+            resume_from=checkpoint[1] if checkpoint else "",
         )
 
     def threads_for(self, device: str, kind: Kind) -> int:
@@ -395,10 +399,26 @@ class TaskManager:
         return self._arbiter.waiting_infos()
 
     def _recover(self) -> None:
-        """Brings back the tasks of an earlier run of the server on this data dir."""
+        """Brings back the tasks of an earlier run of the server on this data dir: queued
+        ones queue again in their order; interrupted training resumes from its last
+        checkpoint (or fails if it has none); interrupted inference starts over."""
+        interrupted = set()
         for task in self._store.in_states([TaskState.RUNNING]):
             self._active[task.task_id] = task
-            self._end(task, TaskState.FAILED, "interrupted by restart")
+            if task.kind is TaskKind.TRAINING:
+                checkpoint = latest_checkpoint(str(self._config.task_dir(task.task_id)))
+                if checkpoint is None:
+                    self._end(task, TaskState.FAILED, "interrupted by restart")
+                    continue
+                note = f"interrupted by restart; will resume from epoch {checkpoint[0]}"
+            else:
+                note = "interrupted by restart; queued to run again"
+            task.state = TaskState.QUEUED
+            task.assigned_device = ""
+            task.start_time = None
+            self._store.save(task)
+            self._event(task, "state", note, state=TaskState.QUEUED, level="warning")
+            interrupted.add(task.task_id)
         for task in self._store.in_states([TaskState.QUEUED]):
             self._active[task.task_id] = task
             candidates = self._candidates(task.device)
@@ -414,7 +434,8 @@ class TaskManager:
                     devices=candidates,
                     memory_bytes=memory_bytes,
                 )
-                self._event(task, "log", "requeued after a server restart")
+                if task.task_id not in interrupted:
+                    self._event(task, "log", "requeued after a server restart")
                 self._dispatch(self._arbiter.submit(request))
             except ServiceError as exc:
                 self._end(task, TaskState.FAILED, f"could not be requeued after a restart: {exc}")

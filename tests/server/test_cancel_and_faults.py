@@ -109,3 +109,25 @@ def test_restart_requeues_queued_tasks_and_keeps_limits(
     assert stubs.get(high).start_time.ToNanoseconds() < stubs.get(low).start_time.ToNanoseconds()
     assert any("requeued" in e.message for e in stubs.events(low))
     stubs.channel.close()
+
+
+def test_interrupted_training_resumes_from_its_checkpoint(
+    fresh_server: Callable[..., ServerThread],
+) -> None:
+    first = fresh_server()
+    stubs = Stubs.connect(first.port)
+    task = stubs.train(epochs=3)
+    stubs.wait_for(task.task_id, lambda e: e.message == "saved checkpoint epoch 1")
+    stubs.channel.close()
+    first.stop()  # the task is still RUNNING in the store, as after a crash
+
+    second = fresh_server()
+    stubs = Stubs.connect(second.port)
+    events = stubs.events(task.task_id)
+    assert events[-1].state == task_pb2.TASK_STATE_SUCCEEDED
+    assert [e.seq for e in events] == list(range(1, len(events) + 1))
+    messages = [e.message for e in events]
+    resumed = [m for m in messages if m.startswith("resumed from epoch ")]
+    assert len(resumed) == 1 and int(resumed[0].split()[-1]) >= 1
+    assert any(m.startswith("interrupted by restart; will resume") for m in messages)
+    stubs.channel.close()
