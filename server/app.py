@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
@@ -92,11 +93,27 @@ def initial_limits(inventory: DeviceInventory, store: TaskStore) -> dict[str, Li
     return limits
 
 
+class DataDirError(OSError):
+    """The data dir cannot hold Tandem's state; the message says why."""
+
+
+def check_data_dir(path: Path) -> None:
+    """Fails at start, with a sentence, if the data dir is not a writable directory:
+    better than tasks failing one by one later."""
+    probe = path / ".tandem-write-check"
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as exc:
+        raise DataDirError(f"data dir {path} is not writable: {exc.strerror or exc}") from None
+
+
 async def create_server(
     config: ServerConfig, *, inventory: DeviceInventory | None = None
 ) -> tuple[Service, int]:
     """Builds and starts the service; returns it and the bound gRPC port."""
-    config.data_dir.mkdir(parents=True, exist_ok=True)
+    check_data_dir(config.data_dir)
     config.tasks_dir.mkdir(parents=True, exist_ok=True)
     inventory = inventory or NvmlInventory()
     store = TaskStore(config.db_path)

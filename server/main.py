@@ -74,4 +74,8 @@ async def serve(config: ServerConfig) -> None:
 
 def run(config: ServerConfig) -> None:
     configure_logging(config.log_format)
-    asyncio.run(serve(config))
+    try:
+        asyncio.run(serve(config))
+    except OSError as exc:  # a port taken, a data dir not writable: one line, exit 1
+        print(f"tandem: cannot start: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None

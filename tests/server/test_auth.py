@@ -75,3 +75,30 @@ def test_an_exposed_bind_needs_a_token_or_insecure(tmp_path: Path) -> None:
     check_exposure(load(host="0.0.0.0", data_dir=str(tmp_path), env={}, auth_token=TOKEN))
     check_exposure(load(host="0.0.0.0", data_dir=str(tmp_path), env={}, insecure=True))
     check_exposure(load(host="127.0.0.1", data_dir=str(tmp_path), env={}))
+
+
+def test_an_unusable_data_dir_stops_the_start_with_a_sentence(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    blocker = tmp_path / "f"
+    blocker.write_text("not a directory")
+    tandem_bin = str(Path(sys.executable).parent / "tandem")
+    result = subprocess.run(
+        [
+            tandem_bin,
+            "serve",
+            "--grpc-port",
+            "0",
+            "--http-port",
+            "0",
+            "--data-dir",
+            str(blocker / "data"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 1
+    assert "data dir" in result.stderr and "not writable" in result.stderr
+    assert "Traceback" not in result.stderr
