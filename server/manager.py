@@ -437,9 +437,7 @@ class TaskManager:
                 if task.task_id not in interrupted:
                     self._event(task, "log", "requeued after a server restart")
                 self._dispatch(self._arbiter.submit(request))
-            except ServiceError as exc:
-                self._end(task, TaskState.FAILED, f"could not be requeued after a restart: {exc}")
-            except (QueueFull, ValueError) as exc:
+            except (ServiceError, QueueFull, ValueError) as exc:
                 self._end(task, TaskState.FAILED, f"could not be requeued after a restart: {exc}")
 
     def _candidates(self, device: str) -> tuple[str, ...]:
