@@ -12,7 +12,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from server.gateway import errors, routes_v1, routes_v2
+from server.gateway import docs, errors, routes_v1, routes_v2
 from server.gateway.backend import Backend, Timeouts
 from server.gateway.deps import DEFAULT_MAX_UPLOAD_BYTES, Settings
 
@@ -63,12 +63,16 @@ def create_gateway(
         description=DESCRIPTION,
         openapi_tags=TAGS,
         lifespan=lifespan,
+        # Served by `docs.install` from local files: the defaults load from a CDN.
+        docs_url=None,
+        redoc_url=None,
     )
     app.state.backend = backend
     app.state.settings = Settings(keep_alive_s=keep_alive_s, max_upload_bytes=max_upload_bytes)
     errors.install(app, grpc_target)
     app.include_router(routes_v1.router)
     app.include_router(routes_v2.router)
+    docs.install(app)
     return app
 
 
