@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 import torch
 
 from engines import zoo
+from engines.jobs import first_line
 
 FORMAT = "tandem.model"
 VERSION = 1
@@ -57,16 +58,11 @@ class ModelArtifact:
             # load_state_dict raises RuntimeError listing missing/unexpected/mis-shaped keys.
             raise ArtifactError(
                 f"the weights do not fit a {self.architecture} with {self.num_classes} "
-                f"classes at {self.image_size} px: {_first_line(exc)}"
+                f"classes at {self.image_size} px: {first_line(exc)}"
             ) from None
         # load_state_dict copies into the model's CPU parameters; follow map_location.
         device = next(iter(self.state_dict.values())).device
         return model.to(device).eval()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _to_cpu(value: Any) -> Any:
@@ -209,6 +205,6 @@ def load_artifact(path: str, map_location: str | torch.device = "cpu") -> ModelA
         # empty files as EOFError, and so on; to a caller they all mean the same thing.
         raise ArtifactError(
             f"cannot load model file {path}: it is corrupt, not a PyTorch file, or holds "
-            f"code rather than weights ({type(exc).__name__}: {_first_line(exc)})"
+            f"code rather than weights ({type(exc).__name__}: {first_line(exc)})"
         ) from None
     return _parse(raw, path)

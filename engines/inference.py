@@ -12,7 +12,6 @@ with one broken JPEG still yields a million rows, one of them saying what was wr
 
 from __future__ import annotations
 
-import gc
 import json
 import math
 import os
@@ -31,8 +30,17 @@ from engines.datasets import (
     scan_inference_folder,
     synthetic_dataset,
 )
-from engines.jobs import InferenceJob, JobCancelled, JobError, JobEvent, JobResult, Level
-from engines.predict import ImageError, Predictor, open_image, resolve_device
+from engines.devices import free_after_oom, resolve_device
+from engines.jobs import (
+    InferenceJob,
+    JobCancelled,
+    JobError,
+    JobEvent,
+    JobResult,
+    Level,
+    first_line,
+)
+from engines.predict import ImageError, Predictor, open_image
 
 # Progress events at most this often; the last batch is always reported.
 PROGRESS_INTERVAL_S = 0.5
@@ -79,12 +87,8 @@ def run_inference(
             raise JobError(str(exc)) from None
         return _Run(job, emit, should_stop, predictor, source).run()
     except torch.cuda.OutOfMemoryError as exc:
-        oom = _first_line(exc)
-    # Raised outside the except block: once it ends, the OOM traceback and the GPU tensors
-    # its frames hold are garbage, so the memory really returns for what this worker runs
-    # next.
-    gc.collect()
-    torch.cuda.empty_cache()
+        oom = first_line(exc)
+    free_after_oom()  # outside the except block, so the traceback's tensors are garbage
     raise JobError(
         f"out of memory on {device} running {artifact.architecture} with batch_size "
         f"{job.batch_size} at {artifact.image_size} px; try a smaller batch_size ({oom})"
@@ -158,11 +162,6 @@ def _open_source(spec: str, artifact: ModelArtifact) -> _Source:
         )
         return _SyntheticSource(shapes)
     return _FolderSource(scan_inference_folder(spec))
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _names(names: Sequence[str], limit: int = 5) -> str:

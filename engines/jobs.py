@@ -111,3 +111,9 @@ class Prediction:
     label: str
     score: float
     index: int
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (or its type), for a user's sentence."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__

@@ -22,7 +22,8 @@ from PIL import Image, UnidentifiedImageError
 
 from engines.artifacts import ModelArtifact, load_artifact
 from engines.datasets import image_transform
-from engines.jobs import JobError, Prediction
+from engines.devices import resolve_device
+from engines.jobs import Prediction, first_line
 
 # 50 megapixels covers a 48 MP camera photo; decoded to RGB that is 150 MB, which is as
 # much as one request should be able to make a worker allocate. It is below Pillow's own
@@ -35,11 +36,6 @@ _JPEG_SIGNATURE = b"\xff\xd8\xff"
 
 class ImageError(ValueError):
     """Input that is not a usable image; the message reads as a sentence."""
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _pixel_limit() -> int:
@@ -68,7 +64,7 @@ def _open_rgb(source: IO[bytes], formats: tuple[str, ...] | None, unknown: str) 
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         # Pillow's own guard (its warning is an exception when warnings are errors).
         raise ImageError(
-            f"image is too large: more than {_pixel_limit():,} pixels ({_first_line(exc)})"
+            f"image is too large: more than {_pixel_limit():,} pixels ({first_line(exc)})"
         ) from None
     except UnidentifiedImageError:
         raise ImageError(unknown) from None
@@ -76,7 +72,7 @@ def _open_rgb(source: IO[bytes], formats: tuple[str, ...] | None, unknown: str) 
         # Pillow's decoders fail in many ways on bad data (OSError for truncation,
         # SyntaxError for broken PNG chunks, ValueError, struct.error, zlib.error...); to
         # a caller they all mean the same thing.
-        raise ImageError(f"image is truncated or corrupt: {_first_line(exc)}") from None
+        raise ImageError(f"image is truncated or corrupt: {first_line(exc)}") from None
 
 
 def decode_image(data: bytes) -> Image.Image:
@@ -107,27 +103,6 @@ def open_image(path: str) -> Image.Image:
         raise ImageError(f"cannot read the file: {exc.strerror or exc}") from None
     with file:
         return _open_rgb(file, None, "the file is not an image format that can be read")
-
-
-def resolve_device(spec: str) -> torch.device:
-    """`spec` ("cpu", "cuda", "cuda:N") as a device this machine has; JobError if not."""
-    try:
-        device = torch.device(spec)
-    except (RuntimeError, ValueError):
-        raise JobError(f"unknown device {spec!r}; expected cpu or cuda:N") from None
-    if device.type == "cpu":
-        return device
-    if device.type != "cuda":
-        raise JobError(f"device {spec} is not supported; expected cpu or cuda:N")
-    if not torch.cuda.is_available():
-        raise JobError(f"device {spec} was requested but this machine has no usable CUDA GPU")
-    index = torch.cuda.current_device() if device.index is None else device.index
-    count = torch.cuda.device_count()
-    if index >= count:
-        raise JobError(f"device cuda:{index} does not exist; this machine has {count} GPU(s)")
-    # Calls without an explicit device (cuDNN handles, pinned-memory copies) use this one.
-    torch.cuda.set_device(index)
-    return torch.device("cuda", index)
 
 
 @contextlib.contextmanager

@@ -9,7 +9,6 @@ fix (bad dataset, a model that cannot take the image size, CUDA out of memory) i
 
 from __future__ import annotations
 
-import gc
 import math
 import os
 import time
@@ -22,7 +21,8 @@ from torch.utils.data import DataLoader
 
 from engines import artifacts, zoo
 from engines.datasets import LabelledDataset, LoadedDataset, load_dataset, split
-from engines.jobs import JobCancelled, JobError, JobEvent, JobResult, TrainingJob
+from engines.devices import free_after_oom, resolve_device
+from engines.jobs import JobCancelled, JobError, JobEvent, JobResult, TrainingJob, first_line
 
 # Progress events at most this often; the last batch of an epoch is always reported.
 PROGRESS_INTERVAL_S = 0.5
@@ -70,7 +70,7 @@ def train(
     """
     _check_numbers(job)
     make_optimizer = _optimizer(job.optimizer)
-    device = _device(job.device)
+    device = resolve_device(job.device)
     torch.manual_seed(job.seed)
     # Process-wide, which is right: a worker process runs one job at a time.
     torch.set_num_threads(max(1, job.num_threads))
@@ -81,12 +81,8 @@ def train(
     try:
         return _fit(job, emit, should_stop, device, data, make_optimizer)
     except torch.cuda.OutOfMemoryError as exc:
-        oom = _first_line(exc)
-    # Raised outside the except block: once it ends, the OOM traceback and the GPU tensors
-    # its frames hold are garbage, so the memory really returns for what this worker
-    # runs next.
-    gc.collect()
-    torch.cuda.empty_cache()
+        oom = first_line(exc)
+    free_after_oom()  # outside the except block, so the traceback's tensors are garbage
     raise JobError(
         f"out of memory on {device} training {job.model} with batch_size {job.batch_size} at "
         f"{job.image_size} px; try a smaller batch_size or image_size ({oom})"
@@ -126,7 +122,7 @@ def _resume(
         if checkpoint.optimizer_state is not None:
             optimizer.load_state_dict(dict(checkpoint.optimizer_state))
     except (artifacts.ArtifactError, RuntimeError, ValueError, KeyError) as exc:
-        raise JobError(f"cannot resume from {job.resume_from}: {_first_line(exc)}") from None
+        raise JobError(f"cannot resume from {job.resume_from}: {first_line(exc)}") from None
     return checkpoint.epoch, dict(checkpoint.metrics)
 
 
@@ -144,31 +140,6 @@ def _optimizer(name: str) -> OptimizerFactory:
     if factory is None:
         raise JobError(f"unknown optimizer {name!r}; choose one of {', '.join(sorted(OPTIMIZERS))}")
     return factory
-
-
-def _device(spec: str) -> torch.device:
-    try:
-        device = torch.device(spec)
-    except (RuntimeError, ValueError):
-        raise JobError(f"unknown device {spec!r}; expected cpu or cuda:N") from None
-    if device.type == "cpu":
-        return device
-    if device.type != "cuda":
-        raise JobError(f"device {spec} is not supported; expected cpu or cuda:N")
-    if not torch.cuda.is_available():
-        raise JobError(f"device {spec} was requested but this machine has no usable CUDA GPU")
-    index = torch.cuda.current_device() if device.index is None else device.index
-    if index >= torch.cuda.device_count():
-        count = torch.cuda.device_count()
-        raise JobError(f"device cuda:{index} does not exist; this machine has {count} GPU(s)")
-    # Later calls without an explicit device (cuDNN handles, pinned-memory copies) use it.
-    torch.cuda.set_device(index)
-    return torch.device("cuda", index)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def _is_size_error(exc: Exception) -> bool:
@@ -319,7 +290,7 @@ class _Run:
                 raise
             raise JobError(
                 f"model {self.job.model} cannot take {self.job.image_size} px images: "
-                f"{_first_line(exc)}"
+                f"{first_line(exc)}"
             ) from None
 
     def _logits(self, images: torch.Tensor) -> torch.Tensor:
