@@ -33,7 +33,6 @@ at concurrency 8.
 
 from __future__ import annotations
 
-import asyncio
 import io
 import statistics
 import tempfile
@@ -56,8 +55,8 @@ from engines import zoo
 from engines.artifacts import load_artifact, save_artifact
 from engines.predict import Predictor
 from scheduler import Kind
-from server.app import Service, create_server
 from server.config import load
+from server.threaded import ServerThread
 from tandem.v1 import inference_service_pb2, inference_service_pb2_grpc
 
 __all__ = ["FULL", "GOALS", "SMOKE", "Settings", "make_png", "measure", "percentile", "run"]
@@ -132,42 +131,9 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
 
 
-class _Server:
-    """`create_server` on a private event loop in a daemon thread (like tests' ServerThread)."""
-
-    def __init__(self, data_dir: Path) -> None:
-        config = load(grpc_port=0, data_dir=str(data_dir), prewarm_workers=1, env={})
-        self.config = replace(config, cancel_grace_s=5.0)
-        self.loop = asyncio.new_event_loop()
-        self.service: Service | None = None
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def start(self) -> _Server:
-        self._thread.start()
-        future = asyncio.run_coroutine_threadsafe(create_server(self.config), self.loop)
-        self.service, _ = future.result(timeout=120)
-        return self
-
-    @property
-    def port(self) -> int:
-        assert self.service is not None
-        return self.service.port
-
-    def call(self, fn: Callable[[], T]) -> T:
-        """Runs `fn` on the server's loop thread (the only thread that may touch its state)."""
-
-        async def on_loop() -> T:
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(on_loop(), self.loop).result(timeout=30)
-
-    def stop(self) -> None:
-        if self.service is not None:
-            stopping = self.service.stop(grace_s=1.0)
-            asyncio.run_coroutine_threadsafe(stopping, self.loop).result(timeout=60)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=30)
-        self.loop.close()
+def _server(data_dir: Path) -> ServerThread:
+    config = load(grpc_port=0, data_dir=str(data_dir), prewarm_workers=1, env={})
+    return ServerThread(replace(config, cancel_grace_s=5.0))
 
 
 @contextmanager
@@ -225,7 +191,7 @@ def measure(settings: Settings) -> dict[str, float]:
             epoch=0,
             metrics={},
         )
-        server = _Server(data_dir).start()
+        server = _server(data_dir).start()
         channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
         try:
             service = server.service

@@ -3,8 +3,6 @@ SQLite file) running on its own event loop in a background thread, and sync stub
 
 from __future__ import annotations
 
-import asyncio
-import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -14,8 +12,8 @@ import grpc
 import pytest
 
 from scheduler import DeviceInventory
-from server.app import Service, create_server
 from server.config import ServerConfig, load
+from server.threaded import ServerThread
 from tandem.v1 import (
     inference_service_pb2_grpc,
     resource_service_pb2_grpc,
@@ -24,47 +22,6 @@ from tandem.v1 import (
     training_service_pb2,
     training_service_pb2_grpc,
 )
-
-
-class ServerThread:
-    """Runs `create_server` on a private event loop in a daemon thread."""
-
-    def __init__(self, config: ServerConfig, inventory: DeviceInventory | None = None) -> None:
-        self.config = config
-        self.inventory = inventory
-        self.loop = asyncio.new_event_loop()
-        self.service: Service | None = None
-        self._thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-
-    def start(self) -> ServerThread:
-        self._thread.start()
-        future = asyncio.run_coroutine_threadsafe(
-            create_server(self.config, inventory=self.inventory), self.loop
-        )
-        self.service, _ = future.result(timeout=120)
-        return self
-
-    @property
-    def port(self) -> int:
-        assert self.service is not None
-        return self.service.port
-
-    def call(self, fn: Callable[[], Any]) -> Any:
-        """Runs `fn` on the server's loop thread (the only thread that may touch its state)."""
-
-        async def run() -> Any:
-            return fn()
-
-        return asyncio.run_coroutine_threadsafe(run(), self.loop).result(timeout=30)
-
-    def stop(self) -> None:
-        if self.loop.is_closed():
-            return
-        if self.service is not None:
-            asyncio.run_coroutine_threadsafe(self.service.stop(grace_s=1.0), self.loop).result(60)
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self._thread.join(timeout=30)
-        self.loop.close()
 
 
 @dataclass
