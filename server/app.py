@@ -30,6 +30,7 @@ from server.servicers.tasks import TaskServicer
 from server.servicers.training import TrainingServicer
 from server.serving import ModelServer
 from server.store import TaskStore
+from server.tls import PrivateSocket, TlsFiles
 from tandem.v1 import (
     inference_service_pb2,
     inference_service_pb2_grpc,
@@ -65,6 +66,9 @@ class Service:
     metrics: Metrics
     store: TaskStore
     health: health.aio.HealthServicer
+    # Where the in-process REST gateway dials this server.
+    internal_target: str
+    private_socket: PrivateSocket | None = None
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stops taking calls, lets open calls finish for `grace_s`, then stops workers."""
@@ -76,6 +80,8 @@ class Service:
         await self.server.stop(grace_s)
         await self.executor.close()
         self.store.close()
+        if self.private_socket is not None:
+            self.private_socket.remove()
 
 
 def initial_limits(inventory: DeviceInventory, store: TaskStore) -> dict[str, Limits]:
@@ -113,6 +119,12 @@ async def create_server(
     config: ServerConfig, *, inventory: DeviceInventory | None = None
 ) -> tuple[Service, int]:
     """Builds and starts the service; returns it and the bound gRPC port."""
+    # Files first: a bad certificate should stop the start before any worker spawns.
+    tls = (
+        TlsFiles.read(config.tls_cert, config.tls_key)
+        if config.tls_cert and config.tls_key
+        else None
+    )
     check_data_dir(config.data_dir)
     config.tasks_dir.mkdir(parents=True, exist_ok=True)
     inventory = inventory or NvmlInventory()
@@ -175,9 +187,7 @@ async def create_server(
     reflection.enable_server_reflection(
         (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
     )
-    port = server.add_insecure_port(f"{config.host}:{config.grpc_port}")
-    if port == 0:
-        raise OSError(f"could not bind gRPC to {config.host}:{config.grpc_port}")
+    port, internal_target, private_socket = _bind(server, config, tls)
     await manager.start()
     await server.start()
     # SERVING only now: the store is open, queued tasks are back, workers are starting.
@@ -185,6 +195,48 @@ async def create_server(
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     log.info("gRPC listening on %s:%d (data dir %s)", config.host, port, config.data_dir)
     service = Service(
-        server, port, manager, model_server, executor, metrics, store, health_servicer
+        server,
+        port,
+        manager,
+        model_server,
+        executor,
+        metrics,
+        store,
+        health_servicer,
+        internal_target,
+        private_socket,
     )
     return service, port
+
+
+def _bind(
+    server: grpc.aio.Server, config: ServerConfig, tls: TlsFiles | None
+) -> tuple[int, str, PrivateSocket | None]:
+    """Binds the public port (TLS when configured); returns it and the gateway's target.
+
+    With TLS the gateway gets a private Unix socket (see `server.tls`); without, it dials
+    the public port on loopback."""
+    address = f"{config.host}:{config.grpc_port}"
+    if tls is None:
+        port = server.add_insecure_port(address)
+        private_socket = None
+        internal_target = loopback_target(config.host, port)
+    else:
+        port = server.add_secure_port(address, tls.grpc_credentials())
+        private_socket = PrivateSocket()
+        if server.add_insecure_port(private_socket.target) == 0:
+            private_socket.remove()
+            raise OSError(f"could not bind the gateway's socket {private_socket.path}")
+        internal_target = private_socket.target
+    if port == 0:
+        raise OSError(f"could not bind gRPC to {address}")
+    return port, internal_target, private_socket
+
+
+def loopback_target(host: str, port: int) -> str:
+    """Where to dial a server bound to `host:port` from this machine: never a wildcard."""
+    if host in ("0.0.0.0", ""):
+        return f"127.0.0.1:{port}"
+    if host in ("::", "[::]"):
+        return f"[::1]:{port}"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"

@@ -53,8 +53,15 @@ class ServerConfig:
     auth_token: str | None = None
     # Allow binding a non-loopback address without a token (only on trusted networks).
     insecure: bool = False
+    # PEM certificate chain and private key: with both, gRPC and REST speak TLS only.
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
     log_format: str = "text"
     extra: Mapping[str, str] = field(default_factory=dict)
+
+    @property
+    def tls(self) -> bool:
+        return self.tls_cert is not None
 
     @property
     def db_path(self) -> Path:
@@ -102,6 +109,8 @@ def load(
     max_waiting: int | None = None,
     auth_token: str | None = None,
     insecure: bool = False,
+    tls_cert: str | None = None,
+    tls_key: str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> ServerConfig:
     """Builds the config: explicit arguments (flags) win over `TANDEM_*` variables."""
@@ -119,9 +128,15 @@ def load(
             if r
         ),
     )
+    cert, key = _tls_pair(
+        tls_cert or env.get("TANDEM_TLS_CERT") or None,
+        tls_key or env.get("TANDEM_TLS_KEY") or None,
+    )
     return ServerConfig(
         auth_token=auth_token or env.get("TANDEM_AUTH_TOKEN") or None,
         insecure=insecure,
+        tls_cert=cert,
+        tls_key=key,
         data_dir=data,
         model_roots=model_roots,
         predict_max_batch=int(
@@ -167,6 +182,15 @@ def load(
             )
         ),
     )
+
+
+def _tls_pair(cert: str | None, key: str | None) -> tuple[Path | None, Path | None]:
+    if (cert is None) != (key is None):
+        missing = "--tls-key (TANDEM_TLS_KEY)" if key is None else "--tls-cert (TANDEM_TLS_CERT)"
+        raise ValueError(f"TLS needs both a certificate and a key; {missing} is missing")
+    if cert is None or key is None:
+        return None, None
+    return Path(cert).expanduser().resolve(), Path(key).expanduser().resolve()
 
 
 def _positive(what: str, value: float) -> float:

@@ -10,7 +10,7 @@ import sys
 
 from server import metrics
 from server.app import create_server
-from server.config import ServerConfig, check_exposure
+from server.config import ServerConfig, check_exposure, is_loopback
 from server.gateway import GatewayServer, create_gateway
 
 
@@ -36,23 +36,22 @@ def configure_logging(log_format: str) -> None:
     logging.basicConfig(level=logging.INFO, handlers=[handler], force=True)
 
 
-def _loopback_target(host: str, port: int) -> str:
-    """Where the gateway dials the gRPC server: never a wildcard address."""
-    if host in ("0.0.0.0", ""):
-        return f"127.0.0.1:{port}"
-    if host in ("::", "[::]"):
-        return f"[::1]:{port}"
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
 async def serve(config: ServerConfig) -> None:
     check_exposure(config)
+    if not is_loopback(config.host) and not config.tls:
+        logging.getLogger(__name__).warning(
+            "serving %s without TLS: tokens and data cross the network in clear text; "
+            "use --tls-cert and --tls-key",
+            config.host,
+        )
     service, port = await create_server(config)
     try:
-        app = create_gateway(_loopback_target(config.host, port))
+        app = create_gateway(service.internal_target)
         metrics.mount(app, service.metrics, token=config.auth_token)
         # Binds now: a taken port is an error here, not inside uvicorn's task.
-        gateway = GatewayServer(app, config.host, config.http_port)
+        gateway = GatewayServer(
+            app, config.host, config.http_port, tls_cert=config.tls_cert, tls_key=config.tls_key
+        )
     except OSError:
         await service.stop()
         raise

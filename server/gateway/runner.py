@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 
 import uvicorn
 from fastapi import FastAPI
@@ -59,11 +60,14 @@ class GatewayServer:
         *,
         grace_s: int = DEFAULT_GRACE_S,
         log_level: str = "warning",
+        tls_cert: Path | None = None,
+        tls_key: Path | None = None,
     ) -> None:
         self.app = app
         self.socket = listening_socket(host, port)
         self.host = host
         self.port: int = self.socket.getsockname()[1]
+        self.tls = tls_cert is not None
         config = uvicorn.Config(
             app,
             lifespan="on",
@@ -71,14 +75,24 @@ class GatewayServer:
             log_config=None,
             log_level=log_level,
             timeout_graceful_shutdown=grace_s,
+            ssl_certfile=tls_cert,
+            ssl_keyfile=tls_key,
         )
+        # Now rather than inside uvicorn's task: an unusable certificate or key is an
+        # OSError (ssl.SSLError) at start, like a taken port.
+        try:
+            config.load()
+        except OSError:
+            self.socket.close()
+            raise
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
 
     @property
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{self.port}"
+        scheme = "https" if self.tls else "http"
+        return f"{scheme}://{host}:{self.port}"
 
     def start(self) -> None:
         """Starts serving in a task of the running loop; requests already wait in the backlog."""

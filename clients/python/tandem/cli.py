@@ -39,13 +39,17 @@ def _kind(value: int) -> str:
 
 
 class Context:
-    def __init__(self, address: str, token: str | None, as_json: bool) -> None:
+    def __init__(
+        self, address: str, token: str | None, as_json: bool, tls: bool, ca_cert: str | None
+    ) -> None:
         self.address = address
         self.token = token
         self.as_json = as_json
+        self.tls = tls
+        self.ca_cert = ca_cert
 
     def client(self) -> Client:
-        return Client(self.address, self.token)
+        return Client(self.address, self.token, tls=self.tls, ca_cert=self.ca_cert)
 
     def emit(self, data: Any, text: str) -> None:
         click.echo(json.dumps(data, indent=2) if self.as_json else text)
@@ -76,10 +80,25 @@ class TandemGroup(click.Group):
 )
 @click.option("--token", envvar="TANDEM_AUTH_TOKEN", help="Bearer token (env TANDEM_AUTH_TOKEN).")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON for scripts.")
+@click.option("--tls", is_flag=True, envvar="TANDEM_TLS", help="Use TLS with the system's CAs.")
+@click.option(
+    "--ca-cert",
+    envvar="TANDEM_CA_CERT",
+    type=click.Path(exists=True, dir_okay=False),
+    help="PEM file of the CA (or self-signed certificate) to trust; implies --tls "
+    "(env TANDEM_CA_CERT).",
+)
 @click.pass_context
-def main(ctx: click.Context, address: str, token: str | None, as_json: bool) -> None:
+def main(
+    ctx: click.Context,
+    address: str,
+    token: str | None,
+    as_json: bool,
+    tls: bool,
+    ca_cert: str | None,
+) -> None:
     """Tandem: train and serve PyTorch image classifiers on shared devices."""
-    ctx.obj = Context(address, token, as_json)
+    ctx.obj = Context(address, token, as_json, tls, ca_cert)
 
 
 # -- serve --------------------------------------------------------------------------
@@ -128,6 +147,14 @@ def main(ctx: click.Context, address: str, token: str | None, as_json: bool) -> 
     is_flag=True,
     help="Allow a non-loopback --host without a token (trusted networks only).",
 )
+@click.option(
+    "--tls-cert",
+    type=click.Path(dir_okay=False),
+    help="PEM certificate chain: gRPC and REST then speak TLS only (env TANDEM_TLS_CERT).",
+)
+@click.option(
+    "--tls-key", type=click.Path(dir_okay=False), help="PEM private key (env TANDEM_TLS_KEY)."
+)
 def serve(
     host: str | None,
     grpc_port: int | None,
@@ -141,6 +168,8 @@ def serve(
     max_waiting: int | None,
     auth_token: str | None,
     insecure: bool,
+    tls_cert: str | None,
+    tls_key: str | None,
 ) -> None:
     """Run the Tandem service (gRPC with health and reflection, REST, /metrics)."""
     from server import config
@@ -160,6 +189,8 @@ def serve(
             max_waiting=max_waiting,
             auth_token=auth_token,
             insecure=insecure,
+            tls_cert=tls_cert,
+            tls_key=tls_key,
         )
         config.check_exposure(cfg)
     except ValueError as exc:

@@ -51,6 +51,14 @@ _CHANNEL_OPTIONS = [
 ]
 
 
+def _channel(address: str, *, tls: bool, ca_cert: str | Path | None) -> grpc.Channel:
+    if ca_cert is None and not tls:
+        return grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+    roots = Path(ca_cert).read_bytes() if ca_cert is not None else None
+    credentials = grpc.ssl_channel_credentials(root_certificates=roots)
+    return grpc.secure_channel(address, credentials, options=_CHANNEL_OPTIONS)
+
+
 class Client:
     """A connection to one Tandem server. Thread-safe; close it (or use `with`)."""
 
@@ -61,12 +69,16 @@ class Client:
         *,
         timeout: float | None = 30.0,
         reconnect_timeout: float = 60.0,
+        tls: bool = False,
+        ca_cert: str | Path | None = None,
     ) -> None:
+        """`tls`: speak TLS, trusting the system's CAs; `ca_cert`: a PEM file of the CA
+        (or the self-signed certificate) to trust instead, which implies TLS."""
         self.address = address
         self._timeout = timeout
         self._reconnect_timeout = reconnect_timeout
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
-        self._channel = grpc.insecure_channel(address, options=_CHANNEL_OPTIONS)
+        self._channel = _channel(address, tls=tls, ca_cert=ca_cert)
         self._training = training_service_pb2_grpc.TrainingServiceStub(self._channel)
         self._inference = inference_service_pb2_grpc.InferenceServiceStub(self._channel)
         self._tasks = task_service_pb2_grpc.TaskServiceStub(self._channel)
