@@ -11,12 +11,16 @@ from the file.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import logging
 import os
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -66,22 +70,41 @@ class TaskLog:
             metrics=dict(metrics or {}),
             state=state,
         )
-        # Opened per append: a file descriptor per queued task would run out long
-        # before the queue does.
-        with self.path.open("a", encoding="utf-8") as f:
-            f.write(json.dumps(asdict(event), separators=(",", ":")) + "\n")
+        # In memory first: followers get the event even if the disk refuses it.
         self.events.append(event)
         self._wake()
+        self._write(json.dumps(asdict(event), separators=(",", ":")) + "\n")
         return event
+
+    def _write(self, line: str) -> None:
+        """Appends one line, or nothing: a write cut short (a full disk) is undone so
+        the file never holds a torn line that would hide the lines after it. Raises
+        the OSError."""
+        # Opened per append: a file descriptor per queued task would run out long
+        # before the queue does.
+        # Unbuffered, so nothing is left in a buffer to be written after the undo.
+        with self.path.open("ab", buffering=0) as f:
+            start = f.tell()
+            rest = memoryview(line.encode("utf-8"))
+            try:
+                while rest:
+                    rest = rest[f.write(rest) or 0 :]
+            except OSError:
+                with contextlib.suppress(OSError):
+                    f.truncate(start)
+                raise
 
     def close(self) -> None:
         """Marks the log complete (after its terminal state event) and syncs it to disk."""
         if self.closed:
             return
         self.closed = True
-        with self.path.open("a", encoding="utf-8") as f:
-            os.fsync(f.fileno())
         self._wake()
+        try:
+            with self.path.open("a", encoding="utf-8") as f:
+                os.fsync(f.fileno())
+        except OSError as exc:  # the events are still in the file's page cache
+            logger.warning("could not sync %s: %s", self.path, exc.strerror or exc)
 
     async def wait_beyond(self, seq: int) -> None:
         """Returns once the log holds an event after `seq`, or is closed."""

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sqlite3
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable, Mapping, Sequence
@@ -32,6 +33,10 @@ from server.store import TaskStore
 from server.validation import Submission
 
 log = logging.getLogger(__name__)
+
+# What writing to the data dir raises when it is full or gone: a failed write fails
+# the task it belongs to (see `_write_failed`), never the server.
+_STORAGE_ERRORS = (OSError, sqlite3.Error)
 
 _STATE_LEVEL = {
     TaskState.SUCCEEDED: "info",
@@ -71,6 +76,12 @@ class TaskManager:
         self.on_task_end: Callable[[TaskRecord], None] | None = None
         # Set by close(): what workers report afterwards is left for the next start.
         self._closing = False
+        # Tasks whose state or events could not be written (a full data dir), with the
+        # reason; such a task is failed at the next safe point.
+        self._write_failures: dict[str, str] = {}
+        # Ended tasks whose final record could not be saved yet; retried on every tick
+        # and read from here meanwhile, so an answer never goes back in time.
+        self._unsaved: dict[str, TaskRecord] = {}
 
     @property
     def arbiter(self) -> Arbiter:
@@ -122,7 +133,10 @@ class TaskManager:
             raise resource_exhausted(
                 f"the queue is full ({self._config.max_waiting} waiting tasks); retry later"
             )
-        self._store.insert(task)
+        try:
+            self._store.insert(task)
+        except _STORAGE_ERRORS as exc:
+            raise resource_exhausted(f"cannot accept tasks: {_storage_reason(exc)}") from None
         self._active[task.task_id] = task
         self._event(
             task,
@@ -130,6 +144,10 @@ class TaskManager:
             f"queued: {kind.value} at priority {task.priority} on {task.device}",
             state=TaskState.QUEUED,
         )
+        failure = self._write_failures.get(task.task_id)
+        if failure is not None:
+            self._end(task, TaskState.FAILED, failure)
+            raise resource_exhausted(f"cannot accept tasks: {failure}")
         accepted = self._snapshot(task)
         try:
             admissions = self._arbiter.submit(request)
@@ -142,7 +160,7 @@ class TaskManager:
         return accepted
 
     def get(self, task_id: str) -> TaskRecord:
-        task = self._active.get(task_id)
+        task = self._active.get(task_id) or self._unsaved.get(task_id)
         if task is not None:
             return self._snapshot(task)
         stored = self._store.get(task_id)
@@ -161,7 +179,8 @@ class TaskManager:
         tasks, token, total = self._store.list(
             states=states, kind=kind, page_size=page_size, page_token=page_token
         )
-        return [self._snapshot(self._active.get(t.task_id, t)) for t in tasks], token, total
+        live = [self._active.get(t.task_id) or self._unsaved.get(t.task_id) or t for t in tasks]
+        return [self._snapshot(t) for t in live], token, total
 
     def cancel(self, task_id: str) -> TaskRecord:
         task = self._active.get(task_id)
@@ -239,7 +258,7 @@ class TaskManager:
             return
         if event.metrics:
             task.metrics.update(event.metrics)
-            self._store.save(task)
+            self._save(task)
         self._event(
             task,
             "metrics" if event.metrics else "log",
@@ -247,6 +266,10 @@ class TaskManager:
             level=event.level.value,
             metrics=event.metrics,
         )
+        if task_id in self._write_failures and task_id not in self._cancel_requested:
+            # Running on would produce work nobody can see or resume: stop it.
+            self._cancel_requested.add(task_id)
+            self._executor.cancel(task_id)
 
     def job_finished(self, task_id: str, outcome: JobOutcome) -> None:
         task = self._active.get(task_id)
@@ -257,16 +280,21 @@ class TaskManager:
             if outcome.result is not None:
                 task.metrics.update(outcome.result.metrics)
                 peak = outcome.result.metrics.get(PEAK_METRIC, 0)
-                self._planner.learn(_shape(task), int(peak))
+                with contextlib.suppress(*_STORAGE_ERRORS):  # a lost sample, not a lost task
+                    self._planner.learn(_shape(task), int(peak))
                 task.model_path = outcome.result.model_path or task.model_path
                 task.output_path = outcome.result.output_path or task.output_path
+            failure = self._write_failures.get(task_id)
             if outcome.outcome is Outcome.SUCCEEDED:
                 self._end(task, TaskState.SUCCEEDED, _success_message(task.metrics))
+            elif failure is not None:
+                self._end(task, TaskState.FAILED, failure)
             elif outcome.outcome is Outcome.CANCELLED:
                 self._end(task, TaskState.CANCELLED, outcome.error or "cancelled")
             else:
                 if "out of memory" in outcome.error and task.assigned_device.startswith("cuda"):
-                    self._planner.out_of_memory(_shape(task))
+                    with contextlib.suppress(*_STORAGE_ERRORS):
+                        self._planner.out_of_memory(_shape(task))
                 self._end(task, TaskState.FAILED, outcome.error or "failed for an unknown reason")
         finally:
             # Whatever went wrong recording the end, the slot must not leak.
@@ -296,8 +324,12 @@ class TaskManager:
             task.state = TaskState.RUNNING
             task.assigned_device = admission.device
             task.start_time = time.time()
-            self._store.save(task)
+            self._save(task)
             self._event(task, "state", f"running on {admission.device}", state=TaskState.RUNNING)
+            failure = self._write_failures.get(task.task_id)
+            if failure is not None:
+                self.job_finished(task.task_id, JobOutcome(Outcome.FAILED, error=failure))
+                continue
             try:
                 self._executor.submit(self._job(task), self)
             except Exception as exc:
@@ -355,11 +387,36 @@ class TaskManager:
         if state is not TaskState.SUCCEEDED:
             task.error = message
         self._event(task, "state", message, state=state, level=_STATE_LEVEL[state])
-        self._store.save(task)
+        if not self._save(task):
+            self._unsaved[task.task_id] = task
+        self._write_failures.pop(task.task_id, None)
         self._logs.close(task.task_id)
         self._active.pop(task.task_id, None)
         if self.on_task_end is not None:
             self.on_task_end(task)
+
+    def _save(self, task: TaskRecord) -> bool:
+        """Saves the task's record; on a storage error remembers it and returns False."""
+        try:
+            self._store.save(task)
+        except _STORAGE_ERRORS as exc:
+            self._write_failed(task, exc)
+            return False
+        return True
+
+    def _write_failed(self, task: TaskRecord, exc: BaseException) -> None:
+        reason = f"the data dir cannot be written: {_storage_reason(exc)}"
+        if task.task_id not in self._write_failures:
+            log.error("task %s: %s", task.task_id, reason)
+            self._write_failures[task.task_id] = reason
+
+    def _save_unsaved(self) -> None:
+        for task_id, task in list(self._unsaved.items()):
+            try:
+                self._store.save(task)
+            except _STORAGE_ERRORS:
+                return  # still full; the next tick tries again
+            del self._unsaved[task_id]
 
     def _event(
         self,
@@ -371,9 +428,18 @@ class TaskManager:
         metrics: dict[str, float] | None = None,
         state: TaskState | None = None,
     ) -> None:
-        event = self._logs.open(task.task_id).append(
-            type_, message, level=level, metrics=metrics, state=state.value if state else ""
-        )
+        try:
+            task_log = self._logs.open(task.task_id)
+        except _STORAGE_ERRORS as exc:
+            self._write_failed(task, exc)
+            return
+        try:
+            event = task_log.append(
+                type_, message, level=level, metrics=metrics, state=state.value if state else ""
+            )
+        except _STORAGE_ERRORS as exc:  # the event is in memory and was sent to followers
+            self._write_failed(task, exc)
+            event = task_log.events[-1]
         task.last_seq = event.seq
         if state is not None:
             # The server's own log: one line per task state change.
@@ -454,6 +520,8 @@ class TaskManager:
         while True:
             await asyncio.sleep(interval)
             self._dispatch(self._arbiter.tick())
+            if self._unsaved:
+                self._save_unsaved()
             if self.after_pass is not None:
                 self.after_pass()
 
@@ -462,6 +530,13 @@ def _shape(task: TaskRecord) -> Shape:
     """What the task's GPU memory use depends on."""
     p = task.params
     return Shape(p["model"], p["batch_size"], p["image_size"], Kind(task.kind.value))
+
+
+def _storage_reason(exc: BaseException) -> str:
+    """ "No space left on device", "database or disk is full": the words, no errno."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    return str(exc) or type(exc).__name__
 
 
 def _success_message(metrics: Mapping[str, float]) -> str:
