@@ -8,11 +8,13 @@ killed outright; the caller reports the job's end.
 from __future__ import annotations
 
 import asyncio
+import ctypes
 import itertools
 import multiprocessing
 import os
 import signal
 import socket
+import sys
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnContext, SpawnProcess
 
@@ -20,6 +22,28 @@ from engines.protocol import Shutdown, ToWorker
 from engines.worker import worker_main
 
 _ids = itertools.count(1)
+_PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
+
+
+def _worker_entry(conn: Connection, parent_pid: int) -> None:
+    """The child's first steps: bind its life to the server's, then run the worker."""
+    _die_with_parent(parent_pid)
+    worker_main(conn)
+
+
+def _die_with_parent(parent_pid: int) -> None:
+    """Asks Linux to SIGKILL this process when the server dies, even by SIGKILL.
+
+    Otherwise a worker of a killed server trains on until its next event, and may
+    write checkpoints into a task that the restarted server has already resumed
+    elsewhere. Elsewhere than Linux the worker still exits at its next event (EOF)."""
+    if not sys.platform.startswith("linux"):
+        return
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0) != 0:
+        return
+    if os.getppid() != parent_pid:  # the server died before the request took hold
+        os._exit(1)
 
 
 class WorkerProcess:
@@ -43,7 +67,9 @@ class WorkerProcess:
         parent, child = self._ctx.Pipe(duplex=True)
         for end in (parent, child):
             _widen_buffers(end)
-        process = self._ctx.Process(target=worker_main, args=(child,), name=self.name, daemon=True)
+        process = self._ctx.Process(
+            target=_worker_entry, args=(child, os.getpid()), name=self.name, daemon=True
+        )
         process.start()
         # Drop the parent's copy of the child's end so the child's death reads as EOF.
         child.close()
