@@ -14,6 +14,7 @@ from fastapi import FastAPI
 
 from server.gateway import docs, errors, routes_v1, routes_v2
 from server.gateway.backend import Backend, Timeouts
+from server.gateway.body_limit import BodyLimit
 from server.gateway.deps import DEFAULT_MAX_UPLOAD_BYTES, Settings
 
 DESCRIPTION = """\
@@ -34,6 +35,9 @@ TAGS = [
     {"name": "v1", "description": "The standard (v2.1) service's API, kept unchanged."},
     {"name": "v2", "description": "The concurrent (v2.2) service's API: v1 plus resources."},
 ]
+
+
+_MULTIPART_OVERHEAD_BYTES = 64 * 1024
 
 
 def create_gateway(
@@ -70,6 +74,8 @@ def create_gateway(
     app.state.backend = backend
     app.state.settings = Settings(keep_alive_s=keep_alive_s, max_upload_bytes=max_upload_bytes)
     errors.install(app, grpc_target)
+    # Room for the largest image plus the multipart envelope around it.
+    app.add_middleware(BodyLimit, max_bytes=max_upload_bytes + _MULTIPART_OVERHEAD_BYTES)
     app.include_router(routes_v1.router)
     app.include_router(routes_v2.router)
     docs.install(app)
