@@ -8,12 +8,13 @@ for it. It holds only tensors and builtins, and is always read back with
 
 from __future__ import annotations
 
+import io
 import math
 import os
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 
 import torch
 
@@ -196,10 +197,22 @@ def load_artifact(path: str, map_location: str | torch.device = "cpu") -> ModelA
         raise ArtifactError(f"model file {path} is a folder, not a file")
     if not os.path.exists(path):
         raise ArtifactError(f"model file {path} does not exist")
+    return _load(path, path, map_location)
+
+
+def load_artifact_bytes(
+    data: bytes, path: str, map_location: str | torch.device = "cpu"
+) -> ModelArtifact:
+    """The same for the bytes of the file at `path` (read elsewhere: a model sent to
+    another machine), with the same checks."""
+    return _load(io.BytesIO(data), path, map_location)
+
+
+def _load(source: str | IO[bytes], path: str, map_location: str | torch.device) -> ModelArtifact:
     try:
         # weights_only=True: the unpickler accepts tensors and builtins only, so a file
         # carrying a pickled callable (os.system, a class instance) is refused, not run.
-        raw = torch.load(path, map_location=map_location, weights_only=True)
+        raw = torch.load(source, map_location=map_location, weights_only=True)
     except Exception as exc:
         # torch reports foreign globals as UnpicklingError, truncated zips as RuntimeError,
         # empty files as EOFError, and so on; to a caller they all mean the same thing.

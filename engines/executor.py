@@ -1,8 +1,9 @@
 """The executor seam: what runs admitted jobs, and how it reports back.
 
 The server hands an admitted job to an `Executor` and hears about it only through
-its `JobSink`. `LocalExecutor` (worker processes on this machine) is the one in use;
-a Ray executor plugs in here without anything above this seam changing.
+its `JobSink`. `LocalExecutor` (worker processes on this machine) and `RayExecutor`
+(warm actors on a Ray cluster's nodes) both plug in here; nothing above this seam
+knows which one runs.
 """
 
 from __future__ import annotations
@@ -23,11 +24,16 @@ class Outcome(enum.Enum):
 
 @dataclass(frozen=True)
 class JobOutcome:
-    """How a job ended. `error` is a sentence for the user when it did not succeed."""
+    """How a job ended. `error` is a sentence for the user when it did not succeed.
+
+    `interrupted` marks a failure that is not the job's own: the machine under it went
+    away (a Ray node left the cluster). A job that can resume may be queued again.
+    """
 
     outcome: Outcome
     result: JobResult | None = None
     error: str = ""
+    interrupted: bool = False
 
 
 class JobSink(Protocol):

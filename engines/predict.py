@@ -20,7 +20,7 @@ from typing import IO
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from engines.artifacts import ModelArtifact, load_artifact
+from engines.artifacts import ModelArtifact, load_artifact, load_artifact_bytes
 from engines.datasets import image_transform
 from engines.devices import resolve_device
 from engines.jobs import Prediction, first_line
@@ -217,3 +217,9 @@ def from_path(model_path: str, device: str) -> Predictor:
     # Loaded on the CPU and moved once the model is built: loading straight onto a GPU
     # would hold the weights there twice while the model is assembled.
     return Predictor(load_artifact(model_path, map_location="cpu"), device)
+
+
+def from_bytes(data: bytes, model_path: str, device: str) -> Predictor:
+    """A Predictor for the artifact whose file (`model_path`, for messages) holds `data`:
+    how a model reaches a machine that cannot read the server's disk."""
+    return Predictor(load_artifact_bytes(data, model_path, map_location="cpu"), device)

@@ -12,7 +12,9 @@ from __future__ import annotations
 import os
 import signal
 import traceback
+from collections.abc import Callable
 from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING
 
 from engines.jobs import (
     InferenceJob,
@@ -37,6 +39,9 @@ from engines.protocol import (
     Shutdown,
     WorkerReady,
 )
+
+if TYPE_CHECKING:
+    from engines.predict import Predictor
 
 
 class ServerGone(Exception):
@@ -98,33 +103,63 @@ def _run(conn: Connection, job: Job) -> bool:
     """Runs one job and reports its outcome; True if the server asked the worker to exit."""
     control = _Control(conn, job.task_id)
     try:
-        result = _execute(job, control)
-    except JobCancelled:
-        _send(conn, JobCancelledMsg(job.task_id))
-    except JobError as exc:
-        _send(conn, JobFailed(job.task_id, str(exc)))
-    except ServerGone:
+        message = settle(job.task_id, lambda: _execute(job, control))
+    except (KeyboardInterrupt, SystemExit) as exc:  # the task fails, then the worker exits
+        _send(conn, JobFailed(job.task_id, _reason(exc), traceback.format_exc()))
         raise
-    except BaseException as exc:  # the task fails, the worker lives on
-        reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-        _send(conn, JobFailed(job.task_id, reason, traceback.format_exc()))
-        if isinstance(exc, KeyboardInterrupt | SystemExit):
-            raise
-    else:
-        _send(conn, JobDone(job.task_id, result))
+    _send(conn, message)
     return control.shutdown
 
 
-def _execute(job: Job, control: _Control) -> JobResult:
+def settle(task_id: str, run: Callable[[], JobResult]) -> JobDone | JobFailed | JobCancelledMsg:
+    """Runs a job to its end and turns how it ended into the message that reports it:
+    the one place that decides what a failed job tells the user (local and Ray workers)."""
+    try:
+        return JobDone(task_id, run())
+    except JobCancelled:
+        return JobCancelledMsg(task_id)
+    except JobError as exc:
+        return JobFailed(task_id, str(exc))
+    except ServerGone:
+        raise
+    except Exception as exc:  # the task fails, the worker lives on
+        return JobFailed(task_id, _reason(exc), traceback.format_exc())
+
+
+def _reason(exc: BaseException) -> str:
+    return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+
+
+def run_batch_job(
+    job: TrainingJob | InferenceJob,
+    emit: Callable[[JobEvent], None],
+    should_stop: Callable[[], bool],
+) -> JobResult:
+    """Trains or runs batch inference; raises JobCancelled, JobError or a bug's exception."""
     if isinstance(job, TrainingJob):
         from engines import training
 
-        return training.train(job, control.emit, control.should_stop)
-    if isinstance(job, InferenceJob):
-        from engines.inference import run_inference
+        return training.train(job, emit, should_stop)
+    from engines.inference import run_inference
 
-        return run_inference(job, control.emit, control.should_stop)
-    return _serve(job, control)
+    return run_inference(job, emit, should_stop)
+
+
+def answer(predictor: Predictor, batch: PredictBatch) -> PredictReply:
+    """A served model's reply to one batch: per image, its top-k or why it is unreadable."""
+    from engines.predict import ImageError
+
+    outcome = predictor.predict_images(batch.images, batch.top_k)
+    results: list[list[Prediction] | str] = [
+        str(r) if isinstance(r, ImageError) else r for r in outcome
+    ]
+    return PredictReply(batch.task_id, batch.batch_id, results)
+
+
+def _execute(job: Job, control: _Control) -> JobResult:
+    if isinstance(job, ServeJob):
+        return _serve(job, control)
+    return run_batch_job(job, control.emit, control.should_stop)
 
 
 def _serve(job: ServeJob, control: _Control) -> JobResult:
@@ -132,11 +167,11 @@ def _serve(job: ServeJob, control: _Control) -> JobResult:
     import torch
 
     from engines.artifacts import ArtifactError
-    from engines.predict import ImageError, Predictor, from_path
+    from engines.predict import from_path
 
     torch.set_num_threads(job.num_threads)
     try:
-        predictor: Predictor = from_path(job.model_path, job.device)
+        predictor = from_path(job.model_path, job.device)
     except ArtifactError as exc:
         raise JobError(str(exc)) from None
     control.emit(JobEvent(f"serving {job.model_path} on {job.device}"))
@@ -147,11 +182,7 @@ def _serve(job: ServeJob, control: _Control) -> JobResult:
         except (EOFError, OSError):
             raise ServerGone from None
         if isinstance(message, PredictBatch) and message.task_id == job.task_id:
-            outcome = predictor.predict_images(message.images, message.top_k)
-            results: list[list[Prediction] | str] = [
-                str(r) if isinstance(r, ImageError) else r for r in outcome
-            ]
-            _send(control.conn, PredictReply(job.task_id, message.batch_id, results))
+            _send(control.conn, answer(predictor, message))
             answered += len(message.images)
         else:
             control.note(message)

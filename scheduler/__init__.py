@@ -5,7 +5,8 @@
   why it stays fast with aging: _pool.py.
 - values (types.py): `Kind`, `Limits` and the defaults, priorities, `Request`,
   `Admission`, snapshots, and the `AdmissionGate` seam for memory-aware admission.
-- devices.py: "cpu" / "cuda" / "cuda:N" / "auto" -> concrete candidate devices.
+- devices.py: "cpu" / "cuda" / "cuda:N" / "auto" -> concrete candidate devices, on one
+  machine or across a cluster's nodes ("node-1/cpu").
 - inventory.py: the machine's GPUs and their memory (NVML), behind a Protocol.
 
 Pure Python: no torch, no grpc, no asyncio. The server calls it from one thread.
@@ -20,7 +21,11 @@ from scheduler.devices import (
     default_limits,
     gpu_device,
     gpu_devices,
+    is_gpu,
+    on_node,
+    resolve_among,
     resolve_candidates,
+    split_node,
 )
 from scheduler.inventory import DeviceInventory, GpuInfo, NvmlInventory, StaticInventory
 from scheduler.types import (
@@ -69,5 +74,9 @@ __all__ = [
     "default_limits",
     "gpu_device",
     "gpu_devices",
+    "is_gpu",
+    "on_node",
+    "resolve_among",
     "resolve_candidates",
+    "split_node",
 ]

@@ -4,9 +4,16 @@ Users ask for `cpu`, `cuda` (any GPU: the arbiter picks), `cuda:N` or `auto` (ev
 GPU if there is one, else the CPU). The arbiter only knows concrete devices (`cpu`,
 `cuda:0`, ...), so a request becomes a tuple of candidates here. Asking for a GPU on a
 machine without one is an error that says so: never a silent run on the CPU.
+
+On a cluster (the Ray executor) every device belongs to a node and its name says which:
+`node-1/cpu`, `node-2/cuda:0`. The same words then mean the same thing cluster-wide:
+`cpu` is any node's CPU, `cuda` any GPU, `cuda:N` GPU N of any node, `auto` every GPU
+else every CPU; `node-2/cpu` (or `node-2/cuda`, `node-2/auto`...) keeps to one node.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from scheduler.types import DEFAULT_CPU_LIMITS, DEFAULT_GPU_LIMITS, Limits
 
@@ -18,7 +25,11 @@ __all__ = [
     "default_limits",
     "gpu_device",
     "gpu_devices",
+    "is_gpu",
+    "on_node",
+    "resolve_among",
     "resolve_candidates",
+    "split_node",
 ]
 
 CPU = "cpu"
@@ -93,6 +104,76 @@ def resolve_candidates(requested: str, gpu_count: int) -> tuple[str, ...]:
             f"{gpu_device(index)} does not exist; {_describe_gpus(gpu_count)}", requested
         )
     return (gpu_device(index),)
+
+
+NODE_SEPARATOR = "/"
+
+
+def on_node(node: str, device: str) -> str:
+    """The cluster-wide name of `device` ("cpu", "cuda:N") on `node`: "node-1/cpu"."""
+    return f"{node}{NODE_SEPARATOR}{device}"
+
+
+def split_node(device: str) -> tuple[str, str]:
+    """("node-1", "cuda:0") for "node-1/cuda:0"; ("", "cuda:0") for a device of this machine."""
+    node, _, local = device.rpartition(NODE_SEPARATOR)
+    return node, local
+
+
+def is_gpu(device: str) -> bool:
+    """Whether a concrete device name ("cuda:0", "node-2/cuda:1") is a GPU."""
+    return split_node(device)[1].startswith(f"{_CUDA}:")
+
+
+def resolve_among(requested: str, devices: Sequence[str]) -> tuple[str, ...]:
+    """Concrete candidates for `requested` among `devices`, the arbiter's devices.
+
+    Devices of one machine (`cpu`, `cuda:N`) resolve exactly as `resolve_candidates`.
+    Devices of a cluster (`node-1/cpu`, `node-2/cuda:0`) resolve as the module says, in
+    the order of `devices`. Raises InvalidDevice or DeviceUnavailable like it.
+    """
+    if not any(NODE_SEPARATOR in device for device in devices):
+        return resolve_candidates(requested, sum(1 for d in devices if is_gpu(d)))
+    text = requested.strip().lower()
+    node, local = split_node(text)
+    nodes = sorted({split_node(d)[0] for d in devices})
+    if node and node not in nodes:
+        raise DeviceUnavailable(
+            f"there is no node {node!r} in the cluster; its nodes are {', '.join(nodes)}",
+            requested,
+        )
+    where = node or "the cluster"
+    mine = [d for d in devices if not node or split_node(d)[0] == node]
+    cpus = tuple(d for d in mine if split_node(d)[1] == CPU)
+    gpus = tuple(d for d in mine if is_gpu(d))
+    if local == CPU and cpus:
+        return cpus
+    if local == _AUTO and (gpus or cpus):
+        return gpus or cpus
+    if local == _CUDA:
+        if not gpus:
+            raise DeviceUnavailable(
+                f"cuda was requested but {where} has no GPU; use cpu or auto", requested
+            )
+        return gpus
+    if local in (CPU, _AUTO):
+        raise DeviceUnavailable(f"{where} has no device for {local!r} right now", requested)
+    prefix, colon, number = local.partition(":")
+    if prefix != _CUDA or not colon or not (number.isascii() and number.isdecimal()):
+        raise InvalidDevice(
+            f"{requested!r} is not a device; use {_VALID_FORMS}, optionally after a node "
+            f"name ({nodes[0]}/cpu)",
+            requested,
+        )
+    wanted = gpu_device(int(number))
+    found = tuple(d for d in gpus if split_node(d)[1] == wanted)
+    if not found:
+        raise DeviceUnavailable(
+            f"{wanted} does not exist on {'node ' + node if node else 'any node'}; "
+            f"the GPUs of {where}: {', '.join(gpus) or 'none'}",
+            requested,
+        )
+    return found
 
 
 def _describe_gpus(gpu_count: int) -> str:

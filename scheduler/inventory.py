@@ -19,7 +19,7 @@ from typing import Any, Protocol, Self
 
 import pynvml
 
-from scheduler.devices import gpu_device
+from scheduler.devices import gpu_device, on_node
 
 __all__ = ["DeviceInventory", "GpuInfo", "NvmlInventory", "StaticInventory"]
 
@@ -35,11 +35,20 @@ class GpuInfo:
     total_bytes: int
     used_bytes: int
     free_bytes: int
+    # The cluster node the GPU is on ("node-2"); empty for this machine's own GPUs.
+    node: str = ""
 
     @property
     def device(self) -> str:
-        """The arbiter's name for this GPU: "cuda:N"."""
-        return gpu_device(self.index)
+        """The arbiter's name for this GPU: "cuda:N", or "node-2/cuda:N" on a cluster."""
+        local = gpu_device(self.index)
+        return on_node(self.node, local) if self.node else local
+
+    @property
+    def key(self) -> str:
+        """Its key in the seed's `gpu_memory_info`: "GPU_N", or "node-2/GPU_N" on a cluster."""
+        local = f"GPU_{self.index}"
+        return on_node(self.node, local) if self.node else local
 
 
 class DeviceInventory(Protocol):

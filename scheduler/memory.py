@@ -19,7 +19,8 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from scheduler.inventory import DeviceInventory
+from scheduler.devices import is_gpu, split_node
+from scheduler.inventory import DeviceInventory, GpuInfo
 from scheduler.types import Admission, Kind, Request
 
 GIB = 1024**3
@@ -100,21 +101,34 @@ class MemoryGate:
         self._reserved: dict[str, int] = {}
         self._jobs: dict[str, tuple[str, int]] = {}
 
+    def _reading(self, device: str) -> GpuInfo | None:
+        """A current reading of the GPU the arbiter calls `device`; None for a CPU."""
+        node, local = split_node(device)
+        index = gpu_index(local)
+        if index is None:
+            return None
+        if not node:
+            return self._inventory.memory(index)
+        for gpu in self._inventory.gpus():
+            if gpu.device == device:
+                return gpu
+        # A GPU whose node has just left the cluster: nothing fits on it.
+        return GpuInfo(index, "gone", 0, 0, 0, node=node)
+
     def available(self, device: str) -> float:
         """Bytes a new task may still use on `device` (may be negative); inf for the CPU."""
-        index = gpu_index(device)
-        if index is None:
+        info = self._reading(device)
+        if info is None:
             return math.inf
-        info = self._inventory.memory(index)
         reserved = self._reserved.get(device, 0)
         return min(info.free_bytes, info.total_bytes - reserved) - self._headroom
 
     def capacity(self, device: str) -> float:
         """The most a single task could ever get on `device`: total minus headroom."""
-        index = gpu_index(device)
-        if index is None:
+        info = self._reading(device)
+        if info is None:
             return math.inf
-        return self._inventory.memory(index).total_bytes - self._headroom
+        return info.total_bytes - self._headroom
 
     def reserved(self, device: str) -> int:
         return self._reserved.get(device, 0)
@@ -122,12 +136,12 @@ class MemoryGate:
     # -- AdmissionGate -----------------------------------------------------------------
 
     def fits(self, request: Request, device: str) -> bool:
-        if gpu_index(device) is None:
+        if not is_gpu(device):
             return True
         return request.memory_bytes <= self.available(device)
 
     def admitted(self, request: Request, device: str) -> None:
-        if gpu_index(device) is None or request.memory_bytes <= 0:
+        if not is_gpu(device) or request.memory_bytes <= 0:
             return
         self._reserved[device] = self._reserved.get(device, 0) + request.memory_bytes
         self._jobs[request.job_id] = (device, request.memory_bytes)

@@ -9,19 +9,20 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from engines.local import LocalExecutor
-from scheduler import DEFAULT_CPU_LIMITS, DEFAULT_GPU_LIMITS, Arbiter, Limits
+from scheduler import Arbiter, Limits, default_limits
 from scheduler.inventory import DeviceInventory, NvmlInventory
 from scheduler.memory import MemoryGate
 from server.auth import TokenAuth
 from server.config import ServerConfig
 from server.event_log import EventLogs
-from server.manager import TaskManager
+from server.manager import TaskManager, with_saved_limits
 from server.memory import MemoryPlanner
 from server.metrics import Metrics
 from server.servicers.inference import InferenceServicer
@@ -41,6 +42,10 @@ from tandem.v1 import (
     training_service_pb2,
     training_service_pb2_grpc,
 )
+
+if TYPE_CHECKING:  # Ray is imported only when the Ray executor is chosen
+    from engines.ray_executor import RayExecutor
+    from server.cluster import Cluster
 
 log = logging.getLogger(__name__)
 
@@ -62,13 +67,15 @@ class Service:
     port: int
     manager: TaskManager
     model_server: ModelServer
-    executor: LocalExecutor
+    executor: LocalExecutor | RayExecutor
     metrics: Metrics
     store: TaskStore
     health: health.aio.HealthServicer
     # Where the in-process REST gateway dials this server.
     internal_target: str
     private_socket: PrivateSocket | None = None
+    # The Ray cluster, with `--executor ray`.
+    cluster: Cluster | None = None
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stops taking calls, lets open calls finish for `grace_s`, then stops workers."""
@@ -79,6 +86,8 @@ class Service:
         await self.model_server.close()
         await self.server.stop(grace_s)
         await self.executor.close()
+        if self.cluster is not None:
+            await self.cluster.close()
         self.store.close()
         if self.private_socket is not None:
             self.private_socket.remove()
@@ -86,17 +95,7 @@ class Service:
 
 def initial_limits(inventory: DeviceInventory, store: TaskStore) -> dict[str, Limits]:
     """Default limits per device, overridden by limits saved by `UpdateLimits`."""
-    limits = {"cpu": DEFAULT_CPU_LIMITS}
-    for gpu in inventory.gpus():
-        limits[f"cuda:{gpu.index}"] = DEFAULT_GPU_LIMITS
-    for (device, kind), value in store.load_limits().items():
-        if device in limits:
-            current = limits[device]
-            limits[device] = Limits(
-                training=value if kind == "training" else current.training,
-                inference=value if kind == "inference" else current.inference,
-            )
-    return limits
+    return with_saved_limits(default_limits(len(inventory.gpus())), store.load_limits())
 
 
 class DataDirError(OSError):
@@ -127,19 +126,28 @@ async def create_server(
     )
     check_data_dir(config.data_dir)
     config.tasks_dir.mkdir(parents=True, exist_ok=True)
+    cluster = await _connect_cluster(config) if config.executor == "ray" else None
+    if cluster is not None:
+        inventory = cluster.inventory
     inventory = inventory or NvmlInventory()
     store = TaskStore(config.db_path)
     gate = MemoryGate(inventory, headroom_bytes=config.gpu_headroom_bytes)
     arbiter = Arbiter(
-        initial_limits(inventory, store),
+        initial_limits(inventory, store)
+        if cluster is None
+        else with_saved_limits(cluster.default_limits(), store.load_limits()),
         max_waiting=config.max_waiting,
         aging_interval_s=config.aging_interval_s,
         gate=gate,
     )
-    executor = LocalExecutor(
-        prewarm={"cpu": config.prewarm_workers} if config.prewarm_workers else {},
-        cancel_grace_s=config.cancel_grace_s,
-    )
+    executor: LocalExecutor | RayExecutor
+    if cluster is None:
+        executor = LocalExecutor(
+            prewarm={"cpu": config.prewarm_workers} if config.prewarm_workers else {},
+            cancel_grace_s=config.cancel_grace_s,
+        )
+    else:
+        executor = cluster.executor
     await executor.start()
     manager = TaskManager(
         config,
@@ -159,9 +167,8 @@ async def create_server(
             ("grpc.so_reuseport", 0),
         ],
     )
-    gpu_count = len(inventory.gpus())
     training_service_pb2_grpc.add_TrainingServiceServicer_to_server(
-        TrainingServicer(manager, roots=config.dataset_roots, gpu_count=gpu_count), server
+        TrainingServicer(manager, roots=config.dataset_roots), server
     )
     metrics = Metrics(arbiter.statistics, inventory)
     manager.on_task_end = metrics.task_ended
@@ -173,7 +180,6 @@ async def create_server(
             model_server,
             dataset_roots=config.dataset_roots,
             model_roots=config.model_roots,
-            gpu_count=gpu_count,
             metrics=metrics,
         ),
         server,
@@ -189,6 +195,8 @@ async def create_server(
     )
     port, internal_target, private_socket = _bind(server, config, tls)
     await manager.start()
+    if cluster is not None:
+        cluster.attach(manager)
     await server.start()
     # SERVING only now: the store is open, queued tasks are back, workers are starting.
     for name in ("", *SERVICE_NAMES):
@@ -205,8 +213,17 @@ async def create_server(
         health_servicer,
         internal_target,
         private_socket,
+        cluster,
     )
     return service, port
+
+
+async def _connect_cluster(config: ServerConfig) -> Cluster:
+    from server.cluster import Cluster
+
+    cluster = Cluster(config)
+    await cluster.connect()
+    return cluster
 
 
 def _bind(

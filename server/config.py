@@ -57,6 +57,10 @@ class ServerConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     log_format: str = "text"
+    # What runs admitted tasks: "local" (worker processes on this machine) or "ray"
+    # (actors on the Ray cluster at `ray_address`: "auto", "HOST:PORT" or "local").
+    executor: str = "local"
+    ray_address: str = "auto"
     extra: Mapping[str, str] = field(default_factory=dict)
 
     @property
@@ -111,6 +115,8 @@ def load(
     insecure: bool = False,
     tls_cert: str | None = None,
     tls_key: str | None = None,
+    executor: str | None = None,
+    ray_address: str | None = None,
     env: Mapping[str, str] | None = None,
 ) -> ServerConfig:
     """Builds the config: explicit arguments (flags) win over `TANDEM_*` variables."""
@@ -159,6 +165,8 @@ def load(
         if prewarm_workers is not None
         else _env_int(env, "TANDEM_PREWARM_WORKERS", 1),
         log_format=log_format or env.get("TANDEM_LOG_FORMAT") or "text",
+        executor=_executor(executor or env.get("TANDEM_EXECUTOR") or "local"),
+        ray_address=ray_address or env.get("TANDEM_RAY_ADDRESS") or "auto",
         aging_interval_s=_positive(
             "aging interval",
             aging_interval_s
@@ -191,6 +199,15 @@ def _tls_pair(cert: str | None, key: str | None) -> tuple[Path | None, Path | No
     if cert is None or key is None:
         return None, None
     return Path(cert).expanduser().resolve(), Path(key).expanduser().resolve()
+
+
+EXECUTORS = ("local", "ray")
+
+
+def _executor(name: str) -> str:
+    if name.strip().lower() not in EXECUTORS:
+        raise ValueError(f"the executor must be local or ray, got {name!r}")
+    return name.strip().lower()
 
 
 def _positive(what: str, value: float) -> float:

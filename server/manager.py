@@ -21,8 +21,8 @@ from engines.executor import Executor, JobOutcome, Outcome
 from engines.jobs import InferenceJob, JobEvent, TrainingJob
 from engines.protocol import PredictReply
 from engines.training import latest_checkpoint
-from scheduler import Admission, Arbiter, Kind, QueueFull, Request, WaitingInfo
-from scheduler.devices import DeviceError, resolve_candidates
+from scheduler import Admission, Arbiter, Kind, Limits, QueueFull, Request, WaitingInfo
+from scheduler.devices import DeviceError, is_gpu, resolve_among, split_node
 from scheduler.memory import Shape
 from server.config import ServerConfig
 from server.errors import ServiceError, failed_precondition, not_found, resource_exhausted
@@ -74,6 +74,8 @@ class TaskManager:
         self.after_pass: Callable[[], None] | None = None
         # Called with each task that reaches a terminal state (metrics).
         self.on_task_end: Callable[[TaskRecord], None] | None = None
+        # Cores of the machine a device is on (a Ray node's, on a cluster).
+        self.cores: Callable[[str], int] = _local_cores
         # Set by close(): what workers report afterwards is left for the next start.
         self._closing = False
         # Tasks whose state or events could not be written (a full data dir), with the
@@ -275,6 +277,8 @@ class TaskManager:
         task = self._active.get(task_id)
         if task is None or self._closing:
             return
+        if outcome.interrupted and self._resume_elsewhere(task, outcome.error):
+            return
         self._cancel_requested.discard(task_id)
         try:
             if outcome.result is not None:
@@ -292,7 +296,7 @@ class TaskManager:
             elif outcome.outcome is Outcome.CANCELLED:
                 self._end(task, TaskState.CANCELLED, outcome.error or "cancelled")
             else:
-                if "out of memory" in outcome.error and task.assigned_device.startswith("cuda"):
+                if "out of memory" in outcome.error and is_gpu(task.assigned_device):
                     with contextlib.suppress(*_STORAGE_ERRORS):
                         self._planner.out_of_memory(_shape(task))
                 self._end(task, TaskState.FAILED, outcome.error or "failed for an unknown reason")
@@ -301,6 +305,74 @@ class TaskManager:
             self._active.pop(task_id, None)
             self._logs.close(task_id)
             self._dispatch(self._arbiter.release(task_id))
+
+    # -- devices that come and go (a Ray cluster's nodes) ------------------------------
+
+    def add_devices(self, defaults: Mapping[str, Limits]) -> None:
+        """New devices (a node joined) with their default limits, or the limits saved for
+        them by `UpdateLimits`; waiting tasks that may use them start at once."""
+        for device, limits in with_saved_limits(defaults, self._store.load_limits()).items():
+            if device not in self._arbiter.devices:
+                self._arbiter.add_device(device, limits)
+        self._dispatch(self._arbiter.tick())
+
+    def hold_devices(self, devices: Sequence[str]) -> None:
+        """Nothing new starts on `devices` (their node is leaving); not saved."""
+        for device in devices:
+            if device in self._arbiter.devices:
+                self._dispatch(self._arbiter.set_limits(device, training=0, inference=0))
+
+    def remove_devices(self, devices: Sequence[str], why: str) -> None:
+        """Forgets `devices` (their node left; the jobs that ran there have ended). A
+        waiting task that could run only there fails with `why`; others keep their place."""
+        for device in devices:
+            try:
+                dropped = self._arbiter.remove_device(device)
+            except (KeyError, ValueError) as exc:
+                log.error("cannot remove device %s: %s", device, exc)
+                continue
+            for job_id in dropped:
+                waiter = self._admission_waiters.get(job_id)
+                if waiter is not None and not waiter.done():
+                    waiter.set_exception(failed_precondition(f"{why}; no device left to run on"))
+                task = self._active.get(job_id)
+                if task is not None:
+                    self._end(task, TaskState.FAILED, f"{why}; the task could run only there")
+
+    def _resume_elsewhere(self, task: TaskRecord, why: str) -> bool:
+        """A training task whose machine went away (`why`) is queued again to resume from
+        its last checkpoint on the other devices it may use; False if it cannot be."""
+        if task.kind is not TaskKind.TRAINING or task.task_id in self._cancel_requested:
+            return False
+        checkpoint = latest_checkpoint(str(self._config.task_dir(task.task_id)))
+        lost = split_node(task.assigned_device)[0]
+        candidates = tuple(d for d in self._candidates(task.device) if split_node(d)[0] != lost)
+        if checkpoint is None or not lost or not candidates:
+            return False
+        try:
+            memory_bytes, candidates = self._planner.plan(_shape(task), candidates)
+        except ServiceError:
+            return False
+        admissions = self._arbiter.release(task.task_id)
+        task.state = TaskState.QUEUED
+        task.assigned_device = ""
+        task.start_time = None
+        self._save(task)
+        note = f"{why}; will resume from epoch {checkpoint[0]} elsewhere"
+        self._event(task, "state", note, state=TaskState.QUEUED, level="warning")
+        request = Request(
+            job_id=task.task_id,
+            kind=Kind.TRAINING,
+            priority=task.priority,
+            devices=candidates,
+            memory_bytes=memory_bytes,
+        )
+        try:
+            admissions = [*admissions, *self._arbiter.submit(request)]
+        except (QueueFull, ValueError) as exc:
+            self._end(task, TaskState.FAILED, f"{why}; could not be queued again: {exc}")
+        self._dispatch(admissions)
+        return True
 
     # -- internals -------------------------------------------------------------------
 
@@ -374,11 +446,10 @@ class TaskManager:
     def threads_for(self, device: str, kind: Kind) -> int:
         """Intra-op threads per job: the cores shared by the slots that may run at once,
         so a full device does not oversubscribe the CPU."""
-        cores = os.cpu_count() or 1
-        if device != "cpu":
+        cores = self.cores(device)
+        if is_gpu(device):
             return min(4, cores)  # a GPU job needs threads only to feed the GPU
-        stats = self._arbiter.statistics()
-        limit = stats.limit("cpu", kind)
+        limit = self._arbiter.limits(device).of(kind)
         return max(1, cores // max(1, limit))
 
     def _end(self, task: TaskRecord, state: TaskState, message: str) -> None:
@@ -507,9 +578,8 @@ class TaskManager:
                 self._end(task, TaskState.FAILED, f"could not be requeued after a restart: {exc}")
 
     def _candidates(self, device: str) -> tuple[str, ...]:
-        gpu_count = sum(1 for d in self._arbiter.devices if d.startswith("cuda:"))
         try:
-            return resolve_candidates(device, gpu_count)
+            return resolve_among(device, self._arbiter.devices)
         except DeviceError:
             return ()
 
@@ -524,6 +594,25 @@ class TaskManager:
                 self._save_unsaved()
             if self.after_pass is not None:
                 self.after_pass()
+
+
+def _local_cores(device: str) -> int:
+    return os.cpu_count() or 1
+
+
+def with_saved_limits(
+    defaults: Mapping[str, Limits], saved: Mapping[tuple[str, str], int]
+) -> dict[str, Limits]:
+    """`defaults` (device -> limits), overridden by limits saved by `UpdateLimits`."""
+    limits = dict(defaults)
+    for (device, kind), value in saved.items():
+        if device in limits:
+            current = limits[device]
+            limits[device] = Limits(
+                training=value if kind == "training" else current.training,
+                inference=value if kind == "inference" else current.inference,
+            )
+    return limits
 
 
 def _shape(task: TaskRecord) -> Shape:

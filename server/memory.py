@@ -12,7 +12,8 @@ from collections.abc import Sequence
 
 from engines import zoo
 from scheduler import Kind
-from scheduler.memory import MemoryEstimates, MemoryGate, Shape, gb, gpu_index
+from scheduler.devices import is_gpu
+from scheduler.memory import MemoryEstimates, MemoryGate, Shape, gb
 from server.errors import failed_precondition
 from server.store import TaskStore
 
@@ -44,7 +45,7 @@ class MemoryPlanner:
     def plan(self, shape: Shape, candidates: Sequence[str]) -> tuple[int, tuple[str, ...]]:
         """The task's estimate, and the candidates it could ever fit on. A GPU task that
         fits on none of its GPUs, even when idle, is refused now rather than queued forever."""
-        gpus = [d for d in candidates if gpu_index(d) is not None]
+        gpus = [d for d in candidates if is_gpu(d)]
         if not gpus:
             return 0, tuple(candidates)
         estimate = self._estimates.estimate(shape, parameter_count(shape.model))

@@ -63,7 +63,7 @@ class _Live(Collector):
                 ("used", gpu.used_bytes),
                 ("free", gpu.free_bytes),
             ):
-                memory.add_metric([f"GPU_{gpu.index}", gpu.device, kind], value)
+                memory.add_metric([gpu.key, gpu.device, kind], value)
         yield from (queued, running, limit, memory)
 
 

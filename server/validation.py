@@ -13,7 +13,7 @@ from typing import Any
 from engines import zoo
 from engines.datasets import validate_image_folder, validate_inference_folder
 from scheduler import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY
-from scheduler.devices import DeviceError, DeviceUnavailable, resolve_candidates
+from scheduler.devices import DeviceError, DeviceUnavailable, resolve_among
 from server.errors import failed_precondition, invalid_argument
 from server.models import ModelInfo
 from server.paths import SYNTHETIC, resolve_under_roots
@@ -65,10 +65,12 @@ def check_priority(has: bool, value: int) -> int:
     return value
 
 
-def check_device(device: str, gpu_count: int) -> tuple[str, tuple[str, ...]]:
+def check_device(device: str, devices: Sequence[str]) -> tuple[str, tuple[str, ...]]:
+    """The device as asked for and its concrete candidates among `devices`, the
+    arbiter's (this machine's, or a Ray cluster's nodes')."""
     requested = device.strip().lower() or DEFAULT_DEVICE
     try:
-        return requested, resolve_candidates(requested, gpu_count)
+        return requested, resolve_among(requested, devices)
     except DeviceUnavailable as exc:
         raise failed_precondition(str(exc)) from None
     except DeviceError as exc:
@@ -143,7 +145,7 @@ def inference(
     model: ModelInfo,
     *,
     roots: Sequence[Path],
-    gpu_count: int,
+    devices: Sequence[str],
 ) -> Submission:
     """Validates an InferRequest whose model has already been resolved and read."""
     priority = check_priority(request.HasField("priority"), request.priority)
@@ -154,7 +156,7 @@ def inference(
     )
     top_k = check_top_k(request.HasField("top_k"), request.top_k, len(model.classes))
     request_id = check_request_id(request.request_id)
-    device, candidates = check_device(request.device, gpu_count)
+    device, candidates = check_device(request.device, devices)
     dataset = check_inference_dataset(request.dataset.strip(), roots)
     return Submission(
         params={
@@ -182,7 +184,7 @@ def check_image(data: bytes) -> bytes:
 
 
 def training(
-    request: training_service_pb2.TrainRequest, *, roots: Sequence[Path], gpu_count: int
+    request: training_service_pb2.TrainRequest, *, roots: Sequence[Path], devices: Sequence[str]
 ) -> Submission:
     """Validates a TrainRequest; the order of checks puts cheap, common mistakes first."""
     model = check_model(request.model.strip())
@@ -223,7 +225,7 @@ def training(
         raise invalid_argument(size_problem)
     seed = request.seed if request.HasField("seed") else 0
     request_id = check_request_id(request.request_id)
-    device, candidates = check_device(request.device, gpu_count)
+    device, candidates = check_device(request.device, devices)
     dataset = check_dataset(request.dataset.strip(), roots) if request.dataset.strip() else ""
     if not dataset:
         raise invalid_argument(

@@ -29,7 +29,6 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
         *,
         dataset_roots: Sequence[Path],
         model_roots: Sequence[Path],
-        gpu_count: int,
         metrics: Metrics | None = None,
     ) -> None:
         self._manager = manager
@@ -38,7 +37,6 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
         self._catalog = ModelCatalog()
         self._dataset_roots = dataset_roots
         self._model_roots = model_roots
-        self._gpu_count = gpu_count
         # Predict's hot path: which file a (task_id, model_path) pair means does not
         # change once resolved (a SUCCEEDED task's model is final), so remember it.
         # `describe` still stats the file on every call and notices it is gone.
@@ -68,7 +66,7 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
         )
         model = await self._catalog.describe(path, task_id)
         submission = validation.inference(
-            request, model, roots=self._dataset_roots, gpu_count=self._gpu_count
+            request, model, roots=self._dataset_roots, devices=self._manager.arbiter.devices
         )
         task = self._manager.submit(TaskKind.INFERENCE, submission)
         return inference_service_pb2.InferResponse(task=task_to_pb(task))
@@ -97,7 +95,7 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
     ) -> inference_service_pb2.PredictResponse:
         image = validation.check_image(request.image)
         priority = validation.check_priority(request.HasField("priority"), request.priority)
-        _, candidates = validation.check_device(request.device, self._gpu_count)
+        _, candidates = validation.check_device(request.device, self._manager.arbiter.devices)
         path, task_id = self._model_file(request.task_id, request.model_path)
         model = await self._catalog.describe(path, task_id)
         top_k = validation.check_top_k(request.HasField("top_k"), request.top_k, len(model.classes))

@@ -1,12 +1,15 @@
 """`tandem.v1.ResourceService`: devices, their use and limits, GPU memory; run-time limits.
 
 Device names in replies and requests: `cpu`, `cuda:N`, and `cuda` for every GPU at
-once (the seed's shape: `{"max_concurrent": {"cuda": {"inference": 5}}}`).
+once (the seed's shape: `{"max_concurrent": {"cuda": {"inference": 5}}}`). On a Ray
+cluster devices are per node (`node-1/cpu`, `node-2/cuda:0`), and `cpu` and `cuda`
+stand for every node's CPU and every GPU, in replies and in limit changes alike.
 """
 
 from __future__ import annotations
 
 from scheduler import Kind, Limits
+from scheduler.devices import CPU, is_gpu, split_node
 from scheduler.inventory import DeviceInventory
 from server.errors import Context, invalid_argument, not_found, unary
 from server.manager import TaskManager
@@ -15,6 +18,15 @@ from tandem.v1 import resource_service_pb2, resource_service_pb2_grpc, resources
 GIB = 1024**3
 MAX_LIMIT = 256
 ALL_GPUS = "cuda"
+
+
+def _groups(device: str) -> list[str]:
+    """The names a device's figures are shown under: its own, and `cuda` for every GPU
+    or (on a cluster) `cpu` for every node's CPU."""
+    node, local = split_node(device)
+    if is_gpu(device):
+        return [device, ALL_GPUS]
+    return [device, CPU] if node and local == CPU else [device]
 
 
 def _limits_pb(limits: Limits) -> resources_pb2.ConcurrencyLimits:
@@ -30,9 +42,10 @@ class ResourceServicer(resource_service_pb2_grpc.ResourceServiceServicer):
         arbiter = self._manager.arbiter
         limits = {device: arbiter.limits(device) for device in arbiter.devices}
         result = {device: _limits_pb(value) for device, value in limits.items()}
-        gpu_limits = {v for d, v in limits.items() if d.startswith("cuda:")}
-        if len(gpu_limits) == 1:  # every GPU alike: the seed's "cuda" entry
-            result[ALL_GPUS] = _limits_pb(gpu_limits.pop())
+        for group in (ALL_GPUS, CPU):
+            members = {v for d, v in limits.items() if d != group and group in _groups(d)}
+            if len(members) == 1:  # all alike: the seed's "cuda" entry (and "cpu" on a cluster)
+                result[group] = _limits_pb(members.pop())
         return result
 
     @unary
@@ -42,8 +55,7 @@ class ResourceServicer(resource_service_pb2_grpc.ResourceServiceServicer):
         stats = self._manager.arbiter.statistics()
         usage: dict[str, resources_pb2.DeviceUsage] = {}
         for pool in stats.pools:
-            keys = [pool.device] + ([ALL_GPUS] if pool.device.startswith("cuda:") else [])
-            for key in keys:
+            for key in _groups(pool.device):
                 entry = usage.setdefault(key, resources_pb2.DeviceUsage())
                 if pool.kind is Kind.TRAINING:
                     entry.training += pool.running
@@ -52,7 +64,7 @@ class ResourceServicer(resource_service_pb2_grpc.ResourceServiceServicer):
                     entry.inference += pool.running
                     entry.queued_inference += pool.waiting
         memory = {
-            f"GPU_{gpu.index}": resources_pb2.GpuMemoryInfo(
+            gpu.key: resources_pb2.GpuMemoryInfo(
                 total_gb=round(gpu.total_bytes / GIB, 3),
                 allocated_gb=round(gpu.used_bytes / GIB, 3),
                 free_gb=round(gpu.free_bytes / GIB, 3),
@@ -70,7 +82,8 @@ class ResourceServicer(resource_service_pb2_grpc.ResourceServiceServicer):
         self, request: resource_service_pb2.UpdateLimitsRequest, context: Context
     ) -> resource_service_pb2.UpdateLimitsResponse:
         devices = self._manager.arbiter.devices
-        gpus = [d for d in devices if d.startswith("cuda:")]
+        gpus = [d for d in devices if is_gpu(d)]
+        node_cpus = [d for d in devices if d != CPU and CPU in _groups(d)]
         changes: dict[str, tuple[int | None, int | None]] = {}
         # Check everything first: a request is applied whole or not at all.
         for name, limits in request.max_concurrent.items():
@@ -81,6 +94,8 @@ class ResourceServicer(resource_service_pb2_grpc.ResourceServiceServicer):
                 targets = gpus
             elif key in devices:
                 targets = [key]
+            elif key == CPU and node_cpus:  # a cluster: every node's CPU
+                targets = node_cpus
             else:
                 raise not_found(f"unknown device {name!r}; devices here: {', '.join(devices)}")
             values: list[int | None] = []

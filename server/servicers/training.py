@@ -13,15 +13,16 @@ from tandem.v1 import training_service_pb2, training_service_pb2_grpc
 
 
 class TrainingServicer(training_service_pb2_grpc.TrainingServiceServicer):
-    def __init__(self, manager: TaskManager, *, roots: Any, gpu_count: int) -> None:
+    def __init__(self, manager: TaskManager, *, roots: Any) -> None:
         self._manager = manager
         self._roots = roots
-        self._gpu_count = gpu_count
 
     @unary
     async def Train(
         self, request: training_service_pb2.TrainRequest, context: Context
     ) -> training_service_pb2.TrainResponse:
-        submission = validation.training(request, roots=self._roots, gpu_count=self._gpu_count)
+        submission = validation.training(
+            request, roots=self._roots, devices=self._manager.arbiter.devices
+        )
         task = self._manager.submit(TaskKind.TRAINING, submission)
         return training_service_pb2.TrainResponse(task=task_to_pb(task))

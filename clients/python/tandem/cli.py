@@ -155,6 +155,17 @@ def main(
 @click.option(
     "--tls-key", type=click.Path(dir_okay=False), help="PEM private key (env TANDEM_TLS_KEY)."
 )
+@click.option(
+    "--executor",
+    type=click.Choice(["local", "ray"]),
+    help="What runs tasks: local worker processes (default), or a Ray cluster "
+    "(env TANDEM_EXECUTOR).",
+)
+@click.option(
+    "--ray-address",
+    help="With --executor ray: auto (the cluster 'ray start' began here; default), "
+    "HOST:PORT, or local (a private one-node Ray) (env TANDEM_RAY_ADDRESS).",
+)
 def serve(
     host: str | None,
     grpc_port: int | None,
@@ -170,6 +181,8 @@ def serve(
     insecure: bool,
     tls_cert: str | None,
     tls_key: str | None,
+    executor: str | None,
+    ray_address: str | None,
 ) -> None:
     """Run the Tandem service (gRPC with health and reflection, REST, /metrics)."""
     from server import config
@@ -191,6 +204,8 @@ def serve(
             insecure=insecure,
             tls_cert=tls_cert,
             tls_key=tls_key,
+            executor=executor,
+            ray_address=ray_address,
         )
         config.check_exposure(cfg)
     except ValueError as exc:

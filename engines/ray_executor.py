@@ -1,0 +1,401 @@
+"""The Ray executor: admitted jobs run in warm Ray actors on the nodes of a Ray cluster.
+
+Tandem's arbiter still decides everything Ray does not: which job runs next (priority,
+aging), how many share a device (limits), whether a GPU has room (memory). It hands
+this executor a job with a cluster device (`node-2/cpu`, `node-1/cuda:0`); the executor
+runs it in a `DeviceActor` placed on that node with a hard node-affinity strategy and
+a token share of the device's Ray resource (`num_cpus`, plus `num_gpus` on a GPU), so
+Ray's accounting sees Tandem's work without becoming a second set of limits. Actors
+are kept warm per device (torch imported, ready for the next job), as the local pools
+keep worker processes.
+
+Per running job the server keeps one follower, a coroutine on its event loop that
+starts the job and then long-polls the actor for the job's numbered messages: events
+reach the JobSink in order, on the loop thread, with nothing lost (see
+engines/ray_actor.py). A served model's `PredictBatch` is a direct actor call whose
+reply goes to the sink; its model file travels through Ray's object store, so Predict
+works on a node that cannot read the server's disk.
+
+Cancel asks the actor to stop at the next batch boundary and kills it (`ray.kill`)
+after the grace period. An actor that dies fails its job with the reason; if its node
+left the cluster the failure is `interrupted` (a training job with a checkpoint is
+queued again by the server) and the server is told the node is gone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+import os
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import ray
+from ray.exceptions import ActorUnavailableError, RayActorError, RayError
+from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+from engines.executor import JobOutcome, JobSink, Outcome
+from engines.jobs import ServeJob, first_line
+from engines.protocol import (
+    FromWorker,
+    Job,
+    JobCancelledMsg,
+    JobDone,
+    JobEventMsg,
+    JobFailed,
+    PredictBatch,
+)
+from engines.ray_actor import DeviceActor
+from engines.ray_cluster import RayCluster, RayNode
+
+log = logging.getLogger(__name__)
+
+# The Ray resources one actor holds: a token share, so that Tandem's limits (which may
+# be raised at run time) and not Ray's bookkeeping decide how many jobs share a device.
+CPU_SHARE = 0.01
+GPU_SHARE = 0.01
+# Threads of an actor: its job runs in a thread of its own; these answer poll, cancel
+# and predict calls meanwhile.
+ACTOR_CONCURRENCY = 8
+# How long one poll waits on the actor for the job's next message.
+POLL_WAIT_S = 2.0
+# How long an actor may stay unreachable (its connection broke) before its job is
+# given up; normally Ray reports the actor dead much sooner.
+UNREACHABLE_S = 120.0
+# Models kept in the object store for the next load (a served model's file, by path).
+MODEL_CACHE = 8
+# Ray picks GPU ids for fractional shares itself; Tandem's arbiter has already chosen the
+# GPU (cuda:N), so the actor sees every GPU of its node and uses that one.
+_ALL_GPUS_VISIBLE = {"env_vars": {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}}
+
+
+
+def split_device(device: str) -> tuple[str, str]:
+    """("node-2", "cuda:0") for the cluster device "node-2/cuda:0"."""
+    node, _, local = device.rpartition("/")
+    return node, local
+
+
+@dataclass(eq=False)
+class _Actor:
+    device: str  # the cluster's name for it: "node-1/cpu"
+    node: RayNode
+    handle: Any
+    pid: int | None = None
+
+
+@dataclass(eq=False)
+class _Run:
+    job: Job
+    sink: JobSink
+    actor: _Actor
+    follower: asyncio.Task[None] | None = None
+    cancelling: asyncio.TimerHandle | None = None
+    done: bool = False
+
+
+class RayExecutor:
+    """Runs jobs in warm actors on a Ray cluster's nodes (see the module docstring)."""
+
+    def __init__(
+        self,
+        cluster: RayCluster,
+        *,
+        prewarm: int = 1,
+        max_idle: int = 4,
+        cancel_grace_s: float = 10.0,
+        actor_class: type[DeviceActor] = DeviceActor,
+    ) -> None:
+        self._cluster = cluster
+        self._actor_class = ray.remote(actor_class)
+        self._prewarm = prewarm
+        self._max_idle = max_idle
+        self._cancel_grace_s = cancel_grace_s
+        self._idle: dict[str, list[_Actor]] = {}
+        self._runs: dict[str, _Run] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._models: OrderedDict[tuple[str, int, int], Any] = OrderedDict()
+        self._models_lock = threading.Lock()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+        # Called on the loop thread when a node is found gone: (node name, why). The
+        # server stops admitting to its devices, calls `node_lost`, then forgets them.
+        self.on_node_lost: Callable[[str, str], None] | None = None
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        for node in self._cluster.nodes():
+            self.node_joined(node.name)
+
+    # -- Executor --------------------------------------------------------------------------
+
+    def submit(self, job: Job, sink: JobSink) -> None:
+        if self._closed:
+            raise RuntimeError("executor is closed")
+        idle = self._idle.get(job.device, [])
+        actor = idle.pop() if idle else self._spawn(job.device)
+        run = _Run(job, sink, actor)
+        self._runs[job.task_id] = run
+        run.follower = self._background(self._follow(run))
+
+    def cancel(self, task_id: str) -> None:
+        run = self._runs.get(task_id)
+        if run is None or run.cancelling is not None:
+            return
+        run.actor.handle.cancel.remote(task_id)
+        assert self._loop is not None
+        run.cancelling = self._loop.call_later(self._cancel_grace_s, self._force_stop, run)
+
+    def send(self, task_id: str, message: PredictBatch) -> bool:
+        run = self._runs.get(task_id)
+        if run is None or run.done:
+            return False
+        self._background(self._reply(run, run.actor.handle.predict.remote(message)))
+        return True
+
+    async def close(self) -> None:
+        self._closed = True
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        actors = [run.actor for run in self._runs.values()]
+        actors += [actor for idle in self._idle.values() for actor in idle]
+        for actor in actors:
+            self._kill(actor)
+        self._runs.clear()
+        self._idle.clear()
+        with self._models_lock:
+            self._models.clear()
+
+    # -- the cluster changes ----------------------------------------------------------------
+
+    def node_joined(self, name: str) -> None:
+        """Keeps `prewarm` actors warm for the new node's CPU."""
+        if self._closed or self._cluster.node(name) is None:
+            return
+        idle = self._idle.setdefault(f"{name}/cpu", [])
+        while len(idle) < self._prewarm:
+            idle.append(self._spawn(f"{name}/cpu"))
+
+    def node_lost(self, name: str, why: str) -> None:
+        """The node `name` left: every job running there ends now, `interrupted`, with
+        `why` ("node-2 (10.0.0.5) left the Ray cluster"); its idle actors are dropped."""
+        for run in [r for r in self._runs.values() if r.actor.node.name == name]:
+            outcome = JobOutcome(
+                Outcome.FAILED, error=f"{why} while running the task", interrupted=True
+            )
+            self._finish(run, outcome, reuse=False)
+        for device in [d for d in self._idle if split_device(d)[0] == name]:
+            for actor in self._idle.pop(device):
+                self._kill(actor)
+
+    # -- for operators and tests ------------------------------------------------------------
+
+    def running(self) -> dict[str, int | None]:
+        """task_id -> pid of the actor process running it (None until it is known)."""
+        return {task_id: run.actor.pid for task_id, run in self._runs.items()}
+
+    def idle_workers(self, device: str) -> int:
+        return len(self._idle.get(device, []))
+
+    # -- following a job ----------------------------------------------------------------------
+
+    async def _follow(self, run: _Run) -> None:
+        task_id = run.job.task_id
+        local = split_device(run.job.device)[1]
+        handle = run.actor.handle
+        try:
+            model = None
+            if isinstance(run.job, ServeJob):
+                model = await asyncio.to_thread(self._model_ref, run.job.model_path)
+            await handle.start.remote(dataclasses.replace(run.job, device=local), model)
+            after = 0
+            unreachable_since: float | None = None
+            while not run.done:
+                try:
+                    batch = await handle.poll.remote(task_id, after, POLL_WAIT_S)
+                except ActorUnavailableError:
+                    # Its connection broke: Ray soon says whether it died (or its node).
+                    now = time.monotonic()
+                    unreachable_since = unreachable_since or now
+                    if now - unreachable_since > UNREACHABLE_S:
+                        raise
+                    await asyncio.sleep(0.5)
+                    continue
+                unreachable_since = None
+                for seq, message in batch:
+                    if seq != after + 1:  # cannot happen: the mailbox keeps every message
+                        log.error("task %s: message %d follows %d", task_id, seq, after)
+                    after = seq
+                    self._deliver(run, message)
+        except asyncio.CancelledError:
+            raise
+        except RayActorError as exc:
+            await self._actor_died(run, exc)
+        except Exception as exc:
+            log.exception("task %s could not run on %s", task_id, run.job.device)
+            error = f"could not run on {run.job.device}: {_ray_reason(exc)}"
+            self._finish(run, JobOutcome(Outcome.FAILED, error=error), reuse=False)
+
+    def _deliver(self, run: _Run, message: FromWorker) -> None:
+        task_id = run.job.task_id
+        if isinstance(message, JobEventMsg):
+            run.sink.job_event(task_id, message.event)
+        elif isinstance(message, JobDone):
+            self._finish(run, JobOutcome(Outcome.SUCCEEDED, message.result), reuse=True)
+        elif isinstance(message, JobFailed):
+            if message.traceback:
+                log.error("task %s failed on %s:\n%s", task_id, run.job.device, message.traceback)
+            outcome = JobOutcome(Outcome.FAILED, error=message.reason)
+            self._finish(run, outcome, reuse=True)
+        elif isinstance(message, JobCancelledMsg):
+            outcome = JobOutcome(Outcome.CANCELLED, error="cancelled at a batch boundary")
+            self._finish(run, outcome, reuse=True)
+
+    async def _actor_died(self, run: _Run, exc: RayActorError) -> None:
+        if run.done:
+            return
+        if run.cancelling is not None:
+            error = (
+                f"cancelled; the actor did not stop within {self._cancel_grace_s:g} s "
+                "and was killed"
+            )
+            self._finish(run, JobOutcome(Outcome.CANCELLED, error=error), reuse=False)
+            return
+        node = run.actor.node
+        try:
+            alive = await asyncio.to_thread(self._cluster.alive, node.node_id)
+        except Exception:
+            log.warning("cannot ask Ray whether %s is alive", node.describe(), exc_info=True)
+            alive = False
+        if run.done:
+            return
+        if not alive:
+            why = f"{node.describe()} left the Ray cluster"
+            log.warning("task %s: %s", run.job.task_id, why)
+            if self.on_node_lost is not None:
+                self.on_node_lost(node.name, why)  # the server calls node_lost in turn
+            self.node_lost(node.name, why)
+            return
+        error = f"the Ray actor running the task on {run.job.device} died: {_ray_reason(exc)}"
+        log.warning("task %s: %s", run.job.task_id, error)
+        self._finish(run, JobOutcome(Outcome.FAILED, error=error), reuse=False)
+
+    async def _reply(self, run: _Run, ref: Any) -> None:
+        try:
+            reply = await ref
+        except RayActorError:
+            return  # the follower reports the end of the job
+        except RayError as exc:
+            # A prediction that raised is a broken served model: end it like a worker
+            # whose serving loop failed, so waiting callers are told at once.
+            log.error("serving job %s failed a batch: %s", run.job.task_id, exc)
+            error = f"prediction failed on {run.job.device}: {_ray_reason(exc)}"
+            self._finish(run, JobOutcome(Outcome.FAILED, error=error), reuse=False)
+            return
+        if not run.done:
+            run.sink.job_reply(run.job.task_id, reply)
+
+    def _finish(self, run: _Run, outcome: JobOutcome, *, reuse: bool) -> None:
+        if run.done:
+            return
+        run.done = True
+        self._runs.pop(run.job.task_id, None)
+        if run.cancelling is not None:
+            run.cancelling.cancel()
+        if run.follower is not None and run.follower is not asyncio.current_task():
+            run.follower.cancel()
+        if reuse and not self._closed:
+            self._park(run.actor)
+        else:
+            self._kill(run.actor)
+        run.sink.job_finished(run.job.task_id, outcome)
+
+    def _force_stop(self, run: _Run) -> None:
+        if not run.done:
+            log.warning(
+                "task %s did not stop within the grace period; killing its actor on %s",
+                run.job.task_id,
+                run.job.device,
+            )
+            self._kill(run.actor)
+
+    # -- actors -----------------------------------------------------------------------------
+
+    def _spawn(self, device: str) -> _Actor:
+        assert self._loop is not None, "start() the executor first"
+        name, local = split_device(device)
+        node = self._cluster.node(name)
+        if node is None:
+            raise RuntimeError(f"{name or device} is not a node of the Ray cluster now")
+        gpu = local.startswith("cuda")
+        options: dict[str, Any] = {
+            "num_cpus": CPU_SHARE,
+            "num_gpus": GPU_SHARE if gpu else 0,
+            "max_concurrency": ACTOR_CONCURRENCY,
+            "max_restarts": 0,
+            "scheduling_strategy": NodeAffinitySchedulingStrategy(node.node_id, soft=False),
+        }
+        if gpu:
+            options["runtime_env"] = _ALL_GPUS_VISIBLE
+        handle = self._actor_class.options(**options).remote(node.name, local)
+        actor = _Actor(device, node, handle)
+        self._background(self._learn_pid(actor))
+        log.debug("started an actor for %s", device)
+        return actor
+
+    async def _learn_pid(self, actor: _Actor) -> None:
+        with contextlib.suppress(RayError):  # its job, if any, reports the actor's death
+            actor.pid = await actor.handle.pid.remote()
+
+    def _park(self, actor: _Actor) -> None:
+        idle = self._idle.setdefault(actor.device, [])
+        if len(idle) < self._max_idle and self._cluster.node(actor.node.name) is not None:
+            idle.append(actor)
+        else:
+            self._kill(actor)
+
+    @staticmethod
+    def _kill(actor: _Actor) -> None:
+        try:
+            ray.kill(actor.handle, no_restart=True)
+        except Exception:  # already dead, or Ray is shutting down
+            log.debug("could not kill the actor for %s", actor.device, exc_info=True)
+
+    def _background(self, coroutine: Any) -> asyncio.Task[None]:
+        # Keep a reference until it is done: the loop holds tasks only weakly.
+        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _model_ref(self, path: str) -> Any:
+        """The model file at `path`, put into Ray's object store once per version of it
+        (runs in a thread: it reads the file)."""
+        stat = os.stat(path)
+        key = (path, stat.st_mtime_ns, stat.st_size)
+        with self._models_lock:
+            ref = self._models.get(key)
+            if ref is not None:
+                self._models.move_to_end(key)
+                return ref
+        with open(path, "rb") as file:
+            ref = ray.put(file.read())
+        with self._models_lock:
+            self._models[key] = ref
+            while len(self._models) > MODEL_CACHE:
+                self._models.popitem(last=False)
+        return ref
+
+
+def _ray_reason(exc: BaseException) -> str:
+    """The first line of what Ray (or the actor's own exception) said."""
+    cause = getattr(exc, "cause", None)
+    return first_line(cause if isinstance(cause, BaseException) else exc)

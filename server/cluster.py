@@ -1,0 +1,165 @@
+"""The Ray side of a Tandem server (`--executor ray`): the connection, the cluster's
+devices as the arbiter's, and a watcher that keeps the two equal as nodes come and go.
+
+Devices are named per node (`node-1/cpu`, `node-2/cuda:0`; see engines/ray_cluster.py
+for how nodes are named). Each gets the same default limits as on one machine (CPU
+2 training + 4 inference, GPU 1 + 3), or the limits `UpdateLimits` saved for it.
+
+When a node joins, its devices join the arbiter and waiting tasks may start there at
+once. When one leaves (or the executor finds that the node under a running job died):
+nothing new is admitted to its devices, the jobs that ran there end (training with a
+checkpoint is queued again elsewhere, the rest fail naming the node), and its devices
+leave the arbiter; a waiting task that could run only there fails with the reason.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+
+from engines.ray_cluster import RayCluster, RayNode
+from engines.ray_executor import RayExecutor
+from scheduler import DEFAULT_CPU_LIMITS, DEFAULT_GPU_LIMITS, GpuInfo, Limits
+from scheduler.devices import is_gpu, on_node, split_node
+from server.config import ServerConfig
+from server.manager import TaskManager
+
+log = logging.getLogger(__name__)
+
+# How often the watcher reads the cluster's nodes and GPU memory.
+REFRESH_S = 1.0
+
+
+class ClusterInventory:
+    """The cluster's GPUs behind the `DeviceInventory` seam, from the last refresh.
+
+    `gpus()` lists every node's GPUs (node-1's first); `memory(i)` is the i-th of them.
+    Readings are at most one refresh old; the memory gate also counts what it has
+    admitted since, so a stale reading cannot overfill a GPU.
+    """
+
+    def __init__(self, cluster: RayCluster) -> None:
+        self._cluster = cluster
+
+    def gpu_count(self) -> int:
+        return len(self._cluster.gpus())
+
+    def gpus(self) -> list[GpuInfo]:
+        return [
+            GpuInfo(g.index, g.name, g.total_bytes, g.used_bytes, g.free_bytes, node=g.node)
+            for g in self._cluster.gpus()
+        ]
+
+    def memory(self, index: int) -> GpuInfo:
+        gpus = self.gpus()
+        if not 0 <= index < len(gpus):
+            raise IndexError(f"there is no GPU {index}; the cluster has {len(gpus)}")
+        return gpus[index]
+
+    def cores(self, device: str) -> int:
+        """Logical CPUs of the node `device` is on (1 if it is unknown)."""
+        node = self._cluster.node(split_node(device)[0])
+        return max(1, int(node.cpus)) if node is not None else 1
+
+
+def node_devices(node: RayNode) -> dict[str, Limits]:
+    """A node's devices with their default limits."""
+    return {
+        on_node(node.name, device): DEFAULT_GPU_LIMITS if is_gpu(device) else DEFAULT_CPU_LIMITS
+        for device in node.devices
+    }
+
+
+class Cluster:
+    """Owns the Ray connection, the inventory, the executor and the watcher."""
+
+    def __init__(self, config: ServerConfig) -> None:
+        self.ray = RayCluster(config.ray_address, names_file=config.data_dir / "ray-nodes.json")
+        self.inventory = ClusterInventory(self.ray)
+        self.executor = RayExecutor(
+            self.ray, prewarm=config.prewarm_workers, cancel_grace_s=config.cancel_grace_s
+        )
+        self._manager: TaskManager | None = None
+        self._nodes: dict[str, RayNode] = {}
+        self._watcher: asyncio.Task[None] | None = None
+        self._wake = asyncio.Event()
+
+    async def connect(self) -> None:
+        """Connects to Ray and reads the nodes; ConnectionError if there is no cluster."""
+        await asyncio.to_thread(self.ray.connect)
+        self._nodes = {node.name: node for node in self.ray.nodes()}
+
+    def default_limits(self) -> dict[str, Limits]:
+        """Every device of the cluster as connected, with its default limits."""
+        limits: dict[str, Limits] = {}
+        for node in self._nodes.values():
+            limits.update(node_devices(node))
+        return limits
+
+    def attach(self, manager: TaskManager) -> None:
+        """Starts watching the cluster on behalf of `manager` (after the executor started)."""
+        self._manager = manager
+        manager.cores = self.inventory.cores
+        self.executor.on_node_lost = self.node_left
+        self._watcher = asyncio.create_task(self._watch())
+
+    async def close(self) -> None:
+        """Stops watching and disconnects from Ray (after the executor closed)."""
+        if self._watcher is not None:
+            self._watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watcher
+        await asyncio.to_thread(self.ray.close)
+
+    def nodes(self) -> list[RayNode]:
+        """The nodes whose devices the arbiter has now."""
+        return list(self._nodes.values())
+
+    def refresh_soon(self) -> None:
+        """Reads the cluster now rather than at the next period."""
+        self._wake.set()
+
+    # -- keeping the arbiter's devices equal to the cluster's -------------------------
+
+    async def _watch(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), REFRESH_S)
+            self._wake.clear()
+            try:
+                await asyncio.to_thread(self.ray.refresh)
+            except Exception:
+                log.warning("cannot read the Ray cluster's nodes", exc_info=True)
+                continue
+            self.sync()
+
+    def sync(self) -> None:
+        """Applies what the last refresh saw: nodes that joined and nodes that left."""
+        live = {node.name: node for node in self.ray.nodes()}
+        for name in [name for name in self._nodes if name not in live]:
+            self.node_left(name, f"{self._nodes[name].describe()} left the Ray cluster")
+        for name, node in live.items():
+            if name not in self._nodes:
+                self._node_joined(node)
+
+    def _node_joined(self, node: RayNode) -> None:
+        assert self._manager is not None
+        self._nodes[node.name] = node
+        log.info(
+            "%s joined the Ray cluster (%g CPUs, %d GPUs)", node.describe(), node.cpus, node.gpus
+        )
+        self._manager.add_devices(node_devices(node))
+        self.executor.node_joined(node.name)
+
+    def node_left(self, name: str, why: str) -> None:
+        """Node `name` is gone: hold its devices, end its jobs, then forget its devices."""
+        assert self._manager is not None
+        if self._nodes.pop(name, None) is None:
+            self.executor.node_lost(name, why)  # known gone already; just make sure
+            return
+        log.warning("%s", why)
+        devices = [d for d in self._manager.arbiter.devices if split_node(d)[0] == name]
+        self._manager.hold_devices(devices)
+        self.executor.node_lost(name, why)
+        self._manager.remove_devices(devices, why)
