@@ -5,7 +5,8 @@
     python -m bench --smoke              # tiny sizes, checks the harness -> smoke.json
 
 Exits 0 when every benchmark ran, whether or not its goals were met (the table says
-PASS or MISS); 2 for a bad command line.
+PASS or MISS), or could not run here for want of a bench-only package (it says which,
+and what to install); 2 for a bad command line.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bench.registry import BENCHMARKS, Benchmark, short_name
-from bench.report import Goal, format_table, summarize, write_results
+from bench.report import Goal, Unavailable, format_table, summarize, write_results
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 
@@ -44,10 +45,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"python {platform.python_version()} on {platform.machine()}, {os.cpu_count()} CPUs")
     figures: dict[str, float] = {}
     goals: list[Goal] = []
+    skipped: list[str] = []
     for benchmark in chosen:
         started = time.perf_counter()
         print(f"running {short_name(benchmark)}...", flush=True)
-        _merge(figures, benchmark.run(args.smoke), benchmark)
+        try:
+            new = benchmark.run(args.smoke)
+        except Unavailable as exc:
+            print(f"  skipped: {exc}", flush=True)
+            skipped.append(short_name(benchmark))
+            continue
+        _merge(figures, new, benchmark)
         goals.extend(benchmark.GOALS)
         print(f"  done in {time.perf_counter() - started:.1f} s", flush=True)
 
@@ -55,6 +63,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(format_table(figures, goals))
     print()
     print(summarize(figures, goals))
+    if skipped:
+        print(f"skipped (see above): {', '.join(skipped)}")
     write_results(output, figures)
     print(f"figures written to {output}")
     return 0

@@ -33,41 +33,49 @@ at concurrency 8.
 
 from __future__ import annotations
 
-import io
 import statistics
 import tempfile
-import threading
 import time
-from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
-from dataclasses import dataclass, replace
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import grpc
-import numpy as np
-import torch
-from PIL import Image
 
+from bench.harness import (
+    LOCAL,
+    Tandem,
+    concurrent_calls,
+    figure,
+    latency,
+    make_png,
+    percentile,
+    save_model,
+    torch_threads,
+)
 from bench.report import Goal
-from engines import zoo
-from engines.artifacts import load_artifact, save_artifact
+from engines.artifacts import load_artifact
 from engines.predict import Predictor
 from scheduler import Kind
-from server.config import load
-from server.threaded import ServerThread
-from tandem.v1 import inference_service_pb2, inference_service_pb2_grpc
+from tandem.v1 import inference_service_pb2
 
-__all__ = ["FULL", "GOALS", "SMOKE", "Settings", "make_png", "measure", "percentile", "run"]
+__all__ = [
+    "FULL",
+    "GOALS",
+    "SMOKE",
+    "Settings",
+    "make_png",
+    "measure",
+    "percentile",
+    "predict_call",
+    "run",
+]
 
 ARCHITECTURE = "resnet18"
 NUM_CLASSES = 1000
 TOP_K = 5
 CONCURRENCY = 8
-SEED = 20261128
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 T = TypeVar("T")
 
 GOALS = (
@@ -106,111 +114,45 @@ def run(smoke: bool) -> dict[str, float]:
     return measure(SMOKE if smoke else FULL)
 
 
-def make_png(size: int, seed: int = SEED) -> bytes:
-    """A size x size RGB PNG: smooth colour blobs plus pixel noise, like a photo's texture."""
-    rng = np.random.default_rng(seed)
-    coarse = rng.integers(0, 256, size=(8, 8, 3), dtype=np.uint8)
-    smooth = np.asarray(
-        Image.fromarray(coarse).resize((size, size), Image.Resampling.BICUBIC), dtype=np.int16
+def save_predict_model(data_dir: Path, image_size: int) -> Path:
+    """The benchmark's model (random-init resnet18, 1,000 classes) in the data dir, which
+    is a model root of the server, so Predict may name it by path."""
+    path = data_dir / "models" / f"{ARCHITECTURE}-{image_size}.pt"
+    return save_model(path, ARCHITECTURE, NUM_CLASSES, image_size)
+
+
+def predict_call(tandem: Tandem, model_path: Path, png: bytes) -> Callable[[], None]:
+    """One Predict of `png` by `model_path` on the CPU, top-5, checked."""
+    request = inference_service_pb2.PredictRequest(
+        model_path=str(model_path), image=png, top_k=TOP_K, device="cpu"
     )
-    noise = rng.integers(-12, 13, size=smooth.shape, dtype=np.int16)
-    pixels = np.clip(smooth + noise, 0, 255).astype(np.uint8)
-    buffer = io.BytesIO()
-    Image.fromarray(pixels, "RGB").save(buffer, format="PNG")
-    return buffer.getvalue()
+    stub = tandem.inference
+
+    def call() -> None:
+        answer = stub.Predict(request, timeout=120)
+        assert len(answer.predictions) == TOP_K
+
+    return call
 
 
-def percentile(values: list[float], q: float) -> float:
-    """The q-th percentile (0..100) with linear interpolation between ranks (numpy's default)."""
-    ordered = sorted(values)
-    if not ordered:
-        raise ValueError("no values")
-    position = (len(ordered) - 1) * q / 100
-    low = int(position)
-    high = min(low + 1, len(ordered) - 1)
-    return ordered[low] + (ordered[high] - ordered[low]) * (position - low)
-
-
-def _server(data_dir: Path) -> ServerThread:
-    config = load(grpc_port=0, data_dir=str(data_dir), prewarm_workers=1, env={})
-    return ServerThread(replace(config, cancel_grace_s=5.0))
-
-
-@contextmanager
-def _torch_threads(count: int) -> Iterator[None]:
-    previous = torch.get_num_threads()
-    torch.set_num_threads(count)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(previous)
-
-
-def _latency(call: Callable[[], Any]) -> float:
-    """Seconds one call takes."""
-    started = time.perf_counter()
-    call()
-    return time.perf_counter() - started
-
-
-def _concurrent_calls(call: Callable[[], Any], count: int, workers: int) -> float:
-    """Total time for `count` calls made by `workers` threads, each taking the next."""
-    remaining = iter(range(count))
-    lock = threading.Lock()
-
-    def worker() -> None:
-        while True:
-            with lock:
-                if next(remaining, None) is None:
-                    return
-            call()
-
-    with ThreadPoolExecutor(workers) as pool:
-        started = time.perf_counter()
-        futures = [pool.submit(worker) for _ in range(workers)]
-        for future in futures:
-            future.result()
-        return time.perf_counter() - started
-
-
-def measure(settings: Settings) -> dict[str, float]:
-    """Both sides measured in turns; see the module docstring."""
+def measure(settings: Settings, executor: str = LOCAL) -> dict[str, float]:
+    """Both sides measured in turns; see the module docstring. Served through `executor`
+    (figures of an executor other than the local one carry its name)."""
     png = make_png(224)
     with tempfile.TemporaryDirectory(prefix="tandem-bench-predict-") as tmp:
         data_dir = Path(tmp) / "data"
-        model_path = data_dir / "models" / f"{ARCHITECTURE}-{settings.image_size}.pt"
-        torch.manual_seed(SEED)
-        save_artifact(
-            str(model_path),
-            model=zoo.build_model(ARCHITECTURE, NUM_CLASSES, settings.image_size),
-            architecture=ARCHITECTURE,
-            classes=[f"class_{i:04d}" for i in range(NUM_CLASSES)],
-            image_size=settings.image_size,
-            mean=IMAGENET_MEAN,
-            std=IMAGENET_STD,
-            epoch=0,
-            metrics={},
-        )
-        server = _server(data_dir).start()
-        channel = grpc.insecure_channel(f"127.0.0.1:{server.port}")
-        try:
-            service = server.service
+        model_path = save_predict_model(data_dir, settings.image_size)
+        with Tandem(data_dir, executor=executor, prewarm_workers=1) as tandem:
+            service = tandem.server.service
             assert service is not None
-            threads = server.call(lambda: service.manager.threads_for("cpu", Kind.INFERENCE))
-            stub = inference_service_pb2_grpc.InferenceServiceStub(channel)
-            request = inference_service_pb2.PredictRequest(
-                model_path=str(model_path), image=png, top_k=TOP_K, device="cpu"
-            )
-
-            def remote() -> None:
-                answer = stub.Predict(request, timeout=120)
-                assert len(answer.predictions) == TOP_K
-
+            threads = tandem.threads_for("cpu", Kind.INFERENCE)
+            remote = predict_call(tandem, model_path, png)
             # Refused by the servicer's first check (not a PNG or JPEG signature): the
             # same request size through gRPC and into Tandem's handler, and nothing else.
             refused = inference_service_pb2.PredictRequest(
                 model_path=str(model_path), image=b"GIF89a" + png, top_k=TOP_K, device="cpu"
             )
+            stub = tandem.inference
 
             def floor() -> None:
                 try:
@@ -227,16 +169,14 @@ def measure(settings: Settings) -> dict[str, float]:
                 assert isinstance(answer, list) and len(answer) == TOP_K
 
             model_server = service.model_server
+            server = tandem.server
 
             def answered() -> tuple[int, int]:
                 return server.call(lambda: (model_server.batches, model_server.images))
 
-            with _torch_threads(threads):
+            with torch_threads(threads):
                 figures = _rounds(settings, local, remote, floor, answered)
-        finally:
-            channel.close()
-            server.stop()
-    return figures
+    return {figure(name, executor): value for name, value in figures.items()}
 
 
 def _rounds(
@@ -248,10 +188,10 @@ def _rounds(
 ) -> dict[str, float]:
     warmup_latencies = []
     for _ in range(settings.warmup):  # the first Predict loads the model in the worker
-        warmup_latencies.append(_latency(local))
+        warmup_latencies.append(latency(local))
         remote()
         floor()
-    _concurrent_calls(remote, CONCURRENCY * settings.warmup, CONCURRENCY)
+    concurrent_calls(remote, CONCURRENCY * settings.warmup, CONCURRENCY)
     # The floor's calls come after the server sat idle as long as a forward pass keeps
     # it waiting, since how long the threads on the path slept changes how fast they wake.
     gap_s = statistics.median(warmup_latencies)
@@ -263,16 +203,16 @@ def _rounds(
     for _ in range(settings.rounds):
         # Call by call in turns, so the machine's slow moments fall on both sides alike.
         for _ in range(settings.c1_calls):
-            local_latencies.append(_latency(local))
-            remote_latencies.append(_latency(remote))
+            local_latencies.append(latency(local))
+            remote_latencies.append(latency(remote))
         batches, images = answered()
-        c8_time += _concurrent_calls(remote, settings.c8_calls, CONCURRENCY)
+        c8_time += concurrent_calls(remote, settings.c8_calls, CONCURRENCY)
         after = answered()
         c8_batches += after[0] - batches
         c8_images += after[1] - images
         for _ in range(settings.floor_calls):
             time.sleep(gap_s)
-            floor_latencies.append(_latency(floor))
+            floor_latencies.append(latency(floor))
 
     def ms(values: list[float], q: float) -> float:
         return percentile(values, q) * 1000

@@ -3,7 +3,9 @@
 To add one (training throughput, predict latency, dispatch, log fan-out...), write a
 module in bench/ with a `run(smoke: bool) -> dict[str, float]` function and a `GOALS`
 tuple, import it here and append it to `BENCHMARKS`. The module may import heavy
-packages (torch) at its top: only the runner and the smoke tests import this list.
+packages (torch) at its top: only the runner and the smoke tests import this list. A
+bench-only package (Ray Serve) is imported inside `run`, which raises
+`bench.report.Unavailable` without it, so that this list loads everywhere.
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from bench import predict, scheduler
+from bench import dispatch, isolation, logs, predict, ray_serve, scheduler, throughput
 from bench.report import Goal
 
 __all__ = ["BENCHMARKS", "Benchmark", "short_name"]
@@ -33,8 +35,16 @@ class Benchmark(Protocol):
         ...
 
 
-# In the order they run and are printed.
-BENCHMARKS: tuple[Benchmark, ...] = (scheduler, predict)
+# In the order they run and are printed: the quick ones first.
+BENCHMARKS: tuple[Benchmark, ...] = (
+    scheduler,
+    dispatch,
+    logs,
+    predict,
+    ray_serve,
+    isolation,
+    throughput,
+)
 
 
 def short_name(benchmark: Benchmark) -> str:

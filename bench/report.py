@@ -9,7 +9,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Goal", "format_table", "format_value", "summarize", "write_results"]
+__all__ = ["Goal", "Unavailable", "format_table", "format_value", "summarize", "write_results"]
+
+
+class Unavailable(RuntimeError):
+    """A benchmark cannot run here (a bench-only package is missing); the message says
+    what to install. The runner reports it and goes on with the other benchmarks."""
 
 
 @dataclass(frozen=True)

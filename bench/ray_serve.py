@@ -1,0 +1,213 @@
+"""Predict at concurrency 8 against Ray Serve serving the same model on the same machine.
+
+Both serve the Predict benchmark's model file (a random-init resnet18 at 224 px, 1,000
+classes, seeded) on the CPU, and both answer each request by decoding its PNG,
+resizing, cropping and normalising it, running the forward pass in eval mode and
+taking the top 5: Ray Serve's replica does it with the very same
+`engines.predict.Predictor`, so the work per image is identical and what differs is
+the serving around it.
+
+- Tandem: a real server (`bench.harness.Tandem`: port 0, one prewarmed CPU worker,
+  default Predict settings: batches of up to 32, no batching wait), called over gRPC by
+  8 threads sharing one channel, as in `bench/predict.py`.
+- Ray Serve (`ray[serve]` from requirements-bench.txt): a local Ray instance of its own
+  (`address="local"`, never a cluster found on the machine; no dashboard, usage stats
+  off, its temp dir a short folder under /tmp removed afterwards) with one replica of a
+  deployment that batches like Tandem does (`@serve.batch`, up to 8, no wait, room for
+  32 requests in flight) and gives torch the same thread count as Tandem's serving
+  worker (`TaskManager.threads_for("cpu", inference)`). 8 threads POST the PNG bytes to
+  Serve's HTTP proxy, each on a keep-alive connection of its own.
+- Turns: both services are up for the whole run; blocks of calls alternate between
+  them, the order flipped every round, so each pays for the other's idle processes and
+  both meet the machine's slow spells. Throughput is calls over the blocks' wall time.
+
+`predict_c8_vs_ray_serve` is Tandem's throughput over Ray Serve's.
+"""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import shutil
+import socket
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from bench.harness import Tandem, concurrent_calls, make_png
+from bench.predict import TOP_K, predict_call, save_predict_model
+from bench.report import Goal, Unavailable
+from scheduler import Kind
+
+__all__ = ["FULL", "GOALS", "SMOKE", "Settings", "measure", "run"]
+
+CONCURRENCY = 8
+ROUTE = "/classify"
+# A path under /tmp as short as can be: Ray puts Unix sockets in its temp dir, and a
+# socket path may not be longer than 107 bytes.
+RAY_TEMP_PREFIX = "/tmp/tandem-bench-"
+# Ray's minimum; the benchmark stores nothing in the object store.
+OBJECT_STORE_BYTES = 80 * 1024**2
+
+GOALS = (Goal("predict_c8_vs_ray_serve", minimum=1.5),)
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Calls per block and rounds; `warmup` calls per side first (loading the model)."""
+
+    image_size: int
+    rounds: int
+    calls: int
+    warmup: int
+
+
+# 480 calls per side, ~30 s each at ~16/s on this VM; plus Ray's start, about 1.5 min.
+FULL = Settings(image_size=224, rounds=4, calls=120, warmup=24)
+SMOKE = Settings(image_size=224, rounds=1, calls=8, warmup=8)
+
+
+def run(smoke: bool) -> dict[str, float]:
+    """Measure with the FULL settings, or SMOKE ones that only check the harness."""
+    return measure(SMOKE if smoke else FULL)
+
+
+def measure(settings: Settings) -> dict[str, float]:
+    """Both services up, blocks of 8 concurrent callers in turns; see the docstring."""
+    png = make_png(224)
+    with tempfile.TemporaryDirectory(prefix="tandem-bench-ray-serve-") as tmp:
+        data_dir = Path(tmp) / "data"
+        model_path = save_predict_model(data_dir, settings.image_size)
+        with Tandem(data_dir, prewarm_workers=1) as tandem:
+            threads = tandem.threads_for("cpu", Kind.INFERENCE)
+            tandem_call = predict_call(tandem, model_path, png)
+            with _ray_serve(model_path, threads) as port:
+                ray_call = _http_caller(port, png)
+                for call in (tandem_call, ray_call):
+                    concurrent_calls(call, settings.warmup, CONCURRENCY)
+                tandem_s = ray_s = 0.0
+                for round_ in range(settings.rounds):
+                    # ABBA: the side that went second in one round goes first in the next.
+                    if round_ % 2 == 0:
+                        tandem_s += concurrent_calls(tandem_call, settings.calls, CONCURRENCY)
+                        ray_s += concurrent_calls(ray_call, settings.calls, CONCURRENCY)
+                    else:
+                        ray_s += concurrent_calls(ray_call, settings.calls, CONCURRENCY)
+                        tandem_s += concurrent_calls(tandem_call, settings.calls, CONCURRENCY)
+    calls = settings.rounds * settings.calls
+    return {
+        "ray_serve_c8_per_s": calls / ray_s,
+        "ray_serve_tandem_c8_per_s": calls / tandem_s,
+        "predict_c8_vs_ray_serve": ray_s / tandem_s,
+        "ray_serve_threads": float(threads),
+    }
+
+
+def _import_serve() -> tuple[Any, Any]:
+    # Ray reads this when it starts: no usage report from a benchmark.
+    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+    try:
+        import ray
+        from ray import serve
+    except ImportError as exc:
+        raise Unavailable(
+            f"ray[serve] is not installed ({exc}): pip install -r requirements-bench.txt"
+        ) from None
+    return ray, serve
+
+
+@contextmanager
+def _ray_serve(model_path: Path, threads: int) -> Iterator[int]:
+    """A local Ray instance serving the model over HTTP; yields the HTTP port."""
+    ray, serve = _import_serve()
+    temp_dir = tempfile.mkdtemp(prefix=RAY_TEMP_PREFIX)
+    port = _free_port()
+    try:
+        ray.init(
+            address="local",
+            num_cpus=os.cpu_count() or 1,
+            include_dashboard=False,
+            object_store_memory=OBJECT_STORE_BYTES,
+            log_to_driver=False,
+            logging_level="error",
+            _temp_dir=temp_dir,
+        )
+        try:
+            serve.start(http_options={"host": "127.0.0.1", "port": port})
+            deployment = serve.deployment(
+                name="classifier",
+                num_replicas=1,
+                max_ongoing_requests=32,
+                ray_actor_options={"num_cpus": 1},
+            )(_classifier_class(serve))
+            app = deployment.bind(str(model_path), threads, TOP_K)
+            serve.run(app, name="bench", route_prefix=ROUTE)
+            yield port
+        finally:
+            serve.shutdown()
+            ray.shutdown()
+    finally:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+
+
+def _classifier_class(serve: Any) -> type:
+    """The deployment's class. Made here, not at module level, so that Ray pickles it by
+    value (the replica need not import `bench`) and `bench` loads without Ray."""
+
+    class Classifier:
+        def __init__(self, model_path: str, threads: int, top_k: int) -> None:
+            import torch
+
+            from engines.predict import from_path
+
+            torch.set_num_threads(threads)
+            self.predictor = from_path(model_path, "cpu")
+            self.top_k = top_k
+
+        @serve.batch(max_batch_size=CONCURRENCY, batch_wait_timeout_s=0.0)  # type: ignore[untyped-decorator]
+        async def classify(self, images: list[bytes]) -> list[list[dict[str, Any]]]:
+            answers = self.predictor.predict_images(images, self.top_k)
+            return [
+                [{"label": p.label, "score": p.score} for p in answer]
+                if isinstance(answer, list)
+                else [{"error": str(answer)}]
+                for answer in answers
+            ]
+
+        async def __call__(self, request: Any) -> list[dict[str, Any]]:
+            result: list[dict[str, Any]] = await self.classify(await request.body())
+            return result
+
+    return Classifier
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _http_caller(port: int, png: bytes) -> Callable[[], None]:
+    """One POST of `png` to the deployment, checked; a keep-alive connection per thread."""
+    local = threading.local()
+    headers = {"Content-Type": "application/octet-stream"}
+
+    def call() -> None:
+        connection = getattr(local, "connection", None)
+        if connection is None:
+            connection = local.connection = http.client.HTTPConnection("127.0.0.1", port, 120)
+        connection.request("POST", ROUTE, body=png, headers=headers)
+        response = connection.getresponse()
+        body = response.read()
+        if response.status != 200:
+            raise RuntimeError(f"Ray Serve answered {response.status}: {body[:200]!r}")
+        answer = json.loads(body)
+        assert len(answer) == TOP_K, answer
+
+    return call
