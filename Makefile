@@ -74,8 +74,14 @@ go-build: $(TOOLS)/.go-installed
 pytest: $(VENV)/.installed
 	$(PY) -m pytest -q
 
-bench: $(VENV)/.installed
-	$(PY) -m bench
+# Ray Serve (the predict_c8_vs_ray_serve comparison) is bench-only: installed here on
+# first use, never by `make test`, whose smoke run skips without it.
+bench: $(VENV)/.installed $(VENV)/.bench-installed
+	RAY_USAGE_STATS_ENABLED=0 $(PY) -m bench
+
+$(VENV)/.bench-installed: requirements-bench.txt $(VENV)/.installed
+	$(PY) -m pip install --quiet -r requirements-bench.txt
+	touch $@
 
 clean:
 	rm -rf $(TOOLS) $(GOPATH_DIR) .mypy_cache .pytest_cache .ruff_cache
