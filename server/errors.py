@@ -58,9 +58,28 @@ def unimplemented(message: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.UNIMPLEMENTED, message)
 
 
+# The status sentence travels percent-encoded in a trailer (up to 3 bytes per UTF-8
+# byte), and clients refuse trailers over 8 KiB (some of them; all over 16 KiB) with
+# RESOURCE_EXHAUSTED "Stream removed", which hides the real error. Sentences quote what
+# the caller sent, so a 10,000 character id would do exactly that: the middle of a long
+# sentence is cut out instead.
+MAX_DETAILS_BYTES = 1024
+
+
+def fit_details(message: str) -> str:
+    """`message`, or its start and end with the middle cut when it is too long to send."""
+    data = message.encode("utf-8")
+    if len(data) <= MAX_DETAILS_BYTES:
+        return message
+    keep = (MAX_DETAILS_BYTES - 40) // 2
+    head = data[:keep].decode("utf-8", errors="ignore")
+    tail = data[-keep:].decode("utf-8", errors="ignore")
+    return f"{head}...[{len(data) - 2 * keep} bytes cut]...{tail}"
+
+
 async def _abort(context: Context, exc: Exception) -> None:
     if isinstance(exc, ServiceError):
-        await context.abort(exc.code, exc.message)
+        await context.abort(exc.code, fit_details(exc.message))
     log.exception("internal error in %s", context.peer() if hasattr(context, "peer") else "rpc")
     await context.abort(grpc.StatusCode.INTERNAL, "internal error; the server log has details")
 

@@ -191,6 +191,9 @@ class BadPageToken(ValueError):
     """A page token this store did not issue."""
 
 
+_MAX_ROW_ID = 2**63 - 1
+
+
 def _encode_page_token(row_id: int) -> str:
     return base64.urlsafe_b64encode(f"id:{row_id}".encode()).decode()
 
@@ -199,9 +202,14 @@ def decode_page_token(token: str) -> int:
     try:
         text = base64.urlsafe_b64decode(token.encode()).decode()
         prefix, _, value = text.partition(":")
-        if prefix != "id":
+        # Only what _encode_page_token writes: a row id SQLite can hold (a bigger number
+        # would make the query raise OverflowError, an INTERNAL for a bad token).
+        if prefix != "id" or not (value.isascii() and value.isdigit()):
             raise ValueError(text)
-        return int(value)
+        row_id = int(value)
+        if not 1 <= row_id <= _MAX_ROW_ID:
+            raise ValueError(text)
+        return row_id
     except (ValueError, UnicodeDecodeError):
         raise BadPageToken(f"page_token {token!r} was not issued by this server") from None
 
