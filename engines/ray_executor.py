@@ -75,7 +75,6 @@ MODEL_CACHE = 8
 _ALL_GPUS_VISIBLE = {"env_vars": {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}}
 
 
-
 def split_device(device: str) -> tuple[str, str]:
     """("node-2", "cuda:0") for the cluster device "node-2/cuda:0"."""
     node, _, local = device.rpartition("/")
@@ -98,6 +97,8 @@ class _Run:
     follower: asyncio.Task[None] | None = None
     cancelling: asyncio.TimerHandle | None = None
     done: bool = False
+    # Set once the actor has the job: calls about it (predict) must not overtake it.
+    started: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
 
 
 class RayExecutor:
@@ -156,7 +157,7 @@ class RayExecutor:
         run = self._runs.get(task_id)
         if run is None or run.done:
             return False
-        self._background(self._reply(run, run.actor.handle.predict.remote(message)))
+        self._background(self._reply(run, message))
         return True
 
     async def close(self) -> None:
@@ -216,6 +217,7 @@ class RayExecutor:
             if isinstance(run.job, ServeJob):
                 model = await asyncio.to_thread(self._model_ref, run.job.model_path)
             await handle.start.remote(dataclasses.replace(run.job, device=local), model)
+            run.started.set()
             after = 0
             unreachable_since: float | None = None
             while not run.done:
@@ -288,9 +290,12 @@ class RayExecutor:
         log.warning("task %s: %s", run.job.task_id, error)
         self._finish(run, JobOutcome(Outcome.FAILED, error=error), reuse=False)
 
-    async def _reply(self, run: _Run, ref: Any) -> None:
+    async def _reply(self, run: _Run, message: PredictBatch) -> None:
+        await run.started.wait()
+        if run.done:
+            return  # the job ended first; its sink has been told
         try:
-            reply = await ref
+            reply = await run.actor.handle.predict.remote(message)
         except RayActorError:
             return  # the follower reports the end of the job
         except RayError as exc:
@@ -307,6 +312,7 @@ class RayExecutor:
         if run.done:
             return
         run.done = True
+        run.started.set()  # releases predictions still waiting for the start
         self._runs.pop(run.job.task_id, None)
         if run.cancelling is not None:
             run.cancelling.cancel()

@@ -1,0 +1,105 @@
+"""A real multi-node Ray cluster on this machine for the Ray executor's tests.
+
+One two-node cluster (`ray.cluster_utils.Cluster`: a head and a worker node, each with
+two logical CPUs and a small object store) is started once for the whole tests/ray
+folder and shut down at its end. Ray's files live in a short temp dir of our own under
+/tmp (Unix socket paths must stay under ~107 characters), and nothing is written to the
+machine-wide /tmp/ray. Failure detection is quickened (a node that misses a few 0.5 s
+health checks is dead), so a killed raylet is noticed in seconds.
+
+Each test module starts its own Tandem servers with `executor="ray"`; a server's stop
+disconnects it from Ray (`ray.shutdown`), so every test leaves the process clean.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
+
+from ray.cluster_utils import Cluster
+
+from server.threaded import ServerThread
+from tests.conftest import make_config
+
+NODE_ARGS: dict[str, Any] = {
+    "num_cpus": 2,
+    "object_store_memory": 100 * 1024**2,
+    "include_dashboard": False,
+}
+
+
+@dataclass
+class RayTestCluster:
+    cluster: Cluster
+    root: str
+
+    @property
+    def address(self) -> str:
+        return str(self.cluster.address)
+
+    def add_node(self, **args: Any) -> Any:
+        return self.cluster.add_node(**{**NODE_ARGS, **args})
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> Iterator[RayTestCluster]:
+    root = tempfile.mkdtemp(prefix="tdm-", dir="/tmp")
+    os.makedirs(os.path.join(root, "ray"))
+    saved = os.environ.get("RAY_TMPDIR")
+    # Ray keeps the address of "the current cluster" in $RAY_TMPDIR/ray: ours, not /tmp/ray.
+    os.environ["RAY_TMPDIR"] = root
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={
+            **NODE_ARGS,
+            "temp_dir": os.path.join(root, "ray"),
+            "_system_config": {
+                "health_check_initial_delay_ms": 0,
+                "health_check_period_ms": 500,
+                "health_check_failure_threshold": 4,
+            },
+        },
+    )
+    try:
+        cluster.add_node(**NODE_ARGS)
+        cluster.wait_for_nodes()
+        yield RayTestCluster(cluster, root)
+    finally:
+        cluster.shutdown()
+        if saved is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = saved
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def ray_server(
+    ray_cluster: RayTestCluster, tmp_path: Path
+) -> Iterator[Callable[..., ServerThread]]:
+    """A factory of Tandem servers on the test cluster, private to one test."""
+    started: list[ServerThread] = []
+
+    def start(**overrides: Any) -> ServerThread:
+        config = make_config(
+            tmp_path,
+            executor="ray",
+            ray_address=ray_cluster.address,
+            **{"prewarm_workers": 1, **overrides},
+        )
+        server = ServerThread(config).start()
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()

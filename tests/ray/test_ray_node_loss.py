@@ -1,0 +1,84 @@
+"""Nodes that join and leave a running server's Ray cluster: a third node's devices
+appear as `node-3/...`; killing its raylet fails the tasks that ran or could only run
+there with a reason naming it, requeues a training task that has a checkpoint to resume
+elsewhere, and leaves the other nodes working."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+from server.threaded import ServerThread
+from tandem.v1 import resource_service_pb2, resources_pb2, task_pb2
+from tests.conftest import Stubs
+from tests.ray.conftest import RayTestCluster
+
+
+def devices(stubs: Stubs) -> set[str]:
+    reply = stubs.resources.GetResources(resource_service_pb2.GetResourcesRequest())
+    return set(reply.device_usage)
+
+
+def until(condition: Callable[[], bool], timeout: float = 120) -> None:
+    """Polls a condition the server offers no event for (a node joining or leaving)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+def limits(stubs: Stubs, device: str, **values: int) -> None:
+    stubs.resources.UpdateLimits(
+        resource_service_pb2.UpdateLimitsRequest(
+            max_concurrent={device: resources_pb2.ConcurrencyLimits(**values)}
+        )
+    )
+
+
+def test_a_node_that_joins_then_dies(
+    ray_cluster: RayTestCluster, ray_server: Callable[..., ServerThread]
+) -> None:
+    server = ray_server(prewarm_workers=0)
+    stubs = Stubs.connect(server.port)
+    assert devices(stubs) == {"node-1/cpu", "node-2/cpu", "cpu"}
+    node = ray_cluster.add_node()
+    try:
+        until(lambda: "node-3/cpu" in devices(stubs))
+
+        # Only node-3 may start training, so both of these go there.
+        limits(stubs, "node-1/cpu", training=0)
+        limits(stubs, "node-2/cpu", training=0)
+        resumable = stubs.train(epochs=4).task_id  # any node's CPU: may resume elsewhere
+        pinned = stubs.train(epochs=500, device="node-3/cpu").task_id
+        waiting = stubs.train(epochs=1, device="node-3/cpu").task_id  # node-3 is full
+        for task_id in (resumable, pinned):
+            stubs.wait_for(task_id, lambda e: e.state == task_pb2.TASK_STATE_RUNNING)
+            assert stubs.get(task_id).assigned_device == "node-3/cpu"
+        assert stubs.get(waiting).state == task_pb2.TASK_STATE_QUEUED
+        limits(stubs, "cpu", training=2)  # every node's CPU again
+        survivor = stubs.train(epochs=2, device="node-1/cpu").task_id
+        stubs.wait_for(resumable, lambda e: e.message == "saved checkpoint epoch 1")
+
+        node.kill_raylet()
+
+        for task_id in (pinned, waiting):
+            assert stubs.events(task_id)[-1].state == task_pb2.TASK_STATE_FAILED
+        pinned_error = stubs.get(pinned).error
+        assert "node-3" in pinned_error and "left the Ray cluster while running" in pinned_error
+        assert stubs.get(waiting).error.endswith(
+            "left the Ray cluster; the task could run only there"
+        )
+
+        events = stubs.events(resumable)
+        assert events[-1].state == task_pb2.TASK_STATE_SUCCEEDED
+        requeued = [e for e in events if e.state == task_pb2.TASK_STATE_QUEUED][-1]
+        assert "node-3" in requeued.message
+        assert requeued.message.endswith("will resume from epoch 1 elsewhere")
+        assert "resumed from epoch 1" in [e.message for e in events]
+        assert stubs.get(resumable).assigned_device in ("node-1/cpu", "node-2/cpu")
+
+        assert stubs.events(survivor)[-1].state == task_pb2.TASK_STATE_SUCCEEDED
+        assert devices(stubs) == {"node-1/cpu", "node-2/cpu", "cpu"}
+    finally:
+        stubs.channel.close()
+        ray_cluster.cluster.remove_node(node, allow_graceful=False)
