@@ -80,8 +80,7 @@ def worker_main(conn: Connection) -> None:
     # Ctrl-C in a terminal reaches the whole process group; the server decides when
     # workers stop, so they ignore it.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    import torch  # noqa: F401  (imported once here so jobs start without paying for it)
-
+    preload()
     conn.send(WorkerReady(pid=os.getpid()))
     while True:
         try:
@@ -97,6 +96,14 @@ def worker_main(conn: Connection) -> None:
             except ServerGone:
                 return
         # A CancelJob or PredictBatch for a job that already ended is stale: ignore it.
+
+
+def preload() -> None:
+    """Imports what jobs run on (torch, torchvision, the job modules) before the worker
+    says it is ready, so that a warm worker starts even its first job at once. torch
+    alone is not enough: torchvision, imported by the first job, took 0.4 to 1.4 s of
+    that job's start on a 2-core VM (bench/README.md, `dispatch_warm_first_ms`)."""
+    from engines import inference, predict, training  # noqa: F401
 
 
 def _run(conn: Connection, job: Job) -> bool:
