@@ -23,6 +23,7 @@ __all__ = [
     "DeviceUnavailable",
     "InvalidDevice",
     "default_limits",
+    "device_group",
     "gpu_device",
     "gpu_devices",
     "is_gpu",
@@ -123,6 +124,15 @@ def split_node(device: str) -> tuple[str, str]:
 def is_gpu(device: str) -> bool:
     """Whether a concrete device name ("cuda:0", "node-2/cuda:1") is a GPU."""
     return split_node(device)[1].startswith(f"{_CUDA}:")
+
+
+def device_group(device: str) -> str:
+    """The name that stands for every device like this one: "cuda" for any GPU, "cpu"
+    for a cluster node's CPU; "" for this machine's own CPU (it is alone)."""
+    node, local = split_node(device)
+    if is_gpu(device):
+        return _CUDA
+    return CPU if node and local == CPU else ""
 
 
 def resolve_among(requested: str, devices: Sequence[str]) -> tuple[str, ...]:

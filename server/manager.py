@@ -22,7 +22,7 @@ from engines.jobs import InferenceJob, JobEvent, TrainingJob
 from engines.protocol import PredictReply
 from engines.training import latest_checkpoint
 from scheduler import Admission, Arbiter, Kind, Limits, QueueFull, Request, WaitingInfo
-from scheduler.devices import DeviceError, is_gpu, resolve_among, split_node
+from scheduler.devices import DeviceError, device_group, is_gpu, resolve_among, split_node
 from scheduler.memory import Shape
 from server.config import ServerConfig
 from server.errors import ServiceError, failed_precondition, not_found, resource_exhausted
@@ -207,14 +207,20 @@ class TaskManager:
         self.get(task_id)  # NOT_FOUND before the stream starts
         return self._logs.follow(task_id, from_seq, follow)
 
-    def set_limits(self, changes: Mapping[str, tuple[int | None, int | None]]) -> None:
+    def set_limits(
+        self,
+        changes: Mapping[str, tuple[int | None, int | None]],
+        groups: Mapping[str, tuple[int | None, int | None]] | None = None,
+    ) -> None:
         """Applies and persists limit changes {device: (training, inference)}; None keeps
-        a limit. Growing admits waiting tasks at once; shrinking stops no running task."""
+        a limit. Growing admits waiting tasks at once; shrinking stops no running task.
+        `groups` ({"cpu": ...} or {"cuda": ...}) are kept too, for devices that join later."""
         for device, (training, inference) in changes.items():
             self._dispatch(self._arbiter.set_limits(device, training=training, inference=inference))
+        for key, (training, inference) in {**(groups or {}), **changes}.items():
             for kind, value in (("training", training), ("inference", inference)):
                 if value is not None:
-                    self._store.save_limit(device, kind, value)
+                    self._store.save_limit(key, kind, value)
 
     # -- internal jobs: served models hold inference slots too --------------------
 
@@ -603,15 +609,16 @@ def _local_cores(device: str) -> int:
 def with_saved_limits(
     defaults: Mapping[str, Limits], saved: Mapping[tuple[str, str], int]
 ) -> dict[str, Limits]:
-    """`defaults` (device -> limits), overridden by limits saved by `UpdateLimits`."""
-    limits = dict(defaults)
-    for (device, kind), value in saved.items():
-        if device in limits:
-            current = limits[device]
-            limits[device] = Limits(
-                training=value if kind == "training" else current.training,
-                inference=value if kind == "inference" else current.inference,
-            )
+    """`defaults` (device -> limits), overridden by limits saved by `UpdateLimits`: the
+    device's own, else its group's (`cuda`, or `cpu` on a cluster), so that a node that
+    joins later gets the limits last set for every device like its own."""
+    limits: dict[str, Limits] = {}
+    for device, default in defaults.items():
+        values = {"training": default.training, "inference": default.inference}
+        for key in (device_group(device), device):
+            for kind in values:
+                values[kind] = saved.get((key, kind), values[kind]) if key else values[kind]
+        limits[device] = Limits(**values)
     return limits
 
 

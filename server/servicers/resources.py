@@ -9,7 +9,7 @@ stand for every node's CPU and every GPU, in replies and in limit changes alike.
 from __future__ import annotations
 
 from scheduler import Kind, Limits
-from scheduler.devices import CPU, is_gpu, split_node
+from scheduler.devices import CPU, device_group, is_gpu
 from scheduler.inventory import DeviceInventory
 from server.errors import Context, invalid_argument, not_found, unary
 from server.manager import TaskManager
@@ -23,10 +23,8 @@ ALL_GPUS = "cuda"
 def _groups(device: str) -> list[str]:
     """The names a device's figures are shown under: its own, and `cuda` for every GPU
     or (on a cluster) `cpu` for every node's CPU."""
-    node, local = split_node(device)
-    if is_gpu(device):
-        return [device, ALL_GPUS]
-    return [device, CPU] if node and local == CPU else [device]
+    group = device_group(device)
+    return [device, group] if group else [device]
 
 
 def _limits_pb(limits: Limits) -> resources_pb2.ConcurrencyLimits:
@@ -85,6 +83,7 @@ class ResourceServicer(resource_service_pb2_grpc.ResourceServiceServicer):
         gpus = [d for d in devices if is_gpu(d)]
         node_cpus = [d for d in devices if d != CPU and CPU in _groups(d)]
         changes: dict[str, tuple[int | None, int | None]] = {}
+        groups: dict[str, tuple[int | None, int | None]] = {}
         # Check everything first: a request is applied whole or not at all.
         for name, limits in request.max_concurrent.items():
             key = name.strip().lower()
@@ -112,5 +111,7 @@ class ResourceServicer(resource_service_pb2_grpc.ResourceServiceServicer):
                 values.append(value)
             for target in targets:
                 changes[target] = (values[0], values[1])
-        self._manager.set_limits(changes)
+            if key in (ALL_GPUS, CPU) and key not in devices:
+                groups[key] = (values[0], values[1])
+        self._manager.set_limits(changes, groups)
         return resource_service_pb2.UpdateLimitsResponse(max_concurrent=self._max_concurrent())

@@ -41,9 +41,13 @@ def test_a_node_that_joins_then_dies(
     server = ray_server(prewarm_workers=0)
     stubs = Stubs.connect(server.port)
     assert devices(stubs) == {"node-1/cpu", "node-2/cpu", "cpu"}
+    limits(stubs, "cpu", inference=3)  # every node's CPU, and those that join later
     node = ray_cluster.add_node()
     try:
         until(lambda: "node-3/cpu" in devices(stubs))
+        reply = stubs.resources.GetResources(resource_service_pb2.GetResourcesRequest())
+        assert reply.max_concurrent["node-3/cpu"].inference == 3
+        assert reply.max_concurrent["node-3/cpu"].training == 2
 
         # Only node-3 may start training, so both of these go there.
         limits(stubs, "node-1/cpu", training=0)
