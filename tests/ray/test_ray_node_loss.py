@@ -8,6 +8,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
+import grpc
+import pytest
+
 from server.threaded import ServerThread
 from tandem.v1 import resource_service_pb2, resources_pb2, task_pb2
 from tests.conftest import Stubs
@@ -42,12 +45,24 @@ def test_a_node_that_joins_then_dies(
     stubs = Stubs.connect(server.port)
     assert devices(stubs) == {"node-1/cpu", "node-2/cpu", "cpu"}
     limits(stubs, "cpu", inference=3)  # every node's CPU, and those that join later
-    node = ray_cluster.add_node()
+    # A node with a GPU as Ray counts it; this machine has no real one for NVML to read.
+    node = ray_cluster.add_node(num_gpus=1)
     try:
         until(lambda: "node-3/cpu" in devices(stubs))
         reply = stubs.resources.GetResources(resource_service_pb2.GetResourcesRequest())
+        assert set(reply.device_usage) == {
+            *("node-1/cpu", "node-2/cpu", "node-3/cpu", "cpu"),
+            *("node-3/cuda:0", "cuda"),
+        }
         assert reply.max_concurrent["node-3/cpu"].inference == 3
         assert reply.max_concurrent["node-3/cpu"].training == 2
+        assert reply.max_concurrent["node-3/cuda:0"].training == 1
+        assert reply.max_concurrent["node-3/cuda:0"].inference == 3
+        gpu = reply.gpu_memory_info["node-3/GPU_0"]
+        assert (gpu.device, gpu.total_gb) == ("node-3/cuda:0", 0.0)  # unreadable: no room
+        with pytest.raises(grpc.RpcError) as refused:
+            stubs.train(device="cuda")
+        assert refused.value.code() == grpc.StatusCode.FAILED_PRECONDITION
 
         # Only node-3 may start training, so both of these go there.
         limits(stubs, "node-1/cpu", training=0)
@@ -82,7 +97,7 @@ def test_a_node_that_joins_then_dies(
         assert stubs.get(resumable).assigned_device in ("node-1/cpu", "node-2/cpu")
 
         assert stubs.events(survivor)[-1].state == task_pb2.TASK_STATE_SUCCEEDED
-        assert devices(stubs) == {"node-1/cpu", "node-2/cpu", "cpu"}
+        assert devices(stubs) == {"node-1/cpu", "node-2/cpu", "cpu"}  # node-3's GPU too
     finally:
         stubs.channel.close()
         ray_cluster.cluster.remove_node(node, allow_graceful=False)
