@@ -195,10 +195,12 @@ class Stubs:
     def close(self) -> None:
         self.channel.close()
 
-    def follow(self, task_id: str, from_seq: int = 0) -> list[task_pb2.TaskEvent]:
-        """The task's events from `from_seq` until it ends."""
-        request = task_service_pb2.LogsRequest(task_id=task_id, from_seq=from_seq, follow=True)
-        return [r.event for r in self.tasks.Logs(request, timeout=CALL_TIMEOUT_S * 10)]
+    def follow(
+        self, task_id: str, timeout_s: float = CALL_TIMEOUT_S * 10
+    ) -> list[task_pb2.TaskEvent]:
+        """The task's events from its start until it ends (or `timeout_s` passes)."""
+        request = task_service_pb2.LogsRequest(task_id=task_id, follow=True)
+        return [r.event for r in self.tasks.Logs(request, timeout=max(timeout_s, 1.0))]
 
     def stored(self, task_id: str) -> list[task_pb2.TaskEvent]:
         request = task_service_pb2.LogsRequest(task_id=task_id, follow=False)
@@ -270,6 +272,9 @@ class _LoadRun:
         self.report = report
         self.rng = random.Random(seed)
         self.lock = threading.Lock()
+        # Set when every client has returned (followers then know no more ids come),
+        # and when the whole run is over (the sampler stops).
+        self.clients_done = threading.Event()
         self.done = threading.Event()
         self.deadline = time.monotonic() + shape.deadline_s
         # The first `followers` task ids, handed to followers as they are accepted.
@@ -278,24 +283,33 @@ class _LoadRun:
 
     def run(self) -> None:
         per_client = _split(self.shape.tasks, self.shape.clients)
-        threads = [
-            threading.Thread(target=self._client, args=(i, n), name=f"client-{i}")
+        clients = [
+            threading.Thread(target=self._client, args=(i, n), name=f"client-{i}", daemon=True)
             for i, n in enumerate(per_client)
         ]
-        threads += [
-            threading.Thread(target=self._follower, args=(i,), name=f"follower-{i}")
+        followers = [
+            threading.Thread(target=self._follower, args=(i,), name=f"follower-{i}", daemon=True)
             for i in range(self.shape.followers)
         ]
-        sampler = threading.Thread(target=self._sample, name="sampler")
+        sampler = threading.Thread(target=self._sample, name="sampler", daemon=True)
         sampler.start()
-        for thread in threads:
+        for thread in [*clients, *followers]:
             thread.start()
-        for thread in threads:
-            thread.join(max(1.0, self.deadline - time.monotonic()))
+        for thread in clients:
+            thread.join(self._remaining())
+        with self.follow_ready:  # a follower still waiting for an id will not get one
+            self.clients_done.set()
+            self.follow_ready.notify_all()
+        for thread in followers:
+            thread.join(self._remaining())
         self.done.set()
         sampler.join(CALL_TIMEOUT_S)
-        with self.follow_ready:
-            self.follow_ready.notify_all()
+        stuck = [t.name for t in [*clients, *followers] if t.is_alive()]
+        if stuck:
+            self._error(f"still running at the deadline: {', '.join(stuck)}")
+
+    def _remaining(self) -> float:
+        return max(1.0, self.deadline - time.monotonic())
 
     def _client(self, index: int, count: int) -> None:
         stubs = Stubs(self.address)
@@ -315,7 +329,7 @@ class _LoadRun:
                 if accepted % self.shape.cancel_every == 0:
                     _cancel(stubs, task_id)
             for task_id in mine:  # wait for the client's own tasks to end
-                stubs.follow(task_id)
+                stubs.follow(task_id, self._remaining())
         except grpc.RpcError as exc:
             self._error(f"client {index}: {exc.code().name} {exc.details()}")
         finally:
@@ -341,14 +355,14 @@ class _LoadRun:
 
     def _follower(self, index: int) -> None:
         with self.follow_ready:
-            while len(self.to_follow) <= index and not self.done.is_set():
-                self.follow_ready.wait(1.0)
+            while len(self.to_follow) <= index and not self.clients_done.is_set():
+                self.follow_ready.wait()
             if len(self.to_follow) <= index:
                 return
             task_id = self.to_follow[index]
         stubs = Stubs(self.address)
         try:
-            seen = stubs.follow(task_id)
+            seen = stubs.follow(task_id, self._remaining())
             stored = stubs.stored(task_id)
             problem = _compare(task_id, seen, stored)
             if problem:
@@ -381,6 +395,8 @@ class _LoadRun:
                 self.done.wait(0.005)
         except grpc.RpcError as exc:
             self._error(f"sampler: {exc.code().name} {exc.details()}")
+        except OSError as exc:  # /proc/<pid> is gone: the server died
+            self._error(f"sampler: the server process is gone ({exc})")
         finally:
             stubs.close()
             self.report.sampled_peak = dict(peaks)

@@ -158,46 +158,56 @@ async def create_server(
         MemoryPlanner(store, gate),
     )
 
-    server = grpc.aio.server(
-        interceptors=[TokenAuth(config.auth_token)] if config.auth_token else [],
-        options=[
-            ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
-            ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
-            # No second process may bind our port and take a share of our calls.
-            ("grpc.so_reuseport", 0),
-        ],
-    )
-    training_service_pb2_grpc.add_TrainingServiceServicer_to_server(
-        TrainingServicer(manager, roots=config.dataset_roots), server
-    )
-    metrics = Metrics(arbiter.statistics, inventory)
-    manager.on_task_end = metrics.task_ended
-    model_server = ModelServer(config, manager, executor)
-    manager.after_pass = model_server.maintain
-    inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
-        InferenceServicer(
-            manager,
-            model_server,
-            dataset_roots=config.dataset_roots,
-            model_roots=config.model_roots,
-            metrics=metrics,
-        ),
-        server,
-    )
-    task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(manager), server)
-    resource_service_pb2_grpc.add_ResourceServiceServicer_to_server(
-        ResourceServicer(manager, inventory), server
-    )
-    health_servicer = health.aio.HealthServicer()
-    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-    reflection.enable_server_reflection(
-        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
-    )
-    port, internal_target, private_socket = _bind(server, config, tls)
-    await manager.start()
-    if cluster is not None:
-        cluster.attach(manager)
-    await server.start()
+    private_socket: PrivateSocket | None = None
+    try:
+        server = grpc.aio.server(
+            interceptors=[TokenAuth(config.auth_token)] if config.auth_token else [],
+            options=[
+                ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
+                ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
+                # No second process may bind our port and take a share of our calls.
+                ("grpc.so_reuseport", 0),
+            ],
+        )
+        training_service_pb2_grpc.add_TrainingServiceServicer_to_server(
+            TrainingServicer(manager, roots=config.dataset_roots), server
+        )
+        metrics = Metrics(arbiter.statistics, inventory)
+        manager.on_task_end = metrics.task_ended
+        model_server = ModelServer(config, manager, executor)
+        manager.after_pass = model_server.maintain
+        inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
+            InferenceServicer(
+                manager,
+                model_server,
+                dataset_roots=config.dataset_roots,
+                model_roots=config.model_roots,
+                metrics=metrics,
+            ),
+            server,
+        )
+        task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(manager), server)
+        resource_service_pb2_grpc.add_ResourceServiceServicer_to_server(
+            ResourceServicer(manager, inventory), server
+        )
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        reflection.enable_server_reflection(
+            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        )
+        port, internal_target, private_socket = _bind(server, config, tls)
+        await manager.start()
+        if cluster is not None:
+            cluster.attach(manager)
+        await server.start()
+    except BaseException:
+        # Nothing half-started is left behind: workers, the store, the gateway's socket.
+        if private_socket is not None:
+            private_socket.remove()
+        await manager.close()
+        await executor.close()
+        store.close()
+        raise
     # SERVING only now: the store is open, queued tasks are back, workers are starting.
     for name in ("", *SERVICE_NAMES):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
@@ -234,20 +244,28 @@ def _bind(
     With TLS the gateway gets a private Unix socket (see `server.tls`); without, it dials
     the public port on loopback."""
     address = f"{config.host}:{config.grpc_port}"
-    if tls is None:
-        port = server.add_insecure_port(address)
-        private_socket = None
-        internal_target = loopback_target(config.host, port)
-    else:
-        port = server.add_secure_port(address, tls.grpc_credentials())
-        private_socket = PrivateSocket()
-        if server.add_insecure_port(private_socket.target) == 0:
-            private_socket.remove()
-            raise OSError(f"could not bind the gateway's socket {private_socket.path}")
-        internal_target = private_socket.target
+    # grpcio reports a failed bind by raising RuntimeError (older versions returned 0).
+    try:
+        port = (
+            server.add_insecure_port(address)
+            if tls is None
+            else server.add_secure_port(address, tls.grpc_credentials())
+        )
+    except RuntimeError:
+        port = 0
     if port == 0:
-        raise OSError(f"could not bind gRPC to {address}")
-    return port, internal_target, private_socket
+        raise OSError(f"could not bind gRPC to {address}: the port is taken or not ours")
+    if tls is None:
+        return port, loopback_target(config.host, port), None
+    private_socket = PrivateSocket()
+    try:
+        bound = server.add_insecure_port(private_socket.target)
+    except RuntimeError:
+        bound = 0
+    if bound == 0:
+        private_socket.remove()
+        raise OSError(f"could not bind the gateway's socket {private_socket.path}")
+    return port, private_socket.target, private_socket
 
 
 def loopback_target(host: str, port: int) -> str:

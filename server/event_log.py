@@ -11,10 +11,12 @@ from the file.
 from __future__ import annotations
 
 import asyncio
+import bisect
 import contextlib
 import json
 import logging
 import os
+import shutil
 import time
 from collections.abc import AsyncIterator
 from dataclasses import asdict, dataclass, field
@@ -45,10 +47,18 @@ class TaskLog:
         self.events = events
         self.closed = False
         self._changed: asyncio.Future[None] | None = None
+        # Lines the disk refused (full), in order. No later line is written before
+        # them, so the file is always a complete prefix of the log.
+        self._unwritten: list[str] = []
 
     @property
     def last_seq(self) -> int:
-        return len(self.events)
+        return self.events[-1].seq if self.events else 0
+
+    @property
+    def unwritten(self) -> int:
+        """How many events are in memory but not yet in the file."""
+        return len(self._unwritten)
 
     def append(
         self,
@@ -62,7 +72,7 @@ class TaskLog:
         if self.closed:
             raise RuntimeError(f"log {self.path} is closed")
         event = StoredEvent(
-            seq=len(self.events) + 1,
+            seq=self.last_seq + 1,
             time=time.time(),
             type=type_,
             level=level,
@@ -73,8 +83,16 @@ class TaskLog:
         # In memory first: followers get the event even if the disk refuses it.
         self.events.append(event)
         self._wake()
-        self._write(json.dumps(asdict(event), separators=(",", ":")) + "\n")
+        self._unwritten.append(json.dumps(asdict(event), separators=(",", ":")) + "\n")
+        self.flush()
         return event
+
+    def flush(self) -> None:
+        """Writes the events the disk refused so far, in order; OSError if it still
+        refuses (they stay in memory for the next try)."""
+        if self._unwritten:
+            self._write("".join(self._unwritten))
+            self._unwritten.clear()
 
     def _write(self, line: str) -> None:
         """Appends one line, or nothing: a write cut short (a full disk) is undone so
@@ -101,10 +119,11 @@ class TaskLog:
         self.closed = True
         self._wake()
         try:
+            self.flush()
             with self.path.open("a", encoding="utf-8") as f:
                 os.fsync(f.fileno())
-        except OSError as exc:  # the events are still in the file's page cache
-            logger.warning("could not sync %s: %s", self.path, exc.strerror or exc)
+        except OSError as exc:  # kept in memory by EventLogs until a flush succeeds
+            logger.warning("could not write %s: %s", self.path, exc.strerror or exc)
 
     async def wait_beyond(self, seq: int) -> None:
         """Returns once the log holds an event after `seq`, or is closed."""
@@ -125,6 +144,9 @@ class EventLogs:
     def __init__(self, tasks_dir: Path) -> None:
         self._dir = tasks_dir
         self._active: dict[str, TaskLog] = {}
+        # Closed logs whose last events the disk refused: served from memory and
+        # written by `flush_pending` once there is room.
+        self._unflushed: dict[str, TaskLog] = {}
 
     def path(self, task_id: str) -> Path:
         return self._dir / task_id / "events.jsonl"
@@ -146,6 +168,27 @@ class EventLogs:
         log = self._active.pop(task_id, None)
         if log is not None:
             log.close()
+            if log.unwritten:
+                self._unflushed[task_id] = log
+
+    def discard(self, task_id: str) -> None:
+        """Forgets a log and its folder (a submit that was refused after all)."""
+        log = self._active.pop(task_id, None)
+        if log is not None:
+            log.closed = True
+            log._wake()
+        shutil.rmtree(self.path(task_id).parent, ignore_errors=True)
+
+    def flush_pending(self) -> int:
+        """Writes what the disk refused earlier, for every log; returns how many logs
+        still hold unwritten events."""
+        for log in [*self._active.values(), *self._unflushed.values()]:
+            with contextlib.suppress(OSError):
+                log.flush()
+        for task_id, log in list(self._unflushed.items()):
+            if not log.unwritten:
+                del self._unflushed[task_id]
+        return sum(1 for log in self._active.values() if log.unwritten) + len(self._unflushed)
 
     def close_all(self) -> None:
         for task_id in list(self._active):
@@ -153,12 +196,14 @@ class EventLogs:
 
     async def follow(self, task_id: str, from_seq: int, follow: bool) -> AsyncIterator[StoredEvent]:
         """Events with `seq >= from_seq`; with `follow`, live ones until the log closes."""
-        cursor = max(from_seq, 1) - 1  # index of the next event to send
-        log = self._active.get(task_id)
+        log = self._active.get(task_id) or self._unflushed.get(task_id)
         if log is None:
-            for event in read_events(self.path(task_id))[cursor:]:
-                yield event
+            for event in read_events(self.path(task_id)):
+                if event.seq >= from_seq:
+                    yield event
             return
+        # Index of the next event to send (seqs are dense unless a crash lost lines).
+        cursor = bisect.bisect_left(log.events, from_seq, key=lambda e: e.seq)
         while True:
             # Read by index from the shared list: no copy per follower.
             while cursor < len(log.events):

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 import signal
+import sqlite3
 import sys
 
 from server import metrics
@@ -52,7 +53,7 @@ async def serve(config: ServerConfig) -> None:
         gateway = GatewayServer(
             app, config.host, config.http_port, tls_cert=config.tls_cert, tls_key=config.tls_key
         )
-    except OSError:
+    except BaseException:
         await service.stop()
         raise
     gateway.start()
@@ -75,6 +76,6 @@ def run(config: ServerConfig) -> None:
     configure_logging(config.log_format)
     try:
         asyncio.run(serve(config))
-    except OSError as exc:  # a port taken, a data dir not writable: one line, exit 1
+    except (OSError, sqlite3.Error) as exc:  # a port taken, a data dir full: one line, exit 1
         print(f"tandem: cannot start: {exc}", file=sys.stderr, flush=True)
         raise SystemExit(1) from None

@@ -9,6 +9,7 @@ All methods run on the event loop thread, so no locks are needed.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import os
@@ -26,7 +27,7 @@ from scheduler.devices import DeviceError, device_group, is_gpu, resolve_among, 
 from scheduler.memory import Shape
 from server.config import ServerConfig
 from server.errors import ServiceError, failed_precondition, not_found, resource_exhausted
-from server.event_log import EventLogs, StoredEvent
+from server.event_log import EventLogs, StoredEvent, read_events
 from server.memory import PEAK_METRIC, MemoryPlanner
 from server.records import TaskKind, TaskRecord, TaskState
 from server.store import TaskStore
@@ -37,6 +38,10 @@ log = logging.getLogger(__name__)
 # What writing to the data dir raises when it is full or gone: a failed write fails
 # the task it belongs to (see `_write_failed`), never the server.
 _STORAGE_ERRORS = (OSError, sqlite3.Error)
+
+_TERMINAL_NAMES = frozenset(
+    s.value for s in (TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED)
+)
 
 _STATE_LEVEL = {
     TaskState.SUCCEEDED: "info",
@@ -84,6 +89,9 @@ class TaskManager:
         # Ended tasks whose final record could not be saved yet; retried on every tick
         # and read from here meanwhile, so an answer never goes back in time.
         self._unsaved: dict[str, TaskRecord] = {}
+        # Admissions not yet started, and whether `_dispatch` is already draining them.
+        self._admissions: collections.deque[Admission] = collections.deque()
+        self._dispatching = False
 
     @property
     def arbiter(self) -> Arbiter:
@@ -103,6 +111,14 @@ class TaskManager:
                 await self._ticker
         # Running tasks stay RUNNING in the store: the next start decides their fate.
         self._logs.close_all()
+        # Last tries for what a full disk held back; what still fails is repaired from
+        # the task logs at the next start, if they made it (see `_ended_in_log`).
+        self._save_unsaved()
+        if self._unsaved or self._logs.flush_pending():
+            log.error(
+                "could not save the end of tasks %s: the data dir is still full",
+                ", ".join(sorted(self._unsaved)) or "(log lines only)",
+            )
 
     # -- submit, read, cancel --------------------------------------------------------
 
@@ -135,21 +151,24 @@ class TaskManager:
             raise resource_exhausted(
                 f"the queue is full ({self._config.max_waiting} waiting tasks); retry later"
             )
-        try:
-            self._store.insert(task)
-        except _STORAGE_ERRORS as exc:
-            raise resource_exhausted(f"cannot accept tasks: {_storage_reason(exc)}") from None
-        self._active[task.task_id] = task
+        # The log line, then the row: a task the disk refuses leaves neither behind, so a
+        # retry with the same request_id is a new submit, and no restart runs it.
         self._event(
             task,
             "state",
             f"queued: {kind.value} at priority {task.priority} on {task.device}",
             state=TaskState.QUEUED,
         )
-        failure = self._write_failures.get(task.task_id)
+        failure = self._write_failures.pop(task.task_id, None)
+        if failure is None:
+            try:
+                self._store.insert(task)
+            except _STORAGE_ERRORS as exc:
+                failure = _storage_reason(exc)
         if failure is not None:
-            self._end(task, TaskState.FAILED, failure)
+            self._logs.discard(task.task_id)
             raise resource_exhausted(f"cannot accept tasks: {failure}")
+        self._active[task.task_id] = task
         accepted = self._snapshot(task)
         try:
             admissions = self._arbiter.submit(request)
@@ -182,6 +201,10 @@ class TaskManager:
             states=states, kind=kind, page_size=page_size, page_token=page_token
         )
         live = [self._active.get(t.task_id) or self._unsaved.get(t.task_id) or t for t in tasks]
+        if states:
+            # The store filtered by what it holds; a task whose latest change it has not
+            # seen yet (a full disk) is filtered by what is true now. `total` may lag.
+            live = [t for t in live if t.state in states]
         return [self._snapshot(t) for t in live], token, total
 
     def cancel(self, task_id: str) -> TaskRecord:
@@ -194,7 +217,7 @@ class TaskManager:
         if task.state is TaskState.QUEUED:
             self._arbiter.cancel(task_id)
             self._end(task, TaskState.CANCELLED, "cancelled while queued")
-            return self._store.get(task_id) or task
+            return self._snapshot(task)
         if task_id not in self._cancel_requested:
             self._cancel_requested.add(task_id)
             self._event(
@@ -383,38 +406,52 @@ class TaskManager:
     # -- internals -------------------------------------------------------------------
 
     def _dispatch(self, admissions: Sequence[Admission]) -> None:
-        for admission in admissions:
-            if self._closing:
-                return
-            waiter = self._admission_waiters.get(admission.job_id)
-            if waiter is not None:
-                if waiter.done():  # its caller gave up in the meantime
-                    self._dispatch(self._arbiter.release(admission.job_id))
-                else:
-                    waiter.set_result(admission)
-                continue
-            task = self._active.get(admission.job_id)
-            if task is None or task.state is not TaskState.QUEUED:
-                # Cannot happen while the arbiter and the manager agree; never run twice.
-                log.error("admission for unknown or non-queued task %s", admission.job_id)
+        """Starts what the arbiter admitted. A start that fails at once releases its slot,
+        which admits the next task, and so on: that chain is a loop over one queue, not
+        a recursion, so a thousand failing starts cannot overflow the stack."""
+        self._admissions.extend(admissions)
+        if self._dispatching:
+            return  # the loop further up the stack takes them
+        self._dispatching = True
+        try:
+            while self._admissions:
+                if self._closing:
+                    self._admissions.clear()
+                    return
+                self._start(self._admissions.popleft())
+        finally:
+            self._dispatching = False
+
+    def _start(self, admission: Admission) -> None:
+        waiter = self._admission_waiters.get(admission.job_id)
+        if waiter is not None:
+            if waiter.done():  # its caller gave up in the meantime
                 self._dispatch(self._arbiter.release(admission.job_id))
-                continue
-            task.state = TaskState.RUNNING
-            task.assigned_device = admission.device
-            task.start_time = time.time()
-            self._save(task)
-            self._event(task, "state", f"running on {admission.device}", state=TaskState.RUNNING)
-            failure = self._write_failures.get(task.task_id)
-            if failure is not None:
-                self.job_finished(task.task_id, JobOutcome(Outcome.FAILED, error=failure))
-                continue
-            try:
-                self._executor.submit(self._job(task), self)
-            except Exception as exc:
-                log.exception("could not start task %s", task.task_id)
-                self.job_finished(
-                    task.task_id, JobOutcome(Outcome.FAILED, error=f"could not start: {exc}")
-                )
+            else:
+                waiter.set_result(admission)
+            return
+        task = self._active.get(admission.job_id)
+        if task is None or task.state is not TaskState.QUEUED:
+            # Cannot happen while the arbiter and the manager agree; never run twice.
+            log.error("admission for unknown or non-queued task %s", admission.job_id)
+            self._dispatch(self._arbiter.release(admission.job_id))
+            return
+        task.state = TaskState.RUNNING
+        task.assigned_device = admission.device
+        task.start_time = time.time()
+        self._save(task)
+        self._event(task, "state", f"running on {admission.device}", state=TaskState.RUNNING)
+        failure = self._write_failures.get(task.task_id)
+        if failure is not None:
+            self.job_finished(task.task_id, JobOutcome(Outcome.FAILED, error=failure))
+            return
+        try:
+            self._executor.submit(self._job(task), self)
+        except Exception as exc:
+            log.exception("could not start task %s", task.task_id)
+            self.job_finished(
+                task.task_id, JobOutcome(Outcome.FAILED, error=f"could not start: {exc}")
+            )
 
     def _job(self, task: TaskRecord) -> TrainingJob | InferenceJob:
         p = task.params
@@ -451,7 +488,10 @@ class TaskManager:
 
     def threads_for(self, device: str, kind: Kind) -> int:
         """Intra-op threads per job: the cores shared by the slots that may run at once,
-        so a full device does not oversubscribe the CPU."""
+        so a full device does not oversubscribe the CPU. `device` is concrete, or a
+        request (`cpu` on a cluster) that stands for its first candidate."""
+        if device not in self._arbiter.devices:
+            device = resolve_among(device, self._arbiter.devices)[0]
         cores = self.cores(device)
         if is_gpu(device):
             return min(4, cores)  # a GPU job needs threads only to feed the GPU
@@ -547,6 +587,8 @@ class TaskManager:
         checkpoint (or fails if it has none); interrupted inference starts over."""
         interrupted = set()
         for task in self._store.in_states([TaskState.RUNNING]):
+            if self._ended_in_log(task):
+                continue
             self._active[task.task_id] = task
             if task.kind is TaskKind.TRAINING:
                 checkpoint = latest_checkpoint(str(self._config.task_dir(task.task_id)))
@@ -559,10 +601,12 @@ class TaskManager:
             task.state = TaskState.QUEUED
             task.assigned_device = ""
             task.start_time = None
-            self._store.save(task)
+            self._save(task)
             self._event(task, "state", note, state=TaskState.QUEUED, level="warning")
             interrupted.add(task.task_id)
         for task in self._store.in_states([TaskState.QUEUED]):
+            if self._ended_in_log(task):
+                continue
             self._active[task.task_id] = task
             candidates = self._candidates(task.device)
             if not candidates:
@@ -583,6 +627,23 @@ class TaskManager:
             except (ServiceError, QueueFull, ValueError) as exc:
                 self._end(task, TaskState.FAILED, f"could not be requeued after a restart: {exc}")
 
+    def _ended_in_log(self, task: TaskRecord) -> bool:
+        """Whether the task's log ends in a terminal state that its stored record missed
+        (the data dir was full when it ended); if so the record is repaired from it."""
+        path = self._logs.path(task.task_id)
+        events = read_events(path) if path.exists() else []
+        if not events or events[-1].state not in _TERMINAL_NAMES:
+            return False
+        last = events[-1]
+        task.state = TaskState(last.state)
+        task.end_time = last.time
+        task.last_seq = last.seq
+        if task.state is not TaskState.SUCCEEDED:
+            task.error = last.message
+        log.warning("task %s: its log says %s; record repaired", task.task_id, last.state)
+        self._save(task)
+        return True
+
     def _candidates(self, device: str) -> tuple[str, ...]:
         try:
             return resolve_among(device, self._arbiter.devices)
@@ -598,6 +659,7 @@ class TaskManager:
             self._dispatch(self._arbiter.tick())
             if self._unsaved:
                 self._save_unsaved()
+            self._logs.flush_pending()
             if self.after_pass is not None:
                 self.after_pass()
 

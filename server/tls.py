@@ -12,6 +12,7 @@ from __future__ import annotations
 import shutil
 import ssl
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -44,7 +45,9 @@ class TlsFiles:
             cert_path, key_path, _read_pem(cert_path, "certificate"), _read_pem(key_path, "key")
         )
         try:
-            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(cert_path, key_path)
+            ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER).load_cert_chain(
+                cert_path, key_path, password=_no_passphrase(key_path)
+            )
         except ssl.SSLError as exc:
             reason = exc.reason or str(exc)
             raise TlsError(
@@ -55,6 +58,16 @@ class TlsFiles:
 
     def grpc_credentials(self) -> grpc.ServerCredentials:
         return grpc.ssl_server_credentials([(self.key_pem, self.cert_pem)])
+
+
+def _no_passphrase(key_path: Path) -> Callable[[], str]:
+    """Refuses an encrypted key with a sentence: gRPC cannot use one, and without a
+    callback OpenSSL would stop the start to ask for a passphrase on the terminal."""
+
+    def refuse() -> str:
+        raise TlsError(f"TLS key {key_path} is encrypted; give an unencrypted key")
+
+    return refuse
 
 
 def _read_pem(path: Path, what: str) -> bytes:

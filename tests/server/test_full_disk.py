@@ -13,6 +13,8 @@ from pathlib import Path
 import grpc
 import pytest
 
+from server.records import TaskState
+from server.store import TaskStore
 from server.threaded import ServerThread
 from tandem.v1 import (
     resource_service_pb2,
@@ -86,8 +88,13 @@ def test_a_full_data_dir_fails_tasks_with_the_reason_and_the_server_stays_up(
         assert stubs.wait_for(again.task_id, lambda e: e.state in TERMINAL).state == (
             task_pb2.TASK_STATE_CANCELLED
         )
-        # What could not be saved while the disk was full is on disk now.
+        # What could not be saved while the disk was full is in the database now (the
+        # periodic pass retries; read the file itself, not the server's memory).
         assert stubs.get(running.task_id).state == task_pb2.TASK_STATE_FAILED
+        server.stop()
+        stored = TaskStore(small_disk / "data" / "tandem.db").get(running.task_id)
+        assert stored is not None and stored.state is TaskState.FAILED
+        assert "cannot be written" in stored.error or "space" in stored.error
     finally:
         stubs.channel.close()
         with contextlib.suppress(Exception):

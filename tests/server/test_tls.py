@@ -30,7 +30,9 @@ TANDEM = str(Path(sys.executable).parent / "tandem")
 TOKEN = "tls-test-token"
 
 
-def write_self_signed(folder: Path, name: str = "cert") -> tuple[Path, Path]:
+def write_self_signed(
+    folder: Path, name: str = "cert", passphrase: bytes | None = None
+) -> tuple[Path, Path]:
     """A self-signed certificate for localhost and 127.0.0.1, and its key, as PEM files."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
@@ -58,7 +60,9 @@ def write_self_signed(folder: Path, name: str = "cert") -> tuple[Path, Path]:
         key.private_bytes(
             serialization.Encoding.PEM,
             serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
+            serialization.BestAvailableEncryption(passphrase)
+            if passphrase
+            else serialization.NoEncryption(),
         )
     )
     return cert_path, key_path
@@ -95,9 +99,13 @@ def tls_server(tmp_path: Path) -> Iterator[TlsServer]:
     rest_match = re.search(r"serving REST on (\S+)", rest_line)
     assert grpc_match and rest_match, f"unexpected start lines: {grpc_line!r} {rest_line!r}"
     yield TlsServer(process, grpc_match.group(1), rest_match.group(1), cert)
-    if process.poll() is None:
-        process.kill()
-        process.wait()
+    if process.poll() is None:  # a clean stop, so the gateway's socket folder goes too
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
 
 
 def test_grpc_and_rest_speak_tls_and_refuse_plain_text(tls_server: TlsServer) -> None:
@@ -155,13 +163,17 @@ def test_a_certificate_without_its_key_is_a_usage_error(tmp_path: Path) -> None:
     assert "--tls-key" in result.stderr and "Traceback" not in result.stderr
 
 
-@pytest.mark.parametrize("problem", ["missing file", "not PEM", "key of another certificate"])
+@pytest.mark.parametrize(
+    "problem", ["missing file", "not PEM", "key of another certificate", "encrypted key"]
+)
 def test_unusable_tls_files_stop_the_start_with_one_line(tmp_path: Path, problem: str) -> None:
     cert, key = write_self_signed(tmp_path)
     if problem == "missing file":
         key = tmp_path / "absent.key"
     elif problem == "not PEM":
         key.write_text("hello")
+    elif problem == "encrypted key":
+        cert, key = write_self_signed(tmp_path, "locked", passphrase=b"secret")
     else:
         _, key = write_self_signed(tmp_path, "other")
     result = subprocess.run(
@@ -169,6 +181,7 @@ def test_unusable_tls_files_stop_the_start_with_one_line(tmp_path: Path, problem
         capture_output=True,
         text=True,
         timeout=120,
+        stdin=subprocess.DEVNULL,  # nothing may stop the start to ask for a passphrase
     )
     assert result.returncode == 1, result.stderr
     assert "tandem: cannot start:" in result.stderr
