@@ -13,7 +13,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Protocol
 
-from bench import dispatch, isolation, logs, predict, ray_serve, scheduler, throughput
+from bench import (
+    dispatch,
+    isolation,
+    logs,
+    predict,
+    ray_executor,
+    ray_serve,
+    scheduler,
+    throughput,
+)
 from bench.report import Goal
 
 __all__ = ["BENCHMARKS", "Benchmark", "short_name"]
@@ -41,6 +50,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     dispatch,
     logs,
     predict,
+    ray_executor,
     ray_serve,
     isolation,
     throughput,

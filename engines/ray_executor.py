@@ -118,7 +118,8 @@ class RayExecutor:
         self._prewarm = prewarm
         self._max_idle = max_idle
         self._cancel_grace_s = cancel_grace_s
-        self._idle: dict[str, list[_Actor]] = {}
+        # Idle actors per device, warm for the next job.
+        self._warm: dict[str, list[_Actor]] = {}
         self._runs: dict[str, _Run] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._models: OrderedDict[tuple[str, int, int], Any] = OrderedDict()
@@ -139,7 +140,7 @@ class RayExecutor:
     def submit(self, job: Job, sink: JobSink) -> None:
         if self._closed:
             raise RuntimeError("executor is closed")
-        idle = self._idle.get(job.device, [])
+        idle = self._warm.get(job.device, [])
         actor = idle.pop() if idle else self._spawn(job.device)
         run = _Run(job, sink, actor)
         self._runs[job.task_id] = run
@@ -167,11 +168,11 @@ class RayExecutor:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         actors = [run.actor for run in self._runs.values()]
-        actors += [actor for idle in self._idle.values() for actor in idle]
+        actors += [actor for idle in self._warm.values() for actor in idle]
         for actor in actors:
             self._kill(actor)
         self._runs.clear()
-        self._idle.clear()
+        self._warm.clear()
         with self._models_lock:
             self._models.clear()
 
@@ -181,7 +182,7 @@ class RayExecutor:
         """Keeps `prewarm` actors warm for the new node's CPU."""
         if self._closed or self._cluster.node(name) is None:
             return
-        idle = self._idle.setdefault(f"{name}/cpu", [])
+        idle = self._warm.setdefault(f"{name}/cpu", [])
         while len(idle) < self._prewarm:
             idle.append(self._spawn(f"{name}/cpu"))
 
@@ -193,8 +194,8 @@ class RayExecutor:
                 Outcome.FAILED, error=f"{why} while running the task", interrupted=True
             )
             self._finish(run, outcome, reuse=False)
-        for device in [d for d in self._idle if split_device(d)[0] == name]:
-            for actor in self._idle.pop(device):
+        for device in [d for d in self._warm if split_device(d)[0] == name]:
+            for actor in self._warm.pop(device):
                 self._kill(actor)
 
     # -- for operators and tests ------------------------------------------------------------
@@ -204,7 +205,7 @@ class RayExecutor:
         return {task_id: run.actor.pid for task_id, run in self._runs.items()}
 
     def idle_workers(self, device: str) -> int:
-        return len(self._idle.get(device, []))
+        return len(self._warm.get(device, []))
 
     # -- following a job ----------------------------------------------------------------------
 
@@ -362,7 +363,7 @@ class RayExecutor:
             actor.pid = await actor.handle.pid.remote()
 
     def _park(self, actor: _Actor) -> None:
-        idle = self._idle.setdefault(actor.device, [])
+        idle = self._warm.setdefault(actor.device, [])
         if len(idle) < self._max_idle and self._cluster.node(actor.node.name) is not None:
             idle.append(actor)
         else:

@@ -83,7 +83,6 @@ class Cluster:
         self._manager: TaskManager | None = None
         self._nodes: dict[str, RayNode] = {}
         self._watcher: asyncio.Task[None] | None = None
-        self._wake = asyncio.Event()
 
     async def connect(self) -> None:
         """Connects to Ray and reads the nodes; ConnectionError if there is no cluster."""
@@ -112,26 +111,22 @@ class Cluster:
                 await self._watcher
         await asyncio.to_thread(self.ray.close)
 
-    def nodes(self) -> list[RayNode]:
-        """The nodes whose devices the arbiter has now."""
-        return list(self._nodes.values())
-
-    def refresh_soon(self) -> None:
-        """Reads the cluster now rather than at the next period."""
-        self._wake.set()
-
     # -- keeping the arbiter's devices equal to the cluster's -------------------------
 
     async def _watch(self) -> None:
+        failing = False
         while True:
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), REFRESH_S)
-            self._wake.clear()
+            await asyncio.sleep(REFRESH_S)
             try:
                 await asyncio.to_thread(self.ray.refresh)
-            except Exception:
-                log.warning("cannot read the Ray cluster's nodes", exc_info=True)
+            except Exception as exc:
+                if not failing:  # once per outage, not once a second
+                    log.warning("cannot read the Ray cluster's nodes: %s", exc)
+                failing = True
                 continue
+            if failing:
+                log.info("the Ray cluster answers again")
+                failing = False
             self.sync()
 
     def sync(self) -> None:
