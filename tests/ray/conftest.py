@@ -1,11 +1,12 @@
 """A real multi-node Ray cluster on this machine for the Ray executor's tests.
 
-One two-node cluster (`ray.cluster_utils.Cluster`: a head and a worker node, each with
-two logical CPUs and a small object store) is started once for the whole tests/ray
-folder and shut down at its end. Ray's files live in a short temp dir of our own under
-/tmp (Unix socket paths must stay under ~107 characters), and nothing is written to the
-machine-wide /tmp/ray. Failure detection is quickened (a node that misses a few 0.5 s
-health checks is dead), so a killed raylet is noticed in seconds.
+A two-node cluster (`ray.cluster_utils.Cluster`: a head and a worker node, each with
+two logical CPUs and a small object store) is started for each test module that asks
+for one, shared by its tests, and shut down at the module's end. Ray's files live in a
+short temp dir of our own under /tmp (Unix socket paths must stay under ~107
+characters), and nothing is written to the machine-wide /tmp/ray. Failure detection is
+quickened (a node whose raylet refuses four 0.5 s health checks in a row is dead), so a
+killed raylet is noticed in seconds.
 
 Each test module starts its own Tandem servers with `executor="ray"`; a server's stop
 disconnects it from Ray (`ray.shutdown`), so every test leaves the process clean.
@@ -50,7 +51,7 @@ class RayTestCluster:
         return self.cluster.add_node(**{**NODE_ARGS, **args})
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def ray_cluster() -> Iterator[RayTestCluster]:
     root = tempfile.mkdtemp(prefix="tdm-", dir="/tmp")
     os.makedirs(os.path.join(root, "ray"))
@@ -66,6 +67,8 @@ def ray_cluster() -> Iterator[RayTestCluster]:
                 "health_check_initial_delay_ms": 0,
                 "health_check_period_ms": 500,
                 "health_check_failure_threshold": 4,
+                # A slow answer on a busy machine is still an answer.
+                "health_check_timeout_ms": 10_000,
             },
         },
     )
