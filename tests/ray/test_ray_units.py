@@ -9,10 +9,22 @@ from pathlib import Path
 
 import pytest
 
+from engines import ray_cluster
 from engines.jobs import InferenceJob, JobEvent, JobResult, ServeJob, TrainingJob
 from engines.protocol import JobDone, JobEventMsg
 from engines.ray_actor import Mailbox, is_final, visibility_problem
-from scheduler import DeviceUnavailable, InvalidDevice, resolve_among, resolve_candidates
+from scheduler import (
+    DEFAULT_GPU_LIMITS,
+    Arbiter,
+    DeviceUnavailable,
+    GpuInfo,
+    InvalidDevice,
+    Kind,
+    Request,
+    resolve_among,
+    resolve_candidates,
+)
+from scheduler.memory import GIB, MemoryGate
 
 CLUSTER = ("node-1/cpu", "node-2/cpu", "node-2/cuda:0", "node-2/cuda:1", "node-3/cpu")
 
@@ -120,3 +132,67 @@ def test_a_node_that_cannot_see_the_files_fails_the_job_clearly(tmp_path: Path) 
     assert "cannot see the data dir" in visibility_problem(no_data_dir, "node-3")
     # A served model's file travels through Ray's object store: nothing to see.
     assert visibility_problem(ServeJob("s", "/nowhere/model.pt", "cpu"), "node-3") == ""
+
+
+class ClusterGpus:
+    """A cluster's GPUs as the inventory seam gives them: two nodes, one GPU each."""
+
+    def __init__(self, free_gib: dict[str, float]) -> None:
+        self.free = free_gib
+
+    def gpus(self) -> list[GpuInfo]:
+        return [
+            GpuInfo(0, "Fake", 16 * GIB, int((16 - free) * GIB), int(free * GIB), node=node)
+            for node, free in self.free.items()
+        ]
+
+    def gpu_count(self) -> int:
+        return len(self.free)
+
+    def memory(self, index: int) -> GpuInfo:
+        return self.gpus()[index]
+
+
+def test_memory_admission_is_per_gpu_of_each_node() -> None:
+    inventory = ClusterGpus({"node-1": 2.0, "node-2": 10.0})
+    gate = MemoryGate(inventory, headroom_bytes=GIB // 2)
+    devices = ("node-1/cuda:0", "node-2/cuda:0")
+    arbiter = Arbiter({d: DEFAULT_GPU_LIMITS for d in devices}, gate=gate)
+    big = Request("big", Kind.TRAINING, 5, devices, memory_bytes=6 * GIB)
+    (admission,) = arbiter.submit(big)
+    assert admission.device == "node-2/cuda:0"  # the only GPU with room
+    assert gate.reserved("node-2/cuda:0") == 6 * GIB
+    waiting = Request("next", Kind.INFERENCE, 5, devices, memory_bytes=int(9.8 * GIB))
+    assert arbiter.submit(waiting) == []  # 2 - 0.5 GB on node-1, 16 - 6 - 0.5 on node-2
+    info = arbiter.waiting_info("next")
+    assert info is not None and "needs ~9.8 GB on node-1/cuda:0, 1.5 GB free" in info.reason
+    inventory.free["node-1"] = 12.0  # memory freed on node-1, read at the next refresh
+    assert [a.device for a in arbiter.tick()] == ["node-1/cuda:0"]
+
+
+def test_node_names_follow_first_sight_and_survive_a_restart(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    table: list[dict[str, object]] = []
+
+    def node(node_id: str, *, head: bool = False, alive: bool = True) -> dict[str, object]:
+        resources = {"CPU": 2.0, **({"node:__internal_head__": 1.0} if head else {})}
+        return {"NodeID": node_id, "Alive": alive, "NodeManagerAddress": "10.0.0.1",
+                "Resources": resources}  # fmt: skip
+
+    monkeypatch.setattr(ray_cluster, "_ray_nodes", lambda: table)
+    names = tmp_path / "ray-nodes.json"
+    table[:] = [node("b"), node("a", head=True)]
+    first = ray_cluster.RayCluster("auto", names_file=names)
+    assert [(n.name, n.node_id, n.head) for n in first.refresh()] == [
+        ("node-1", "a", True),
+        ("node-2", "b", False),
+    ]
+    assert first.nodes()[0].devices == ("cpu",)
+    # A restarted server reads the names back; a node that left and a new one that
+    # joined: the new one gets the next number, never a name already given.
+    table[:] = [node("a", head=True), node("b", alive=False), node("c")]
+    again = ray_cluster.RayCluster("auto", names_file=names)
+    assert [(n.name, n.node_id) for n in again.refresh()] == [("node-1", "a"), ("node-3", "c")]
+    table[:] = [node("a", head=True), node("b")]
+    assert [n.name for n in again.refresh()] == ["node-1", "node-2"]
