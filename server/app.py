@@ -206,6 +206,8 @@ async def create_server(
             private_socket.remove()
         await manager.close()
         await executor.close()
+        if cluster is not None:
+            await cluster.close()  # disconnects from Ray
         store.close()
         raise
     # SERVING only now: the store is open, queued tasks are back, workers are starting.
