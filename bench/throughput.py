@@ -16,21 +16,28 @@ bare script: same model, batch, image size, device (the CPU) and torch thread co
   a spawned process of its own (as the worker is one), reused across rounds as the
   worker is. It runs with the thread count the server gives the task
   (`TaskManager.threads_for`: the CPU's cores shared by the kind's slots), since a loop
-  with more threads than Tandem grants measures the grant, not Tandem.
-- Turns: each round runs one Tandem task and one bare run, the order flipped every round
-  (ABBA), so a slow spell of a shared machine falls on both sides. The first epoch of a
-  training run warms up (allocations, first-touch of the weights) and is not counted on
-  either side; an inference pass is counted whole on both.
+  with more threads than Tandem grants measures the grant, not Tandem, and at the nice
+  value the worker gives a batch job (`engines.worker.BATCH_NICE`), since on a machine
+  busy with other work a loop at a higher priority measures the priority.
+- Turns: each round runs one Tandem task and one bare run back to back, the order flipped
+  every round (ABBA), so a slow spell of a shared machine falls on both sides. The
+  first epoch of a training run warms up (allocations, first touch of the weights) and
+  is not counted on either side; an inference pass is counted whole on both.
 
-The ratio is Tandem's images/s over the bare script's: 1.0 means the service costs
-nothing over the loop it runs.
+The ratio is Tandem's images/s over the bare script's, round by round; the figure is the
+median of the rounds' ratios (1.0: the service costs nothing over the loop it runs), and
+the images/s figures are each side's median.
 """
 
 from __future__ import annotations
 
 import json
 import multiprocessing
+import os
+import statistics
+import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -47,6 +54,7 @@ from bench.harness import SEED, Tandem, save_model, write_image_folder
 from bench.report import Goal
 from engines.artifacts import load_artifact
 from engines.datasets import IMAGENET_MEAN, IMAGENET_STD
+from engines.worker import BATCH_NICE
 from scheduler import Kind
 from tandem.v1 import task_pb2
 
@@ -66,39 +74,45 @@ GOALS = (
 
 @dataclass(frozen=True)
 class Settings:
-    """Sizes: images are per class; epochs per training run (the first is warm-up)."""
+    """Sizes: images are per class (4 classes); epochs per training run, the first of
+    which is warm-up; rounds of (Tandem, bare) runs."""
 
     train_image_size: int
     train_batch: int
     train_per_class: int
     train_epochs: int
+    train_rounds: int
     infer_image_size: int
     infer_batch: int
     infer_per_class: int
-    rounds: int
+    infer_rounds: int
 
 
-# About 10 s of counted training and 10 s of inference per side and round on this 2-core
-# VM at one thread: 30 s a side in all, about 2.5 min with the uncounted epochs.
+# On this 2-core VM at one thread: a training epoch of 240 images at 64 px is about 3 s
+# and an inference pass over 64 images at 224 px about 4 s, so each side gets about
+# 30 s of counted time in each comparison; about 4 min in all, with the warm-up epochs,
+# checkpoints and task starts.
 FULL = Settings(
     train_image_size=64,
     train_batch=32,
-    train_per_class=80,
+    train_per_class=60,
     train_epochs=3,
+    train_rounds=5,
     infer_image_size=224,
     infer_batch=32,
-    infer_per_class=40,
-    rounds=3,
+    infer_per_class=16,
+    infer_rounds=8,
 )
 SMOKE = Settings(
     train_image_size=32,
     train_batch=8,
     train_per_class=4,
     train_epochs=2,
+    train_rounds=1,
     infer_image_size=32,
     infer_batch=8,
     infer_per_class=2,
-    rounds=1,
+    infer_rounds=1,
 )
 
 
@@ -107,20 +121,23 @@ def run(smoke: bool) -> dict[str, float]:
     return measure(SMOKE if smoke else FULL)
 
 
-@dataclass
-class _Side:
-    """Counted images and seconds of one side, over all rounds."""
+@dataclass(frozen=True)
+class _Rounds:
+    """Images/s of each side in each round (index i of both lists: round i)."""
 
-    images: float = 0.0
-    seconds: float = 0.0
+    tandem: list[float]
+    bare: list[float]
 
-    def add(self, images: float, images_per_s: float) -> None:
-        self.images += images
-        self.seconds += images / images_per_s
-
-    @property
-    def rate(self) -> float:
-        return self.images / self.seconds
+    def figures(self, prefix: str) -> dict[str, float]:
+        # Medians, and the ratio as the median of each round's own ratio: the two runs
+        # of a round are back to back, so a slow spell that hits one round's pair
+        # moves one ratio out of several instead of a total.
+        ratios = [t / b for t, b in zip(self.tandem, self.bare, strict=True)]
+        return {
+            f"{prefix}_tandem_images_per_s": statistics.median(self.tandem),
+            f"{prefix}_bare_images_per_s": statistics.median(self.bare),
+            f"{prefix}_throughput_ratio": statistics.median(ratios),
+        }
 
 
 def measure(settings: Settings) -> dict[str, float]:
@@ -158,32 +175,40 @@ def measure(settings: Settings) -> dict[str, float]:
                 tandem, bare, infer_folder, model_path, Path(tmp), settings, infer_threads
             )
     return {
-        "train_tandem_images_per_s": train[0].rate,
-        "train_bare_images_per_s": train[1].rate,
-        "train_throughput_ratio": train[0].rate / train[1].rate,
+        **train.figures("train"),
         "train_threads": float(train_threads),
-        "infer_tandem_images_per_s": infer[0].rate,
-        "infer_bare_images_per_s": infer[1].rate,
-        "infer_throughput_ratio": infer[0].rate / infer[1].rate,
+        **infer.figures("infer"),
         "infer_threads": float(infer_threads),
     }
 
 
-def _in_turns(rounds: int, tandem: Callable[[], None], bare: Callable[[], None]) -> None:
-    # ABBA: whichever side runs second in one round runs first in the next.
+def _in_turns(rounds: int, tandem: Callable[[], float], bare: Callable[[], float]) -> _Rounds:
+    """Each side's images/s in each round; ABBA: the side second in one round is first
+    in the next."""
+    served: list[float] = []
+    plain: list[float] = []
     for round_ in range(rounds):
-        first, second = (tandem, bare) if round_ % 2 == 0 else (bare, tandem)
-        first()
-        second()
+        if round_ % 2 == 0:
+            served.append(tandem())
+            plain.append(bare())
+        else:
+            plain.append(bare())
+            served.append(tandem())
+    return _Rounds(served, plain)
+
+
+def _counted(rates: list[float], images: int) -> float:
+    """images/s over the counted epochs (all but the first) of one run."""
+    counted = rates[1:]
+    return len(counted) * images / sum(images / rate for rate in counted)
 
 
 def _compare_training(
     tandem: Tandem, bare: ProcessPoolExecutor, folder: Path, settings: Settings, threads: int
-) -> tuple[_Side, _Side]:
-    served, plain = _Side(), _Side()
+) -> _Rounds:
     images = CLASSES * settings.train_per_class
 
-    def run_tandem() -> None:
+    def run_tandem() -> float:
         task = tandem.train(
             model=TRAIN_MODEL,
             dataset=str(folder),
@@ -200,10 +225,9 @@ def _compare_training(
         if len(rates) != settings.train_epochs:
             state = task_pb2.TaskState.Name(tandem.get(task.task_id).state)
             raise RuntimeError(f"training task {task.task_id} ended {state} after {rates}")
-        for rate in rates[1:]:
-            served.add(images, rate)
+        return _counted(rates, images)
 
-    def run_bare() -> None:
+    def run_bare() -> float:
         rates = bare.submit(
             bare_training,
             str(folder),
@@ -213,11 +237,9 @@ def _compare_training(
             settings.train_epochs,
             threads,
         ).result()
-        for rate in rates[1:]:
-            plain.add(images, rate)
+        return _counted(rates, images)
 
-    _in_turns(settings.rounds, run_tandem, run_bare)
-    return served, plain
+    return _in_turns(settings.train_rounds, run_tandem, run_bare)
 
 
 def _epoch_rates(events: list[task_pb2.TaskEvent]) -> list[float]:
@@ -240,11 +262,8 @@ def _compare_inference(
     scratch: Path,
     settings: Settings,
     threads: int,
-) -> tuple[_Side, _Side]:
-    served, plain = _Side(), _Side()
-    images = CLASSES * settings.infer_per_class
-
-    def run_tandem() -> None:
+) -> _Rounds:
+    def run_tandem() -> float:
         task = tandem.infer(
             model_path=str(model_path),
             dataset=str(folder),
@@ -252,10 +271,10 @@ def _compare_inference(
             top_k=TOP_K,
             device="cpu",
         )
-        served.add(images, tandem.succeeded(task.task_id).metrics["images_per_sec"])
+        return tandem.succeeded(task.task_id).metrics["images_per_sec"]
 
-    def run_bare() -> None:
-        rate = bare.submit(
+    def run_bare() -> float:
+        return bare.submit(
             bare_inference,
             str(folder),
             str(model_path),
@@ -263,10 +282,8 @@ def _compare_inference(
             threads,
             str(scratch / "bare-predictions.jsonl"),
         ).result()
-        plain.add(images, rate)
 
-    _in_turns(settings.rounds, run_tandem, run_bare)
-    return served, plain
+    return _in_turns(settings.infer_rounds, run_tandem, run_bare)
 
 
 # -- the bare script: runs in its own spawned process ------------------------------------
@@ -276,10 +293,18 @@ def _warm_up() -> None:
     """Nothing: unpickling this function imported the module, torch and torchvision."""
 
 
+def _as_nice_as_a_batch_job() -> None:
+    # Tandem's worker runs batch jobs BATCH_NICE nicer than itself (engines/worker.py);
+    # the bare loops match it, or a machine busy with other work would favour them.
+    if sys.platform.startswith("linux"):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BATCH_NICE)
+
+
 def bare_training(
     folder: str, model_name: str, image_size: int, batch_size: int, epochs: int, threads: int
 ) -> list[float]:
     """images/s of each epoch of a plain training loop over the ImageFolder `folder`."""
+    _as_nice_as_a_batch_job()
     torch.set_num_threads(threads)
     torch.manual_seed(SEED)
     transform = transforms.Compose(
@@ -319,6 +344,7 @@ def bare_training(
 def bare_inference(folder: str, model_path: str, batch_size: int, threads: int, out: str) -> float:
     """images/s of one plain pass of batch inference over the ImageFolder `folder`, the
     top-k of each image written to `out` as a JSON line."""
+    _as_nice_as_a_batch_job()
     torch.set_num_threads(threads)
     artifact = load_artifact(model_path)
     model = torchvision.models.get_model(
