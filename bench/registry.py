@@ -16,6 +16,7 @@ from typing import Protocol
 from bench import (
     dispatch,
     isolation,
+    load,
     logs,
     predict,
     ray_executor,
@@ -54,6 +55,8 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     ray_serve,
     isolation,
     throughput,
+    # Minutes at full size (1,000 tasks): last, so the quick figures come first.
+    load,
 )
 
 

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from bench import load
 from bench.load import LoadShape, figures, run_load
+from bench.registry import BENCHMARKS
 
 SHAPE = LoadShape(tasks=40, clients=10, followers=20, cancel_every=7, deadline_s=600)
 
@@ -27,3 +29,4 @@ def test_many_clients_and_followers_lose_nothing_and_respect_the_limits(tmp_path
     # This run is also the load benchmark's smoke test: its figures come out sane.
     for name, value in figures(report).items():
         assert math.isfinite(value) and value >= 0, (name, value)
+    assert load in BENCHMARKS  # and `make bench` runs it at full size
