@@ -22,6 +22,10 @@ Tandem alike.
   same 100 KB of image), each after the server sat idle as long as one forward pass:
   gRPC's round trip for this request with Tandem's own work cut to the minimum.
 
+`measure(settings, executor)` serves through another executor of the server's (issue 9's
+Ray executor: `bench/ray_executor.py`); its figures then carry the executor's name
+(`predict_ray_c8_per_s`).
+
 Each round: concurrency 1 as in-process and Tandem calls in turns, call by call (so a
 slow moment of a shared machine falls on both sides alike, and the p50 difference is
 not a drift between two blocks), then concurrency 8, then the floor. Latencies are

@@ -27,7 +27,9 @@ the serving around it.
 from __future__ import annotations
 
 import http.client
+import importlib.metadata
 import json
+import logging
 import os
 import shutil
 import socket
@@ -39,12 +41,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from packaging.requirements import Requirement
+
 from bench.harness import Tandem, concurrent_calls, make_png
 from bench.predict import TOP_K, predict_call, save_predict_model
 from bench.report import Goal, Unavailable
 from scheduler import Kind
 
-__all__ = ["FULL", "GOALS", "SMOKE", "Settings", "measure", "run"]
+__all__ = ["FULL", "GOALS", "SMOKE", "Settings", "measure", "run", "unavailable"]
 
 CONCURRENCY = 8
 ROUTE = "/classify"
@@ -79,6 +83,7 @@ def run(smoke: bool) -> dict[str, float]:
 
 def measure(settings: Settings) -> dict[str, float]:
     """Both services up, blocks of 8 concurrent callers in turns; see the docstring."""
+    ray, serve = _import_serve()  # before anything starts: Unavailable if it cannot run
     png = make_png(224)
     with tempfile.TemporaryDirectory(prefix="tandem-bench-ray-serve-") as tmp:
         data_dir = Path(tmp) / "data"
@@ -86,7 +91,7 @@ def measure(settings: Settings) -> dict[str, float]:
         with Tandem(data_dir, prewarm_workers=1) as tandem:
             threads = tandem.threads_for("cpu", Kind.INFERENCE)
             tandem_call = predict_call(tandem, model_path, png)
-            with _ray_serve(model_path, threads) as port:
+            with _ray_serve(ray, serve, model_path, threads) as port:
                 ray_call = _http_caller(port, png)
                 for call in (tandem_call, ray_call):
                     concurrent_calls(call, settings.warmup, CONCURRENCY)
@@ -108,23 +113,52 @@ def measure(settings: Settings) -> dict[str, float]:
     }
 
 
+def unavailable() -> str | None:
+    """Why Ray Serve cannot run here (with what to install), or None if it can.
+
+    `import ray.serve` is not proof: with `ray` alone (Tandem's Ray executor needs no
+    more) it may import and then fail to start for want of the `serve` extra's packages,
+    so every distribution that `ray[serve]` requires is looked for too.
+    """
+    install = "pip install -r requirements-bench.txt"
+    try:
+        ray_requires = importlib.metadata.requires("ray") or []
+    except importlib.metadata.PackageNotFoundError:
+        return f"ray is not installed: {install}"
+    missing = []
+    for line in ray_requires:
+        requirement = Requirement(line)
+        # Only what the `serve` extra asks for on this platform and Python.
+        if requirement.marker is None or not requirement.marker.evaluate({"extra": "serve"}):
+            continue
+        if requirement.marker.evaluate({"extra": ""}):
+            continue  # ray itself needs it: installed with ray
+        try:
+            importlib.metadata.distribution(requirement.name)
+        except importlib.metadata.PackageNotFoundError:
+            missing.append(requirement.name)
+    if missing:
+        return f"ray[serve] is not installed (missing {', '.join(sorted(set(missing)))}): {install}"
+    return None
+
+
 def _import_serve() -> tuple[Any, Any]:
+    reason = unavailable()
+    if reason is not None:
+        raise Unavailable(reason)
     # Ray reads this when it starts: no usage report from a benchmark.
     os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    try:
-        import ray
-        from ray import serve
-    except ImportError as exc:
-        raise Unavailable(
-            f"ray[serve] is not installed ({exc}): pip install -r requirements-bench.txt"
-        ) from None
+    import ray
+    from ray import serve
+
     return ray, serve
 
 
 @contextmanager
-def _ray_serve(model_path: Path, threads: int) -> Iterator[int]:
+def _ray_serve(ray: Any, serve: Any, model_path: Path, threads: int) -> Iterator[int]:
     """A local Ray instance serving the model over HTTP; yields the HTTP port."""
-    ray, serve = _import_serve()
+    # Serve logs every start and deployment at INFO; the table is what matters here.
+    logging.getLogger("ray.serve").setLevel(logging.WARNING)
     temp_dir = tempfile.mkdtemp(prefix=RAY_TEMP_PREFIX)
     port = _free_port()
     try:
