@@ -28,12 +28,15 @@ class JobOutcome:
 
     `interrupted` marks a failure that is not the job's own: the machine under it went
     away (a Ray node left the cluster). A job that can resume may be queued again.
+    `not_started` marks a job that never began because its device could not take it (no
+    Ray actor could be placed there): it may be queued again as it was.
     """
 
     outcome: Outcome
     result: JobResult | None = None
     error: str = ""
     interrupted: bool = False
+    not_started: bool = False
 
 
 class JobSink(Protocol):

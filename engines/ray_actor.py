@@ -19,8 +19,10 @@ The classes here are plain Python; the executor makes them Ray actors with
 
 from __future__ import annotations
 
+import gc
 import os
 import threading
+import traceback
 from collections import deque
 from collections.abc import Callable
 from itertools import islice
@@ -36,10 +38,15 @@ from engines.protocol import (
     PredictBatch,
     PredictReply,
 )
-from engines.worker import answer, run_batch_job, settle
+from engines.worker import answer, preload, run_batch_job, settle
 
 Numbered = tuple[int, FromWorker]
 FINAL = (JobDone, JobFailed, JobCancelledMsg)
+# Cancels that came before their job, remembered (the latest this many) for its start.
+EARLY_CANCELS = 256
+# How long a start waits for the previous job's thread, which has posted its final
+# message and is returning.
+JOIN_S = 10.0
 
 
 class Mailbox:
@@ -73,7 +80,7 @@ class DeviceActor:
     """Runs Tandem jobs on one device (`cpu`, `cuda:N`) of one node, one job at a time."""
 
     def __init__(self, node: str, device: str) -> None:
-        import torch  # noqa: F401  (imported once here so jobs start without paying for it)
+        preload()  # torch, torchvision and the job modules, so jobs start without paying
 
         self._node = node
         self._device = device
@@ -85,6 +92,7 @@ class DeviceActor:
         self._loaded = threading.Event()  # a serving job's model is ready (or never will be)
         self._predictor: object = None
         self._answered = 0
+        self._early_cancels: dict[str, None] = {}  # ordered: the oldest goes first
 
     def pid(self) -> int:
         """The actor's process id; answering at all means torch is imported."""
@@ -94,14 +102,25 @@ class DeviceActor:
         """Starts `job` in its own thread and returns. `model`: the bytes of a serving
         job's model file, sent through Ray's object store (the file need not be here)."""
         with self._lock:
-            if self._thread is not None and self._thread.is_alive():
-                raise RuntimeError(f"{self._where()} still runs task {self._task_id}")
+            if job.task_id == self._task_id:
+                return  # asked again (the first reply was lost on the way): it has it
+            if self._thread is not None:
+                self._thread.join(JOIN_S)  # the last job posted its end; it is returning
+                if self._thread.is_alive():
+                    raise RuntimeError(f"{self._where()} still runs task {self._task_id}")
             self._task_id = job.task_id
             self._mailbox = Mailbox()
             self._cancel = threading.Event()
             self._loaded = threading.Event()
             self._predictor = None
             self._answered = 0
+            if job.task_id in self._early_cancels:
+                # Cancelled before it arrived: it ends at once, without running.
+                del self._early_cancels[job.task_id]
+                self._thread = None
+                self._loaded.set()
+                self._mailbox.put(JobCancelledMsg(job.task_id))
+                return
             self._thread = threading.Thread(
                 target=self._run, args=(job, model), name=f"tandem-{job.task_id}", daemon=True
             )
@@ -118,6 +137,10 @@ class DeviceActor:
         with self._lock:
             if task_id == self._task_id:
                 self._cancel.set()
+            else:  # its start may still be on the way: it will end as soon as it comes
+                self._early_cancels[task_id] = None
+                while len(self._early_cancels) > EARLY_CANCELS:
+                    del self._early_cancels[next(iter(self._early_cancels))]
 
     def predict(self, batch: PredictBatch) -> PredictReply:
         """Answers a batch with the model the serving job `batch.task_id` holds."""
@@ -137,17 +160,28 @@ class DeviceActor:
         def emit(event: JobEvent) -> None:
             mailbox.put(JobEventMsg(job.task_id, event))
 
+        final: FromWorker = JobFailed(job.task_id, "the job's thread ended without a result")
         try:
             problem = visibility_problem(job, self._node)
             if problem:
-                final: FromWorker = JobFailed(job.task_id, problem)
+                final = JobFailed(job.task_id, problem)
             elif isinstance(job, ServeJob):
                 final = settle(job.task_id, lambda: self._serve(job, model, emit))
             else:
                 final = settle(job.task_id, lambda: run_batch_job(job, emit, self._cancel.is_set))
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt: the end is still told
+            reason = f"the job was stopped by {type(exc).__name__}"
+            final = JobFailed(job.task_id, reason, traceback.format_exc())
         finally:
             self._loaded.set()  # a predict() still waiting gets its answer: no model
-        mailbox.put(final)
+            # An idle actor holds no served model: its memory goes back now.
+            self._predictor = None
+            gc.collect()
+            if self._device.startswith("cuda"):
+                import torch
+
+                torch.cuda.empty_cache()
+            mailbox.put(final)
 
     def _serve(
         self, job: ServeJob, model: bytes | None, emit: Callable[[JobEvent], None]

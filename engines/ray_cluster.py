@@ -26,6 +26,7 @@ import json
 import logging
 import os
 import shutil
+import socket
 import tempfile
 import threading
 from collections.abc import Sequence
@@ -36,13 +37,22 @@ from typing import Any
 import ray
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
+from engines.jobs import first_line
 from engines.ray_actor import GpuProbe
 
 log = logging.getLogger(__name__)
 
 _HEAD_RESOURCE = "node:__internal_head__"
+# The Ray resources one of Tandem's actors holds: a token share, so that Tandem's limits
+# (which may be raised at run time) and not Ray's bookkeeping decide how many jobs share
+# a device. A node without that much of a resource has no such device for Tandem.
+CPU_SHARE = 0.01
+GPU_SHARE = 0.01
 # A probe that does not answer within this is skipped for one refresh.
 _PROBE_TIMEOUT_S = 2.0
+# How long the head's GCS port of a HOST:PORT address may take to accept a connection
+# before the start gives up (Ray itself would retry for many minutes).
+_REACH_TIMEOUT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -59,8 +69,14 @@ class RayNode:
 
     @property
     def devices(self) -> tuple[str, ...]:
-        """Its devices as the node itself names them: "cpu", then "cuda:0", ..."""
-        return ("cpu", *(f"cuda:{index}" for index in range(self.gpus)))
+        """Its devices as the node itself names them: "cpu", then "cuda:0", ...
+
+        No "cpu" on a node that offers Ray less CPU than an actor's share (`ray start
+        --head --num-cpus=0`, the usual head of a production cluster): an actor could
+        never be placed there. Likewise no GPUs below a GPU share."""
+        cpu = ("cpu",) if self.cpus >= CPU_SHARE else ()
+        gpus = self.gpus if self.gpus >= GPU_SHARE else 0
+        return (*cpu, *(f"cuda:{index}" for index in range(gpus)))
 
     def describe(self) -> str:
         """For people: "node-2 (10.0.0.5)"."""
@@ -91,6 +107,7 @@ class RayCluster:
         self._nodes: tuple[RayNode, ...] = ()
         self._gpus: tuple[GpuReading, ...] = ()
         self._probes: dict[str, Any] = {}  # node id -> GpuProbe actor handle
+        self._departed: set[str] = set()  # node ids known gone; Ray never reuses one
         self._temp_dir: str | None = None
         self._load_names()
 
@@ -112,17 +129,31 @@ class RayCluster:
             # Unix socket paths must stay under ~107 characters: a short dir of our own.
             self._temp_dir = tempfile.mkdtemp(prefix="tandem-ray-", dir="/tmp")
             options["_temp_dir"] = self._temp_dir
+        else:
+            self._check_reachable()
         try:
             ray.init(address=self.address, **options)
-        except ConnectionError:
-            raise
         except Exception as exc:  # Ray raises plain Exceptions and RuntimeErrors here
             raise ConnectionError(
-                f"cannot connect to the Ray cluster at {self.address!r}: {exc}"
+                f"cannot connect to the Ray cluster at {self.address!r}: {first_line(exc)}"
             ) from None
         self.refresh()
         names = ", ".join(node.describe() for node in self.nodes())
         log.info("connected to Ray at %s: %s", self.address, names or "no nodes")
+
+    def _check_reachable(self) -> None:
+        """Raises ConnectionError at once when a HOST:PORT address accepts no connection:
+        Ray would retry for minutes before saying so in many lines."""
+        host, colon, port = self.address.rpartition(":")
+        if not colon or not port.isdigit() or "://" in self.address:
+            return  # `auto`, or a form Ray checks itself
+        try:
+            socket.create_connection((host.strip("[]"), int(port)), _REACH_TIMEOUT_S).close()
+        except OSError as exc:
+            reason = exc.strerror or first_line(exc)
+            raise ConnectionError(
+                f"cannot reach the Ray cluster at {self.address}: {reason}"
+            ) from None
 
     def close(self) -> None:
         """Disconnects (stopping a private `local` Ray); idempotent."""
@@ -156,7 +187,9 @@ class RayCluster:
 
     def refresh(self) -> tuple[RayNode, ...]:
         """Reads the cluster's live nodes (naming new ones) and their GPU memory."""
-        raw = [entry for entry in _ray_nodes() if entry.get("Alive")]
+        with self._lock:
+            departed = set(self._departed)
+        raw = [e for e in _ray_nodes() if e.get("Alive") and e["NodeID"] not in departed]
         # The head first, then Ray's order: names follow the order nodes are first seen.
         raw.sort(key=lambda entry: _HEAD_RESOURCE not in entry.get("Resources", {}))
         fresh = [entry["NodeID"] for entry in raw if entry["NodeID"] not in self._names]
@@ -173,8 +206,20 @@ class RayCluster:
         )
         gpus = self._read_gpus(nodes)
         with self._lock:
-            self._nodes, self._gpus = nodes, gpus
+            # A node that left while this refresh read the table stays gone.
+            nodes = tuple(node for node in nodes if node.node_id not in self._departed)
+            names = {node.name for node in nodes}
+            self._nodes = nodes
+            self._gpus = tuple(gpu for gpu in gpus if gpu.node in names)
         return nodes
+
+    def forget(self, name: str) -> None:
+        """The node `name` left: it is listed no more, even by a refresh that read Ray's
+        node table before it left (Ray may list a dying node alive for a while)."""
+        with self._lock:
+            self._departed.update(i for i, n in list(self._names.items()) if n == name)
+            self._nodes = tuple(node for node in self._nodes if node.name != name)
+            self._gpus = tuple(gpu for gpu in self._gpus if gpu.node != name)
 
     def alive(self, node_id: str) -> bool:
         """Whether Ray still counts the node as alive (asks the cluster now)."""

@@ -37,7 +37,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import ray
-from ray.exceptions import ActorUnavailableError, RayActorError, RayError
+from ray.exceptions import (
+    ActorUnavailableError,
+    ActorUnschedulableError,
+    RayActorError,
+    RayError,
+)
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
 from engines.executor import JobOutcome, JobSink, Outcome
@@ -52,14 +57,10 @@ from engines.protocol import (
     PredictBatch,
 )
 from engines.ray_actor import DeviceActor
-from engines.ray_cluster import RayCluster, RayNode
+from engines.ray_cluster import CPU_SHARE, GPU_SHARE, RayCluster, RayNode
 
 log = logging.getLogger(__name__)
 
-# The Ray resources one actor holds: a token share, so that Tandem's limits (which may
-# be raised at run time) and not Ray's bookkeeping decide how many jobs share a device.
-CPU_SHARE = 0.01
-GPU_SHARE = 0.01
 # Threads of an actor: its job runs in a thread of its own; these answer poll, cancel
 # and predict calls meanwhile.
 ACTOR_CONCURRENCY = 8
@@ -68,6 +69,9 @@ POLL_WAIT_S = 2.0
 # How long an actor may stay unreachable (its connection broke) before its job is
 # given up; normally Ray reports the actor dead much sooner.
 UNREACHABLE_S = 120.0
+# How long an actor may take to be placed on its node and import torch before its device
+# is deemed unable to take jobs (an idle warm actor answers at once).
+ACTOR_START_S = 60.0
 # Models kept in the object store for the next load (a served model's file, by path).
 MODEL_CACHE = 8
 # Ray picks GPU ids for fractional shares itself; Tandem's arbiter has already chosen the
@@ -87,6 +91,7 @@ class _Actor:
     node: RayNode
     handle: Any
     pid: int | None = None
+    ready: bool = False  # it has answered once: placed, torch imported
 
 
 @dataclass(eq=False)
@@ -99,6 +104,7 @@ class _Run:
     done: bool = False
     # Set once the actor has the job: calls about it (predict) must not overtake it.
     started: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    sent: bool = False  # the job was sent to the actor: it may have begun
 
 
 class RayExecutor:
@@ -129,6 +135,9 @@ class RayExecutor:
         # Called on the loop thread when a node is found gone: (node name, why). The
         # server stops admitting to its devices, calls `node_lost`, then forgets them.
         self.on_node_lost: Callable[[str, str], None] | None = None
+        # Called on the loop thread when no actor could start on a device: (device, why).
+        # The server admits nothing more there; the job is reported `not_started`.
+        self.on_device_unusable: Callable[[str, str], None] | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -180,7 +189,8 @@ class RayExecutor:
 
     def node_joined(self, name: str) -> None:
         """Keeps `prewarm` actors warm for the new node's CPU."""
-        if self._closed or self._cluster.node(name) is None:
+        node = self._cluster.node(name)
+        if self._closed or node is None or "cpu" not in node.devices:
             return
         idle = self._warm.setdefault(f"{name}/cpu", [])
         while len(idle) < self._prewarm:
@@ -190,9 +200,11 @@ class RayExecutor:
         """The node `name` left: every job running there ends now, `interrupted`, with
         `why` ("node-2 (10.0.0.5) left the Ray cluster"); its idle actors are dropped."""
         for run in [r for r in self._runs.values() if r.actor.node.name == name]:
-            outcome = JobOutcome(
-                Outcome.FAILED, error=f"{why} while running the task", interrupted=True
-            )
+            if run.sent:
+                error, fresh = f"{why} while running the task", False
+            else:
+                error, fresh = f"{why} before the task began", True
+            outcome = JobOutcome(Outcome.FAILED, error=error, interrupted=True, not_started=fresh)
             self._finish(run, outcome, reuse=False)
         for device in [d for d in self._warm if split_device(d)[0] == name]:
             for actor in self._warm.pop(device):
@@ -214,25 +226,18 @@ class RayExecutor:
         local = split_device(run.job.device)[1]
         handle = run.actor.handle
         try:
+            if not await self._ready(run):
+                return
             model = None
             if isinstance(run.job, ServeJob):
                 model = await asyncio.to_thread(self._model_ref, run.job.model_path)
-            await handle.start.remote(dataclasses.replace(run.job, device=local), model)
+            job = dataclasses.replace(run.job, device=local)
+            run.sent = True
+            await _unless_unreachable(handle.start, job, model)
             run.started.set()
             after = 0
-            unreachable_since: float | None = None
             while not run.done:
-                try:
-                    batch = await handle.poll.remote(task_id, after, POLL_WAIT_S)
-                except ActorUnavailableError:
-                    # Its connection broke: Ray soon says whether it died (or its node).
-                    now = time.monotonic()
-                    unreachable_since = unreachable_since or now
-                    if now - unreachable_since > UNREACHABLE_S:
-                        raise
-                    await asyncio.sleep(0.5)
-                    continue
-                unreachable_since = None
+                batch = await _unless_unreachable(handle.poll, task_id, after, POLL_WAIT_S)
                 for seq, message in batch:
                     if seq != after + 1:  # cannot happen: the mailbox keeps every message
                         log.error("task %s: message %d follows %d", task_id, seq, after)
@@ -240,12 +245,66 @@ class RayExecutor:
                     self._deliver(run, message)
         except asyncio.CancelledError:
             raise
-        except RayActorError as exc:
+        except (RayActorError, ActorUnschedulableError) as exc:
             await self._actor_died(run, exc)
         except Exception as exc:
             log.exception("task %s could not run on %s", task_id, run.job.device)
             error = f"could not run on {run.job.device}: {_ray_reason(exc)}"
             self._finish(run, JobOutcome(Outcome.FAILED, error=error), reuse=False)
+
+    async def _ready(self, run: _Run) -> bool:
+        """Whether the run's actor is up (placed on its node, torch imported). If not
+        within ACTOR_START_S, the job ends `not_started` (the server queues it again):
+        its node left, or a warm actor died while idle, or no new actor can be placed
+        there (no room for its share, its set-up broken) and the device is reported
+        unusable, so that nothing else is sent there to wait or fail."""
+        actor = run.actor
+        try:
+            actor.pid = await asyncio.wait_for(actor.handle.pid.remote(), ACTOR_START_S)
+            actor.ready = True
+            return True
+        except (RayError, TimeoutError) as exc:
+            problem: BaseException = exc
+        if run.done:
+            return False
+        if run.cancelling is not None:
+            outcome = JobOutcome(Outcome.CANCELLED, error="cancelled before it began")
+            self._finish(run, outcome, reuse=False)
+            return False
+        device = run.job.device
+        if isinstance(problem, TimeoutError):
+            reason = f"none was placed and ready within {ACTOR_START_S:g} s"
+        else:
+            reason = _ray_reason(problem)
+        if not await self._node_alive(actor.node):
+            self._lose_node(actor.node)  # ends this run too
+            return False
+        if run.done:
+            return False
+        if actor.ready:  # a warm actor that died while idle: the next gets a new one
+            error = f"the idle Ray actor for {device} was gone: {reason}"
+        else:
+            error = f"no Ray actor could start on {device}: {reason}"
+            log.warning("%s; no more tasks are sent there", error)
+            if self.on_device_unusable is not None:
+                self.on_device_unusable(device, error)
+        outcome = JobOutcome(Outcome.FAILED, error=error, not_started=True)
+        self._finish(run, outcome, reuse=False)
+        return False
+
+    async def _node_alive(self, node: RayNode) -> bool:
+        try:
+            return await asyncio.to_thread(self._cluster.alive, node.node_id)
+        except Exception:
+            log.warning("cannot ask Ray whether %s is alive", node.describe(), exc_info=True)
+            return False
+
+    def _lose_node(self, node: RayNode) -> None:
+        why = f"{node.describe()} left the Ray cluster"
+        log.warning("%s", why)
+        if self.on_node_lost is not None:
+            self.on_node_lost(node.name, why)  # the server calls node_lost in turn
+        self.node_lost(node.name, why)
 
     def _deliver(self, run: _Run, message: FromWorker) -> None:
         task_id = run.job.task_id
@@ -262,7 +321,7 @@ class RayExecutor:
             outcome = JobOutcome(Outcome.CANCELLED, error="cancelled at a batch boundary")
             self._finish(run, outcome, reuse=True)
 
-    async def _actor_died(self, run: _Run, exc: RayActorError) -> None:
+    async def _actor_died(self, run: _Run, exc: RayError) -> None:
         if run.done:
             return
         if run.cancelling is not None:
@@ -273,19 +332,11 @@ class RayExecutor:
             self._finish(run, JobOutcome(Outcome.CANCELLED, error=error), reuse=False)
             return
         node = run.actor.node
-        try:
-            alive = await asyncio.to_thread(self._cluster.alive, node.node_id)
-        except Exception:
-            log.warning("cannot ask Ray whether %s is alive", node.describe(), exc_info=True)
-            alive = False
+        alive = await self._node_alive(node)
         if run.done:
             return
         if not alive:
-            why = f"{node.describe()} left the Ray cluster"
-            log.warning("task %s: %s", run.job.task_id, why)
-            if self.on_node_lost is not None:
-                self.on_node_lost(node.name, why)  # the server calls node_lost in turn
-            self.node_lost(node.name, why)
+            self._lose_node(node)
             return
         error = f"the Ray actor running the task on {run.job.device} died: {_ray_reason(exc)}"
         log.warning("task %s: %s", run.job.task_id, error)
@@ -296,9 +347,13 @@ class RayExecutor:
         if run.done:
             return  # the job ended first; its sink has been told
         try:
-            reply = await run.actor.handle.predict.remote(message)
-        except RayActorError:
-            return  # the follower reports the end of the job
+            # A prediction changes nothing on the actor: asked again while unreachable.
+            reply = await _unless_unreachable(run.actor.handle.predict, message)
+        except RayActorError as exc:
+            # Ended here too (not left to the follower), so that the callers waiting
+            # for this batch hear of it whatever the follower sees.
+            await self._actor_died(run, exc)
+            return
         except RayError as exc:
             # A prediction that raised is a broken served model: end it like a worker
             # whose serving loop failed, so waiting callers are told at once.
@@ -344,7 +399,8 @@ class RayExecutor:
             raise RuntimeError(f"{name or device} is not a node of the Ray cluster now")
         gpu = local.startswith("cuda")
         options: dict[str, Any] = {
-            "num_cpus": CPU_SHARE,
+            # A GPU's actor holds a GPU share only: a GPU node may offer Ray no CPU.
+            "num_cpus": 0 if gpu else CPU_SHARE,
             "num_gpus": GPU_SHARE if gpu else 0,
             "max_concurrency": ACTOR_CONCURRENCY,
             "max_restarts": 0,
@@ -361,6 +417,7 @@ class RayExecutor:
     async def _learn_pid(self, actor: _Actor) -> None:
         with contextlib.suppress(RayError):  # its job, if any, reports the actor's death
             actor.pid = await actor.handle.pid.remote()
+            actor.ready = True
 
     def _park(self, actor: _Actor) -> None:
         idle = self._warm.setdefault(actor.device, [])
@@ -402,7 +459,25 @@ class RayExecutor:
         return ref
 
 
+async def _unless_unreachable(method: Any, *args: Any) -> Any:
+    """What the actor method returns for `args`, asked again while the actor is
+    unreachable (its connection broke: Ray soon says whether it died, or its node), for
+    up to UNREACHABLE_S. For idempotent methods only."""
+    since = time.monotonic()
+    while True:
+        try:
+            return await method.remote(*args)
+        except ActorUnavailableError:
+            if time.monotonic() - since > UNREACHABLE_S:
+                raise
+            await asyncio.sleep(0.5)
+
+
 def _ray_reason(exc: BaseException) -> str:
-    """The first line of what Ray (or the actor's own exception) said."""
+    """The first line of what Ray (or the actor's own exception) said; for an actor
+    whose `__init__` raised, that exception's line ("RuntimeError: ...")."""
+    if isinstance(exc, RayActorError) and exc.actor_init_failed:
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        return f"it failed to start: {lines[-1]}"
     cause = getattr(exc, "cause", None)
     return first_line(cause if isinstance(cause, BaseException) else exc)

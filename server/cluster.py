@@ -101,6 +101,7 @@ class Cluster:
         self._manager = manager
         manager.cores = self.inventory.cores
         self.executor.on_node_lost = self.node_left
+        self.executor.on_device_unusable = self.device_unusable
         self._watcher = asyncio.create_task(self._watch())
 
     async def close(self) -> None:
@@ -127,7 +128,10 @@ class Cluster:
             if failing:
                 log.info("the Ray cluster answers again")
                 failing = False
-            self.sync()
+            try:
+                self.sync()
+            except Exception:  # one bad pass must not end the tracking of nodes
+                log.exception("cannot apply the Ray cluster's node changes")
 
     def sync(self) -> None:
         """Applies what the last refresh saw: nodes that joined and nodes that left."""
@@ -147,9 +151,17 @@ class Cluster:
         self._manager.add_devices(node_devices(node))
         self.executor.node_joined(node.name)
 
+    def device_unusable(self, device: str, why: str) -> None:
+        """No Ray actor could start on `device`: nothing more is admitted there (until
+        `UpdateLimits` sets its limits again)."""
+        assert self._manager is not None
+        log.warning("holding %s: %s", device, why)
+        self._manager.hold_devices([device])
+
     def node_left(self, name: str, why: str) -> None:
         """Node `name` is gone: hold its devices, end its jobs, then forget its devices."""
         assert self._manager is not None
+        self.ray.forget(name)  # a refresh already under way must not bring it back
         if self._nodes.pop(name, None) is None:
             self.executor.node_lost(name, why)  # known gone already; just make sure
             return

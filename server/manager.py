@@ -306,10 +306,12 @@ class TaskManager:
         task = self._active.get(task_id)
         if task is None or self._closing:
             return
-        if outcome.interrupted and self._resume_elsewhere(task, outcome.error):
-            return
-        self._cancel_requested.discard(task_id)
+        queued_again = False
         try:
+            if (outcome.interrupted or outcome.not_started) and self._queue_again(task, outcome):
+                queued_again = True
+                return
+            self._cancel_requested.discard(task_id)
             if outcome.result is not None:
                 task.metrics.update(outcome.result.metrics)
                 peak = outcome.result.metrics.get(PEAK_METRIC, 0)
@@ -331,9 +333,11 @@ class TaskManager:
                 self._end(task, TaskState.FAILED, outcome.error or "failed for an unknown reason")
         finally:
             # Whatever went wrong recording the end, the slot must not leak.
-            self._active.pop(task_id, None)
-            self._logs.close(task_id)
-            self._dispatch(self._arbiter.release(task_id))
+            if not queued_again:
+                self._active.pop(task_id, None)
+                self._logs.close(task_id)
+                if task_id in self._arbiter.running():  # _queue_again may have released it
+                    self._dispatch(self._arbiter.release(task_id))
 
     # -- devices that come and go (a Ray cluster's nodes) ------------------------------
 
@@ -368,15 +372,33 @@ class TaskManager:
                 if task is not None:
                     self._end(task, TaskState.FAILED, f"{why}; the task could run only there")
 
-    def _resume_elsewhere(self, task: TaskRecord, why: str) -> bool:
-        """A training task whose machine went away (`why`) is queued again to resume from
-        its last checkpoint on the other devices it may use; False if it cannot be."""
-        if task.kind is not TaskKind.TRAINING or task.task_id in self._cancel_requested:
+    def _queue_again(self, task: TaskRecord, outcome: JobOutcome) -> bool:
+        """Queues again a task whose job ended through no fault of its own; False if it
+        cannot be. A job that never began (`not_started`: its device could not take it)
+        waits again for the devices it may use, less its device if that is held now; a
+        training task whose machine went away (`interrupted`) resumes from its last
+        checkpoint on the other nodes' devices."""
+        if task.task_id in self._cancel_requested:
             return False
-        checkpoint = latest_checkpoint(str(self._config.task_dir(task.task_id)))
+        why = outcome.error
         lost = split_node(task.assigned_device)[0]
-        candidates = tuple(d for d in self._candidates(task.device) if split_node(d)[0] != lost)
-        if checkpoint is None or not lost or not candidates:
+        candidates = self._candidates(task.device)
+        if outcome.not_started:
+            kind = Kind(task.kind.value)
+            candidates = tuple(
+                d
+                for d in candidates
+                if d != task.assigned_device or getattr(self._arbiter.limits(d), kind.value)
+            )
+            note = f"{why}; queued again"
+        else:
+            checkpoint = latest_checkpoint(str(self._config.task_dir(task.task_id)))
+            if task.kind is not TaskKind.TRAINING or checkpoint is None or not lost:
+                return False
+            kind = Kind.TRAINING
+            candidates = tuple(d for d in candidates if split_node(d)[0] != lost)
+            note = f"{why}; will resume from epoch {checkpoint[0]} elsewhere"
+        if not candidates:
             return False
         try:
             memory_bytes, candidates = self._planner.plan(_shape(task), candidates)
@@ -387,11 +409,10 @@ class TaskManager:
         task.assigned_device = ""
         task.start_time = None
         self._save(task)
-        note = f"{why}; will resume from epoch {checkpoint[0]} elsewhere"
         self._event(task, "state", note, state=TaskState.QUEUED, level="warning")
         request = Request(
             job_id=task.task_id,
-            kind=Kind.TRAINING,
+            kind=kind,
             priority=task.priority,
             devices=candidates,
             memory_bytes=memory_bytes,

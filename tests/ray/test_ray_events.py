@@ -14,13 +14,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 from PIL import Image
 from ray import cloudpickle
 
 from engines import zoo
 from engines.artifacts import save_artifact
 from engines.executor import JobOutcome, Outcome
-from engines.jobs import JobEvent, JobResult, ServeJob, TrainingJob
+from engines.jobs import JobError, JobEvent, JobResult, ServeJob, TrainingJob
 from engines.protocol import JobCancelledMsg, JobDone, JobEventMsg, PredictBatch, PredictReply
 from engines.ray_actor import DeviceActor, is_final
 from engines.ray_cluster import RayCluster
@@ -52,6 +53,13 @@ class StubbornActor(DeviceActor):
         self._mailbox.put(JobEventMsg(job.task_id, JobEvent("started")))
         while True:
             time.sleep(1)
+
+
+class BrokenActor(DeviceActor):
+    """Cannot start, as on a node whose set-up of Tandem is broken."""
+
+    def __init__(self, node: str, device: str) -> None:
+        raise RuntimeError(f"no Tandem set-up on {node}")
 
 
 @dataclass
@@ -144,6 +152,24 @@ def test_a_job_that_ignores_cancel_is_killed_and_ends_cancelled(
     asyncio.run(_with_executor(ray_cluster, StubbornActor, body))
 
 
+def test_a_device_where_no_actor_starts_is_unusable_and_its_job_not_started(
+    ray_cluster: RayTestCluster, tmp_path: Path
+) -> None:
+    async def body(executor: RayExecutor) -> None:
+        sink = RecordingSink(threading.get_ident())
+        unusable: list[str] = []
+        executor.on_device_unusable = lambda device, why: unusable.append(device)
+        executor.submit(_job("nowhere", "node-2/cpu", tmp_path), sink)
+        await sink.until(lambda: "nowhere" in sink.outcomes)
+        outcome = sink.outcomes["nowhere"]
+        assert outcome.not_started and not outcome.interrupted  # the server queues it again
+        assert outcome.error.startswith("no Ray actor could start on node-2/cpu: ")
+        assert "no Tandem set-up on node-2" in outcome.error
+        assert unusable == ["node-2/cpu"]
+
+    asyncio.run(_with_executor(ray_cluster, BrokenActor, body))
+
+
 def _model_bytes(tmp_path: Path) -> bytes:
     path = tmp_path / "model.pt"
     model = zoo.build_model("resnet18", 2, 32)
@@ -180,3 +206,14 @@ def test_a_served_model_needs_only_the_bytes_not_the_file(tmp_path: Path) -> Non
     assert isinstance(first, JobEventMsg)
     assert first.event.message == "serving /elsewhere/model.pt on node-9/cpu"
     assert isinstance(last, JobCancelledMsg)
+    # Parked, the actor holds the model no more.
+    with pytest.raises(JobError, match="holds no model for serve-1"):
+        actor.predict(PredictBatch("serve-1", 2, [_png()], top_k=1))
+
+
+def test_a_cancel_that_overtakes_its_start_ends_the_job_at_once(tmp_path: Path) -> None:
+    # The actor's own code, in this process: Ray may deliver the two calls in any order.
+    actor = DeviceActor("node-9", "cpu")
+    actor.cancel("early")
+    actor.start(_job("early", "cpu", tmp_path))
+    assert actor.poll("early", 0, wait_s=30) == [(1, JobCancelledMsg("early"))]

@@ -257,3 +257,22 @@ def test_an_actor_that_dies_fails_only_its_task(flow: tuple[ServerThread, Stubs]
     assert health.status == health_pb2.HealthCheckResponse.SERVING
     after = stubs.train()
     assert stubs.events(after.task_id)[-1].state == task_pb2.TASK_STATE_SUCCEEDED
+
+
+def test_a_warm_actor_that_died_idle_is_replaced(flow: tuple[ServerThread, Stubs]) -> None:
+    server, stubs = flow
+    first = stubs.train(device="node-2/cpu").task_id
+    stubs.wait_for(first, progress)
+    assert server.service is not None
+    executor = server.service.executor
+    pid = server.call(lambda: executor.running()[first])
+    assert pid is not None
+    assert stubs.events(first)[-1].state == task_pb2.TASK_STATE_SUCCEEDED
+    os.kill(pid, signal.SIGKILL)  # its actor, parked warm for the next task there
+
+    second = stubs.train(device="node-2/cpu").task_id
+    events = stubs.events(second)
+    assert events[-1].state == task_pb2.TASK_STATE_SUCCEEDED
+    requeued = [e.message for e in events if e.state == task_pb2.TASK_STATE_QUEUED][-1]
+    assert requeued.startswith("the idle Ray actor for node-2/cpu was gone")
+    assert requeued.endswith("; queued again")

@@ -101,3 +101,24 @@ def test_a_node_that_joins_then_dies(
     finally:
         stubs.channel.close()
         ray_cluster.cluster.remove_node(node, allow_graceful=False)
+
+
+def test_a_node_without_cpus_for_ray_gets_no_cpu_device(
+    ray_cluster: RayTestCluster, ray_server: Callable[..., ServerThread]
+) -> None:
+    server = ray_server(prewarm_workers=1)
+    stubs = Stubs.connect(server.port)
+    # `ray start --num-cpus=0` on a GPU machine: its GPU is a device, its CPU is not.
+    node = ray_cluster.add_node(num_cpus=0, num_gpus=1)
+    try:
+        until(lambda: any(d.endswith("/cuda:0") for d in devices(stubs)))
+        gpu = next(d for d in devices(stubs) if d.endswith("/cuda:0"))
+        name = gpu.partition("/")[0]
+        assert name not in ("node-1", "node-2")
+        assert f"{name}/cpu" not in devices(stubs)
+        task_id = stubs.train().task_id  # any node's CPU
+        assert stubs.events(task_id)[-1].state == task_pb2.TASK_STATE_SUCCEEDED
+        assert stubs.get(task_id).assigned_device in ("node-1/cpu", "node-2/cpu")
+    finally:
+        stubs.channel.close()
+        ray_cluster.cluster.remove_node(node, allow_graceful=False)

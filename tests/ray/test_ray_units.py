@@ -4,6 +4,9 @@ nodes, and the shared-filesystem check a node makes before it runs a job."""
 
 from __future__ import annotations
 
+import socket
+import subprocess
+import sys
 import threading
 from pathlib import Path
 
@@ -26,6 +29,7 @@ from scheduler import (
 )
 from scheduler.memory import GIB, MemoryGate
 
+TANDEM = str(Path(sys.executable).parent / "tandem")
 CLUSTER = ("node-1/cpu", "node-2/cpu", "node-2/cuda:0", "node-2/cuda:1", "node-3/cpu")
 
 
@@ -196,3 +200,39 @@ def test_node_names_follow_first_sight_and_survive_a_restart(
     assert [(n.name, n.node_id) for n in again.refresh()] == [("node-1", "a"), ("node-3", "c")]
     table[:] = [node("a", head=True), node("b")]
     assert [n.name for n in again.refresh()] == ["node-1", "node-2"]
+    # A node the server saw leave stays gone, even while Ray still lists it alive.
+    again.forget("node-2")
+    assert [n.name for n in again.nodes()] == ["node-1"]
+    assert [n.name for n in again.refresh()] == ["node-1"]
+
+
+def test_a_node_without_a_cpu_share_has_no_cpu_device() -> None:
+    def node(cpus: float, gpus: int) -> ray_cluster.RayNode:
+        return ray_cluster.RayNode("node-1", "a", "10.0.0.1", "h", cpus, gpus, head=True)
+
+    # `ray start --head --num-cpus=0`: no actor could be placed on its CPU.
+    assert node(0.0, 0).devices == ()
+    assert node(0.0, 2).devices == ("cuda:0", "cuda:1")
+    assert node(ray_cluster.CPU_SHARE, 0).devices == ("cpu",)
+
+
+def test_an_unreachable_ray_address_stops_the_start_with_one_line(tmp_path: Path) -> None:
+    with socket.socket() as probe:  # a port nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = subprocess.run(
+        [
+            *(TANDEM, "serve", "--executor", "ray", "--ray-address", f"127.0.0.1:{port}"),
+            *("--grpc-port", "0", "--http-port", "0", "--prewarm-workers", "0"),
+            *("--data-dir", str(tmp_path / "data")),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        stdin=subprocess.DEVNULL,
+    )
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.strip().splitlines() == [
+        f"tandem: cannot start: cannot reach the Ray cluster at 127.0.0.1:{port}: "
+        "Connection refused"
+    ]
