@@ -127,39 +127,41 @@ async def create_server(
     check_data_dir(config.data_dir)
     config.tasks_dir.mkdir(parents=True, exist_ok=True)
     cluster = await _connect_cluster(config) if config.executor == "ray" else None
-    if cluster is not None:
-        inventory = cluster.inventory
-    inventory = inventory or NvmlInventory()
-    store = TaskStore(config.db_path)
-    gate = MemoryGate(inventory, headroom_bytes=config.gpu_headroom_bytes)
-    arbiter = Arbiter(
-        initial_limits(inventory, store)
-        if cluster is None
-        else with_saved_limits(cluster.default_limits(), store.load_limits()),
-        max_waiting=config.max_waiting,
-        aging_interval_s=config.aging_interval_s,
-        gate=gate,
-    )
-    executor: LocalExecutor | RayExecutor
-    if cluster is None:
-        executor = LocalExecutor(
-            prewarm={"cpu": config.prewarm_workers} if config.prewarm_workers else {},
-            cancel_grace_s=config.cancel_grace_s,
-        )
-    else:
-        executor = cluster.executor
-    await executor.start()
-    manager = TaskManager(
-        config,
-        store,
-        EventLogs(config.tasks_dir),
-        arbiter,
-        executor,
-        MemoryPlanner(store, gate),
-    )
-
+    # From here on a failure undoes what has started: Ray's connection, workers, the store.
+    store: TaskStore | None = None
+    executor: LocalExecutor | RayExecutor | None = None
+    manager: TaskManager | None = None
     private_socket: PrivateSocket | None = None
     try:
+        if cluster is not None:
+            inventory = cluster.inventory
+        inventory = inventory or NvmlInventory()
+        store = TaskStore(config.db_path)
+        gate = MemoryGate(inventory, headroom_bytes=config.gpu_headroom_bytes)
+        arbiter = Arbiter(
+            initial_limits(inventory, store)
+            if cluster is None
+            else with_saved_limits(cluster.default_limits(), store.load_limits()),
+            max_waiting=config.max_waiting,
+            aging_interval_s=config.aging_interval_s,
+            gate=gate,
+        )
+        if cluster is None:
+            executor = LocalExecutor(
+                prewarm={"cpu": config.prewarm_workers} if config.prewarm_workers else {},
+                cancel_grace_s=config.cancel_grace_s,
+            )
+        else:
+            executor = cluster.executor
+        await executor.start()
+        manager = TaskManager(
+            config,
+            store,
+            EventLogs(config.tasks_dir),
+            arbiter,
+            executor,
+            MemoryPlanner(store, gate),
+        )
         server = grpc.aio.server(
             interceptors=[TokenAuth(config.auth_token)] if config.auth_token else [],
             options=[
@@ -204,11 +206,14 @@ async def create_server(
         # Nothing half-started is left behind: workers, the store, the gateway's socket.
         if private_socket is not None:
             private_socket.remove()
-        await manager.close()
-        await executor.close()
+        if manager is not None:
+            await manager.close()
+        if executor is not None:
+            await executor.close()
         if cluster is not None:
             await cluster.close()  # disconnects from Ray
-        store.close()
+        if store is not None:
+            store.close()
         raise
     # SERVING only now: the store is open, queued tasks are back, workers are starting.
     for name in ("", *SERVICE_NAMES):
