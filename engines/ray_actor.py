@@ -5,8 +5,9 @@ that reads a node's GPU memory.
 the same job functions (`run_batch_job`, `settle`, `answer`). It imports torch once,
 then runs one job at a time in a thread of its own while its other methods stay
 answerable (a threaded actor): `poll` hands the job's messages to the server, `cancel`
-asks the job to stop at its next batch boundary, `predict` answers a batch of a served
-model.
+asks the job to stop at its next batch boundary (a cancel that overtakes its job's start
+is remembered, and the job then ends at once), `predict` answers a batch of a served
+model. An actor between jobs holds no served model.
 
 Events are lossless and in order: the job's messages are numbered from 1 in a
 `Mailbox`, and `poll(after=n)` returns those after n, blocking a while when there are

@@ -16,6 +16,12 @@ engines/ray_actor.py). A served model's `PredictBatch` is a direct actor call wh
 reply goes to the sink; its model file travels through Ray's object store, so Predict
 works on a node that cannot read the server's disk.
 
+A job is sent only to an actor that answers (placed on its node, torch imported); one
+that does not within ACTOR_START_S ends the job `not_started`, which the server queues
+again, and a device where no new actor can start is reported unusable, so that nothing
+more waits for it. Calls that change nothing (poll, predict, and a start the actor has
+seen) are asked again while an actor is briefly unreachable.
+
 Cancel asks the actor to stop at the next batch boundary and kills it (`ray.kill`)
 after the grace period. An actor that dies fails its job with the reason; if its node
 left the cluster the failure is `interrupted` (a training job with a checkpoint is
