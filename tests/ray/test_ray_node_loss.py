@@ -1,25 +1,48 @@
 """Nodes that join and leave a running server's Ray cluster: a third node's devices
 appear as `node-3/...`; killing its raylet fails the tasks that ran or could only run
 there with a reason naming it, requeues a training task that has a checkpoint to resume
-elsewhere, and leaves the other nodes working."""
+elsewhere, and leaves the other nodes working. A node that offers Ray no CPU has no
+`cpu` device; one whose CPU other Ray work holds takes no actor, so its device is held
+and the task goes elsewhere."""
 
 from __future__ import annotations
 
+import sys
 import time
 from collections.abc import Callable
 
 import grpc
 import pytest
+import ray
+from ray import cloudpickle
 
+from engines import ray_executor
 from server.threaded import ServerThread
 from tandem.v1 import resource_service_pb2, resources_pb2, task_pb2
 from tests.conftest import Stubs
 from tests.ray.conftest import RayTestCluster
 
+# The actor below is defined here, not in an installed module: ship it by value.
+cloudpickle.register_pickle_by_value(sys.modules[__name__])
+
+
+class Blocker:
+    """Other Ray work that holds a whole node's CPU."""
+
+    def ping(self) -> bool:
+        return True
+
 
 def devices(stubs: Stubs) -> set[str]:
     reply = stubs.resources.GetResources(resource_service_pb2.GetResourcesRequest())
     return set(reply.device_usage)
+
+
+def cpus(stubs: Stubs) -> set[str]:
+    """The CPU devices, one per node with CPUs ("node-3/cpu"). A node an earlier test
+    removed may still be listed for a moment, and may have taken a name: no test that
+    follows another relies on names."""
+    return {device for device in devices(stubs) if device.endswith("/cpu")}
 
 
 def until(condition: Callable[[], bool], timeout: float = 120) -> None:
@@ -108,17 +131,56 @@ def test_a_node_without_cpus_for_ray_gets_no_cpu_device(
 ) -> None:
     server = ray_server(prewarm_workers=1)
     stubs = Stubs.connect(server.port)
+    before = cpus(stubs)
+    assert len(before) == 2  # the module's two nodes
     # `ray start --num-cpus=0` on a GPU machine: its GPU is a device, its CPU is not.
     node = ray_cluster.add_node(num_cpus=0, num_gpus=1)
     try:
         until(lambda: any(d.endswith("/cuda:0") for d in devices(stubs)))
         gpu = next(d for d in devices(stubs) if d.endswith("/cuda:0"))
-        name = gpu.partition("/")[0]
-        assert name not in ("node-1", "node-2")
-        assert f"{name}/cpu" not in devices(stubs)
+        assert f"{gpu.partition('/')[0]}/cpu" not in devices(stubs)
+        assert cpus(stubs) == before
         task_id = stubs.train().task_id  # any node's CPU
         assert stubs.events(task_id)[-1].state == task_pb2.TASK_STATE_SUCCEEDED
-        assert stubs.get(task_id).assigned_device in ("node-1/cpu", "node-2/cpu")
+        assert stubs.get(task_id).assigned_device in before
+    finally:
+        stubs.channel.close()
+        ray_cluster.cluster.remove_node(node, allow_graceful=False)
+
+
+def test_a_device_where_no_actor_can_be_placed_is_held_and_the_task_runs_elsewhere(
+    ray_cluster: RayTestCluster,
+    ray_server: Callable[..., ServerThread],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    server = ray_server(prewarm_workers=0)
+    stubs = Stubs.connect(server.port)
+    before = cpus(stubs)
+    assert len(before) == 2  # the module's two nodes
+    node = ray_cluster.add_node(num_cpus=1, resources={"busy": 1})
+    try:
+        # The server's process is Ray's driver: other work placed from here takes the
+        # node's one CPU, so that even an actor's 0.01 share of it must wait.
+        blocker = ray.remote(Blocker).options(num_cpus=1, resources={"busy": 1}).remote()
+        assert ray.get(blocker.ping.remote(), timeout=120)
+        until(lambda: len(cpus(stubs)) == 3)
+        (busy,) = cpus(stubs) - before
+        for device in before:
+            limits(stubs, device, training=0)
+        monkeypatch.setattr(ray_executor, "ACTOR_START_S", 2.0)
+        task_id = stubs.train().task_id  # only `busy` may start it
+        stubs.wait_for(task_id, lambda e: e.message.endswith("; queued again"))
+        monkeypatch.setattr(ray_executor, "ACTOR_START_S", 60.0)  # for the other nodes
+        reply = stubs.resources.GetResources(resource_service_pb2.GetResourcesRequest())
+        assert reply.max_concurrent[busy].training == 0  # held
+        assert reply.max_concurrent[busy].inference == 0
+        for device in before:
+            limits(stubs, device, training=2)
+        events = stubs.events(task_id)
+        assert events[-1].state == task_pb2.TASK_STATE_SUCCEEDED
+        requeued = [e.message for e in events if e.state == task_pb2.TASK_STATE_QUEUED][-1]
+        assert requeued.startswith(f"no Ray actor could start on {busy}: none was placed")
+        assert stubs.get(task_id).assigned_device in before
     finally:
         stubs.channel.close()
         ray_cluster.cluster.remove_node(node, allow_graceful=False)
