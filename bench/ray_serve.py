@@ -35,8 +35,8 @@ import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -91,8 +91,10 @@ def measure(settings: Settings) -> dict[str, float]:
         with Tandem(data_dir, prewarm_workers=1) as tandem:
             threads = tandem.threads_for("cpu", Kind.INFERENCE)
             tandem_call = predict_call(tandem, model_path, png)
-            with _ray_serve(ray, serve, model_path, threads) as port:
-                ray_call = _http_caller(port, png)
+            with (
+                _ray_serve(ray, serve, model_path, threads) as port,
+                closing(_HttpCaller(port, png)) as ray_call,
+            ):
                 for call in (tandem_call, ray_call):
                     concurrent_calls(call, settings.warmup, CONCURRENCY)
                 tandem_s = ray_s = 0.0
@@ -227,16 +229,27 @@ def _free_port() -> int:
         return port
 
 
-def _http_caller(port: int, png: bytes) -> Callable[[], None]:
-    """One POST of `png` to the deployment, checked; a keep-alive connection per thread."""
-    local = threading.local()
-    headers = {"Content-Type": "application/octet-stream"}
+class _HttpCaller:
+    """POSTs `png` to the deployment and checks the answer: a keep-alive connection per
+    calling thread, all closed by `close`."""
 
-    def call() -> None:
-        connection = getattr(local, "connection", None)
+    def __init__(self, port: int, png: bytes) -> None:
+        self.port = port
+        self.png = png
+        self._local = threading.local()
+        self._lock = threading.Lock()
+        self._connections: list[http.client.HTTPConnection] = []
+
+    def __call__(self) -> None:
+        connection: http.client.HTTPConnection | None = getattr(self._local, "connection", None)
         if connection is None:
-            connection = local.connection = http.client.HTTPConnection("127.0.0.1", port, 120)
-        connection.request("POST", ROUTE, body=png, headers=headers)
+            connection = http.client.HTTPConnection("127.0.0.1", self.port, timeout=120)
+            self._local.connection = connection
+            with self._lock:
+                self._connections.append(connection)
+        connection.request(
+            "POST", ROUTE, body=self.png, headers={"Content-Type": "application/octet-stream"}
+        )
         response = connection.getresponse()
         body = response.read()
         if response.status != 200:
@@ -244,4 +257,8 @@ def _http_caller(port: int, png: bytes) -> Callable[[], None]:
         answer = json.loads(body)
         assert len(answer) == TOP_K, answer
 
-    return call
+    def close(self) -> None:
+        with self._lock:
+            for connection in self._connections:
+                connection.close()
+            self._connections.clear()
