@@ -4,12 +4,14 @@ CPU), against the same Predicts with the device otherwise idle.
 - Predict: the Predict benchmark's model and request (random-init resnet18 at 224 px,
   1,000 classes, one 224x224 PNG per request, top-5), one caller in sequence
   (concurrency 1), served by a warm worker with the model loaded.
-- Training: a real `Train` task on the CPU at the default limits, so with the thread
-  count the server gives training (`TaskManager.threads_for`): resnet18 at 64 px, batch
-  32, over an ImageFolder of generated PNGs big enough that no epoch ends (no
-  checkpoint is written) during a block. It is submitted before a busy block, the block
-  starts once its first progress event says its batch loop is running, and it is
-  cancelled after the block.
+- Training: a real `Train` task on the CPU at the default limits, run as Tandem runs
+  any (the thread count `TaskManager.threads_for` gives training, and the worker's
+  `BATCH_NICE` for batch jobs, which is what keeps it out of Predict's way on a busy
+  machine: bench/README.md, "Isolation"): resnet18 at 64 px, batch 32, over an
+  ImageFolder of generated PNGs big enough that no epoch ends (no checkpoint is
+  written) during a block. It is submitted before a busy block, the block starts once
+  its first progress event says its batch loop is running, and it is cancelled after
+  the block.
 - Blocks take turns: idle, busy, idle, busy... so that the shared machine's slow
   spells fall on both. Latencies are pooled per state over the rounds.
 
