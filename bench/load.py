@@ -22,24 +22,19 @@ every call has a deadline and the run has one overall.
 
 from __future__ import annotations
 
-import os
 import random
-import re
-import signal
-import subprocess
 import sys
 import tempfile
 import threading
 import time
 from collections import defaultdict
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 
 from bench.report import Goal
+from server.served import ServedProcess
 from tandem.v1 import (
     inference_service_pb2,
     inference_service_pb2_grpc,
@@ -143,37 +138,6 @@ class LoadReport:
 # -- the server under load -------------------------------------------------------------
 
 
-@contextmanager
-def served(workdir: Path) -> Iterator[tuple[int, str]]:
-    """A `tandem serve` process on loopback ports chosen by the OS: (pid, gRPC address)."""
-    tandem = Path(sys.executable).parent / "tandem"
-    process = subprocess.Popen(
-        [
-            *(str(tandem), "serve", "--host", "127.0.0.1", "--grpc-port", "0"),
-            *("--http-port", "0", "--data-dir", str(workdir / "data")),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "TANDEM_AUTH_TOKEN": "", "TANDEM_DATASET_ROOTS": ""},
-    )
-    try:
-        assert process.stdout is not None
-        line = process.stdout.readline()
-        match = re.search(r"serving gRPC on ([\d.]+:\d+)", line)
-        if not match:
-            raise RuntimeError(f"tandem serve did not start: {line!r}")
-        yield process.pid, match.group(1)
-    finally:
-        if process.poll() is None:
-            process.send_signal(signal.SIGTERM)
-            try:
-                process.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-
-
 def rss_mb(pid: int) -> float:
     """Resident memory of process `pid` in MB, from /proc (Linux)."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -218,7 +182,8 @@ class Stubs:
 def run_load(shape: LoadShape, workdir: Path, seed: int = 0) -> LoadReport:
     """Runs `shape` against a fresh server in `workdir`; returns what was seen."""
     report = LoadReport(shape)
-    with served(workdir) as (pid, address):
+    with ServedProcess(workdir / "data", "--host", "127.0.0.1") as served:
+        pid, address = served.pid, served.grpc_address
         setup = Stubs(address)
         try:
             model_task = _train_one_model(setup)

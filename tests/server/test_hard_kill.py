@@ -6,61 +6,31 @@ resumes from its checkpoint, and everything queued runs in priority order."""
 from __future__ import annotations
 
 import os
-import re
 import select
 import signal
-import subprocess
-import sys
 from pathlib import Path
 
+from server.served import ServedProcess
 from tandem import Client
 from tandem.v1 import task_pb2
 
-TANDEM = str(Path(sys.executable).parent / "tandem")
 SMALL = {"device": "cpu", "image_size": 16, "batch_size": 32}
 
 
-class Served:
-    """`tandem serve` on a data dir, in a session of its own (like a service manager)."""
-
-    def __init__(self, data_dir: Path) -> None:
-        self.process = subprocess.Popen(
-            [
-                *(TANDEM, "serve", "--grpc-port", "0", "--http-port", "0"),
-                *("--data-dir", str(data_dir)),
-            ],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            text=True,
-            start_new_session=True,
-            env={**os.environ, "TANDEM_DATASET_ROOTS": "", "TANDEM_AUTH_TOKEN": ""},
-        )
-        assert self.process.stdout is not None
-        line = self.process.stdout.readline()
-        match = re.search(r"serving gRPC on ([\d.]+:\d+)", line)
-        assert match, f"unexpected first line: {line!r}"
-        self.address = match.group(1)
-
-    def children(self) -> list[int]:
-        """Process ids whose parent is the server: its workers."""
-        found = []
-        for entry in Path("/proc").iterdir():
-            if not entry.name.isdigit():
-                continue
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            # The command name is in parentheses and may hold spaces: split after it.
-            ppid = int(stat.rsplit(")", 1)[1].split()[1])
-            if ppid == self.process.pid:
-                found.append(int(entry.name))
-        return found
-
-    def stop(self) -> None:
-        if self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            self.process.wait(timeout=60)
+def children(pid: int) -> list[int]:
+    """Process ids whose parent is `pid`: the server's workers."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name is in parentheses and may hold spaces: split after it.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found
 
 
 def wait_until_exited(pids: list[int], timeout_s: float) -> list[int]:
@@ -82,9 +52,9 @@ def wait_until_exited(pids: list[int], timeout_s: float) -> list[int]:
 
 def test_sigkill_with_work_running_and_queued_loses_nothing(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    first = Served(data_dir)
+    first = ServedProcess(data_dir, new_session=True)
     try:
-        with Client(first.address) as client:
+        with Client(first.grpc_address) as client:
             model = client.train("mobilenet_v3_small", "synthetic", epochs=1, **SMALL)
             assert list(client.logs(model.task_id))[-1].state == task_pb2.TASK_STATE_SUCCEEDED
             client.update_limits({"cpu": {"training": 1}})
@@ -97,7 +67,7 @@ def test_sigkill_with_work_running_and_queued_loses_nothing(tmp_path: Path) -> N
             inference = client.infer("synthetic", task_id=model.task_id, device="cpu")
             assert client.get_task(low.task_id).state == task_pb2.TASK_STATE_QUEUED
             assert client.get_task(high.task_id).state == task_pb2.TASK_STATE_QUEUED
-        workers = first.children()
+        workers = children(first.pid)
         assert workers, "the server has no worker processes"
 
         os.kill(first.process.pid, signal.SIGKILL)
@@ -105,13 +75,11 @@ def test_sigkill_with_work_running_and_queued_loses_nothing(tmp_path: Path) -> N
         # The workers die with the server: none trains on into a resumed task.
         assert wait_until_exited(workers, timeout_s=30) == []
     finally:
-        if first.process.poll() is None:
-            first.process.kill()
-            first.process.wait()
+        first.kill()
 
-    second = Served(data_dir)
+    second = ServedProcess(data_dir, new_session=True)
     try:
-        with Client(second.address) as client:
+        with Client(second.grpc_address) as client:
             accepted = [model, running, low, high, inference]
             listed = {t.task_id for t in client.list_tasks(page_size=100)}
             assert {t.task_id for t in accepted} <= listed  # none is missing

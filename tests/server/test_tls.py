@@ -6,8 +6,6 @@ from __future__ import annotations
 import datetime
 import ipaddress
 import os
-import re
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -23,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 import tandem
+from server.served import ServedProcess
 from tandem import Client
 from tandem.v1 import resource_service_pb2, resource_service_pb2_grpc
 
@@ -77,71 +76,61 @@ def serve_command(tmp_path: Path, *extra: str) -> list[str]:
 
 @dataclass
 class TlsServer:
-    process: subprocess.Popen[str]
-    grpc_address: str
-    rest_url: str
+    served: ServedProcess
     cert: Path
 
 
 @pytest.fixture
 def tls_server(tmp_path: Path) -> Iterator[TlsServer]:
     cert, key = write_self_signed(tmp_path)
-    process = subprocess.Popen(
-        serve_command(tmp_path, "--tls-cert", str(cert), "--tls-key", str(key)),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "TANDEM_AUTH_TOKEN": TOKEN},
+    served = ServedProcess(
+        tmp_path / "data",
+        *("--prewarm-workers", "0", "--tls-cert", str(cert), "--tls-key", str(key)),
+        env={"TANDEM_AUTH_TOKEN": TOKEN},
     )
-    assert process.stdout is not None
-    grpc_line, rest_line = process.stdout.readline(), process.stdout.readline()
-    grpc_match = re.search(r"serving gRPC on ([\d.]+:\d+)", grpc_line)
-    rest_match = re.search(r"serving REST on (\S+)", rest_line)
-    assert grpc_match and rest_match, f"unexpected start lines: {grpc_line!r} {rest_line!r}"
-    yield TlsServer(process, grpc_match.group(1), rest_match.group(1), cert)
-    if process.poll() is None:  # a clean stop, so the gateway's socket folder goes too
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
+    yield TlsServer(served, cert)
+    served.stop()  # a clean stop, so the gateway's socket folder goes too
 
 
 def test_grpc_and_rest_speak_tls_and_refuse_plain_text(tls_server: TlsServer) -> None:
-    with Client(tls_server.grpc_address, TOKEN, ca_cert=tls_server.cert) as client:
+    with Client(tls_server.served.grpc_address, TOKEN, ca_cert=tls_server.cert) as client:
         assert "cpu" in client.resources().device_usage
         with pytest.raises(tandem.NotFound):
             client.get_task("no-such-task")
 
-    with grpc.insecure_channel(tls_server.grpc_address) as plain:
+    with grpc.insecure_channel(tls_server.served.grpc_address) as plain:
         stub = resource_service_pb2_grpc.ResourceServiceStub(plain)
         with pytest.raises(grpc.RpcError) as info:
             stub.GetResources(resource_service_pb2.GetResourcesRequest(), timeout=10)
         assert info.value.code() == grpc.StatusCode.UNAVAILABLE
 
-    assert tls_server.rest_url.startswith("https://")
+    assert tls_server.served.rest_url.startswith("https://")
     auth = {"Authorization": f"Bearer {TOKEN}"}
     # A REST answer proves the gateway reaches the gRPC server over its private socket.
     reply = requests.get(
-        f"{tls_server.rest_url}/api/v2/resources", headers=auth, verify=tls_server.cert, timeout=30
+        f"{tls_server.served.rest_url}/api/v2/resources",
+        headers=auth,
+        verify=tls_server.cert,
+        timeout=30,
     )
     assert reply.status_code == 200 and "device_usage" in reply.json()
     listed = requests.get(
-        f"{tls_server.rest_url}/api/v2/tasks", headers=auth, verify=tls_server.cert, timeout=30
+        f"{tls_server.served.rest_url}/api/v2/tasks",
+        headers=auth,
+        verify=tls_server.cert,
+        timeout=30,
     )
     assert listed.status_code == 200 and listed.json()["total_training"] == 0
     with pytest.raises(requests.exceptions.ConnectionError):
-        plain_url = tls_server.rest_url.replace("https://", "http://")
+        plain_url = tls_server.served.rest_url.replace("https://", "http://")
         requests.get(f"{plain_url}/api/v1/health", timeout=10)
 
-    tls_server.process.send_signal(signal.SIGTERM)
-    assert tls_server.process.wait(timeout=60) == 0
+    assert tls_server.served.stop()[0] == 0  # SIGTERM
 
 
 def test_the_cli_talks_tls_with_a_ca_file(tls_server: TlsServer) -> None:
     result = subprocess.run(
-        [TANDEM, "--address", tls_server.grpc_address, "--json", "resources"],
+        [TANDEM, "--address", tls_server.served.grpc_address, "--json", "resources"],
         capture_output=True,
         text=True,
         timeout=60,

@@ -4,16 +4,15 @@ command by command, and a clean exit on SIGTERM."""
 from __future__ import annotations
 
 import json
-import os
-import re
 import shlex
-import signal
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+
+from server.served import ServedProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
@@ -27,29 +26,14 @@ def walkthrough_commands() -> list[str]:
 
 
 @pytest.fixture
-def served(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], int]]:
-    process = subprocess.Popen(
-        [
-            *(str(BIN / "tandem"), "serve", "--grpc-port", "0", "--http-port", "0"),
-            *("--data-dir", str(tmp_path / "d")),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        env={**os.environ, "TANDEM_DATASET_ROOTS": ""},
-    )
-    assert process.stdout is not None
-    line = process.stdout.readline()  # blocks until the server says it is serving
-    match = re.search(r"serving gRPC on [\d.]+:(\d+)", line)
-    assert match, f"unexpected first line: {line!r}"
-    yield process, int(match.group(1))
-    if process.poll() is None:
-        process.kill()
-        process.wait()
+def served(tmp_path: Path) -> Iterator[ServedProcess]:
+    server = ServedProcess(tmp_path / "d")
+    yield server
+    server.kill()
 
 
-def test_readme_walkthrough_then_sigterm(served: tuple[subprocess.Popen[str], int]) -> None:
-    process, port = served
+def test_readme_walkthrough_then_sigterm(served: ServedProcess) -> None:
+    port = served.grpc_port
     commands = walkthrough_commands()
     assert len(commands) >= 6
     task_id = ""
@@ -83,9 +67,8 @@ def test_readme_walkthrough_then_sigterm(served: tuple[subprocess.Popen[str], in
     limits = json.loads(outputs["tandem.v1.ResourceService/UpdateLimits"])
     assert limits["max_concurrent"]["cpu"]["training"] == 1
 
-    process.send_signal(signal.SIGTERM)
-    remaining, _ = process.communicate(timeout=60)
-    assert process.returncode == 0
+    status, remaining = served.stop()  # SIGTERM
+    assert status == 0
     assert "stopped" in remaining
 
 
