@@ -35,6 +35,7 @@ import grpc
 
 from bench.report import Goal
 from server.served import ServedProcess
+from tandem.client import TERMINAL_STATES
 from tandem.v1 import (
     inference_service_pb2,
     inference_service_pb2_grpc,
@@ -45,10 +46,6 @@ from tandem.v1 import (
     task_service_pb2_grpc,
     training_service_pb2,
     training_service_pb2_grpc,
-)
-
-TERMINAL = frozenset(
-    {task_pb2.TASK_STATE_SUCCEEDED, task_pb2.TASK_STATE_FAILED, task_pb2.TASK_STATE_CANCELLED}
 )
 
 
@@ -247,7 +244,7 @@ class _LoadRun:
         self.follow_ready = threading.Condition(self.lock)
 
     def run(self) -> None:
-        per_client = _split(self.shape.tasks, self.shape.clients)
+        per_client = split_evenly(self.shape.tasks, self.shape.clients)
         clients = [
             threading.Thread(target=self._client, args=(i, n), name=f"client-{i}", daemon=True)
             for i, n in enumerate(per_client)
@@ -386,7 +383,7 @@ def _compare(task_id: str, seen: list[task_pb2.TaskEvent], stored: list[task_pb2
     seqs = [e.seq for e in seen]
     if seqs != list(range(1, len(seen) + 1)):
         return f"task {task_id}: follower saw seqs {seqs[:20]}..., not 1..{len(seen)}"
-    if not seen or seen[-1].state not in TERMINAL:
+    if not seen or seen[-1].state not in TERMINAL_STATES:
         return f"task {task_id}: follower's stream ended without a terminal state event"
     if [(e.seq, e.message) for e in seen] != [(e.seq, e.message) for e in stored]:
         return f"task {task_id}: follower saw {len(seen)} events, the log holds {len(stored)}"
@@ -402,7 +399,7 @@ def _check_ends(address: str, report: LoadReport) -> None:
         for task_id in report.task_ids:
             task = stubs.get(task_id)
             states[task_pb2.TaskState.Name(task.state)] += 1
-            if task.state not in TERMINAL:
+            if task.state not in TERMINAL_STATES:
                 report.not_ended.append(task_id)
             elif task.state == task_pb2.TASK_STATE_FAILED and not task.error:
                 report.failed_without_reason.append(task_id)
@@ -424,7 +421,8 @@ def _check_ends(address: str, report: LoadReport) -> None:
         report.swept_peak[key] = peak
 
 
-def _split(total: int, parts: int) -> list[int]:
+def split_evenly(total: int, parts: int) -> list[int]:
+    """`total` in `parts` shares that differ by at most one, the larger first."""
     base, extra = divmod(total, parts)
     return [base + (1 if i < extra else 0) for i in range(parts)]
 

@@ -37,6 +37,7 @@ from typing import Any
 
 from bench.follower import Receipt, follow
 from bench.harness import Tandem, percentile
+from bench.load import split_evenly
 from bench.report import Goal
 from tandem.v1 import resource_service_pb2
 
@@ -95,11 +96,7 @@ def measure(settings: Settings) -> dict[str, float]:
             device="cpu",
             val_split=0.0,
         )
-        shares = [
-            settings.followers // settings.processes
-            + (1 if index < settings.followers % settings.processes else 0)
-            for index in range(settings.processes)
-        ]
+        shares = split_evenly(settings.followers, settings.processes)
         target = f"127.0.0.1:{tandem.port}"
         processes = [
             spawn.Process(target=follow, args=(target, task.task_id, share, ready, done))

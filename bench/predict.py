@@ -43,7 +43,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TypeVar
 
 import grpc
 
@@ -80,7 +79,6 @@ ARCHITECTURE = "resnet18"
 NUM_CLASSES = 1000
 TOP_K = 5
 CONCURRENCY = 8
-T = TypeVar("T")
 
 GOALS = (
     Goal("predict_p50_overhead_ms", maximum=2.0),

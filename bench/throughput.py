@@ -33,11 +33,8 @@ from __future__ import annotations
 
 import json
 import multiprocessing
-import os
 import statistics
-import sys
 import tempfile
-import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
@@ -54,7 +51,7 @@ from bench.harness import SEED, Tandem, save_model, write_image_folder
 from bench.report import Goal
 from engines.artifacts import load_artifact
 from engines.datasets import IMAGENET_MEAN, IMAGENET_STD
-from engines.worker import BATCH_NICE
+from engines.worker import lower_thread_priority
 from scheduler import Kind
 from tandem.v1 import task_pb2
 
@@ -296,8 +293,7 @@ def _warm_up() -> None:
 def _as_nice_as_a_batch_job() -> None:
     # Tandem's worker runs batch jobs BATCH_NICE nicer than itself (engines/worker.py);
     # the bare loops match it, or a machine busy with other work would favour them.
-    if sys.platform.startswith("linux"):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BATCH_NICE)
+    lower_thread_priority()
 
 
 def bare_training(

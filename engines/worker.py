@@ -163,6 +163,17 @@ def run_batch_job(
     return _nicer(lambda: run_inference(job, emit, should_stop))
 
 
+def lower_thread_priority() -> None:
+    """Makes the calling thread BATCH_NICE nicer than it is (at most 19), on Linux; a
+    sandbox that refuses is ignored: the work runs anyway."""
+    if not sys.platform.startswith("linux"):
+        return
+    with contextlib.suppress(OSError):
+        thread = threading.get_native_id()
+        current = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, min(19, current + BATCH_NICE))
+
+
 def _nicer(run: Callable[[], JobResult]) -> JobResult:
     """Runs `run` on a thread of its own whose nice value is BATCH_NICE above the worker's.
 
@@ -176,10 +187,7 @@ def _nicer(run: Callable[[], JobResult]) -> JobResult:
         return run()
 
     def nicer_run() -> JobResult:
-        with contextlib.suppress(OSError):  # a sandbox may refuse; run anyway
-            thread = threading.get_native_id()
-            current = os.getpriority(os.PRIO_PROCESS, thread)
-            os.setpriority(os.PRIO_PROCESS, thread, min(19, current + BATCH_NICE))
+        lower_thread_priority()
         return run()
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="tandem-batch-job") as thread:
