@@ -1,7 +1,7 @@
 """What the benchmarks that run a real Tandem share: the server, its inputs, the arithmetic.
 
 - `Tandem`: `create_server` on port 0 in a daemon thread of this process (through
-  `server.threaded.ServerThread`, as the tests do), with sync gRPC stubs and the few
+  `tests.harness.threaded.ServerThread`, as the tests do), with sync gRPC stubs and the few
   calls the benchmarks make (submit, follow a task's events, cancel, change limits).
   `executor` picks what runs the admitted jobs, so a benchmark that takes an executor
   measures the local worker pools today and any other executor the config offers
@@ -35,7 +35,6 @@ from engines.artifacts import save_artifact
 from engines.datasets import IMAGENET_MEAN, IMAGENET_STD
 from scheduler import Kind
 from server.config import ServerConfig, load
-from server.threaded import ServerThread
 from tandem.v1 import (
     inference_service_pb2,
     inference_service_pb2_grpc,
@@ -48,6 +47,7 @@ from tandem.v1 import (
     training_service_pb2,
     training_service_pb2_grpc,
 )
+from tests.harness.threaded import ServerThread
 
 __all__ = [
     "LOCAL",
@@ -124,7 +124,7 @@ class Tandem:
         """The torch threads the server gives a job of `kind` on `device`."""
         service = self.server.service
         assert service is not None
-        return self.server.call(lambda: service.manager.threads_for(device, kind))
+        return self.server.call(lambda: service.devices.threads_for(device, kind))
 
     def wait_workers_ready(
         self, device: str, count: int, timeout_s: float = CALL_TIMEOUT_S

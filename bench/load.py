@@ -34,7 +34,6 @@ from pathlib import Path
 import grpc
 
 from bench.report import Goal
-from server.served import ServedProcess
 from tandem.client import TERMINAL_STATES
 from tandem.v1 import (
     inference_service_pb2,
@@ -47,6 +46,7 @@ from tandem.v1 import (
     training_service_pb2,
     training_service_pb2_grpc,
 )
+from tests.harness.served import ServedProcess
 
 
 def train_request(priority: int = 5, request_id: str = "") -> training_service_pb2.TrainRequest:

@@ -3,33 +3,40 @@
 An artifact is a `torch.save` dict that names its architecture, class names, input size
 and normalisation, so a file alone is enough to rebuild the model and preprocess images
 for it. It holds only tensors and builtins, and is always read back with
-`torch.load(..., weights_only=True)`: a model file can never run code on load.
+`torch.load(..., weights_only=True)`: a model file can never run code on load. Its
+format and checks are `engines.artifact_info`'s, which reads the description without torch.
 """
 
 from __future__ import annotations
 
 import io
-import math
 import os
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import IO, Any, TypeVar
+from typing import IO, Any
 
 import torch
 
 from engines import zoo
+from engines.artifact_info import (
+    FORMAT,
+    VERSION,
+    ArtifactError,
+    Triple,
+    check_file,
+    parse,
+    unreadable,
+)
 from engines.jobs import first_line
 
-FORMAT = "tandem.model"
-VERSION = 1
-
-Triple = tuple[float, float, float]
-T = TypeVar("T")
-
-
-class ArtifactError(ValueError):
-    """A file that is not a usable Tandem model artifact; the message reads as a sentence."""
+__all__ = [
+    "ArtifactError",
+    "ModelArtifact",
+    "load_artifact",
+    "load_artifact_bytes",
+    "save_artifact",
+]
 
 
 @dataclass(frozen=True)
@@ -127,63 +134,19 @@ def save_artifact(
         raise
 
 
-def _triple(raw: Any, name: str, path: str) -> Triple:
-    if (
-        not isinstance(raw, (list, tuple))
-        or len(raw) != 3
-        or not all(isinstance(v, (int, float)) and math.isfinite(v) for v in raw)
-    ):
-        raise ArtifactError(f"model file {path} has an invalid {name}: expected 3 numbers")
-    return (float(raw[0]), float(raw[1]), float(raw[2]))
-
-
-def _damaged(path: str, what: str) -> ArtifactError:
-    return ArtifactError(f"model file {path} is damaged: {what}")
-
-
-def _field(raw: dict[Any, Any], key: str, kind: type[T], path: str) -> T:
-    value = raw.get(key)
-    if not isinstance(value, kind):
-        raise _damaged(path, f"{key} is missing or not a {kind.__name__}")
-    return value
-
-
 def _parse(raw: object, path: str) -> ModelArtifact:
-    if not isinstance(raw, dict) or raw.get("format") != FORMAT:
-        raise ArtifactError(
-            f"{path} is not a Tandem model file (a bare state_dict or another tool's "
-            "checkpoint cannot be used: it does not say which model and classes it is for)"
-        )
-    version = raw.get("version")
-    if version != VERSION:
-        raise ArtifactError(
-            f"model file {path} has format version {version!r}; this Tandem reads version {VERSION}"
-        )
-    classes = _field(raw, "classes", list, path)
-    if not classes or not all(isinstance(name, str) for name in classes):
-        raise _damaged(path, "classes is not a list of names")
-    image_size = _field(raw, "image_size", int, path)
-    if image_size < 1:
-        raise _damaged(path, f"image_size {image_size} is not a size")
-    metrics = _field(raw, "metrics", dict, path)
-    if not all(isinstance(k, str) and isinstance(v, (int, float)) for k, v in metrics.items()):
-        raise _damaged(path, "metrics is not a table of numbers")
-    state_dict = _field(raw, "state_dict", dict, path)
-    if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state_dict.items()):
-        raise _damaged(path, "state_dict is not a table of tensors")
-    optimizer_state = raw.get("optimizer_state")
-    if optimizer_state is not None and not isinstance(optimizer_state, dict):
-        raise _damaged(path, "optimizer_state is not a table")
+    parsed = parse(raw, path, lambda value: isinstance(value, torch.Tensor))
+    info = parsed.info
     return ModelArtifact(
-        architecture=_field(raw, "architecture", str, path),
-        classes=tuple(classes),
-        image_size=image_size,
-        mean=_triple(raw.get("mean"), "mean", path),
-        std=_triple(raw.get("std"), "std", path),
-        epoch=_field(raw, "epoch", int, path),
-        metrics={key: float(value) for key, value in metrics.items()},
-        state_dict=state_dict,
-        optimizer_state=optimizer_state,
+        architecture=info.architecture,
+        classes=info.classes,
+        image_size=info.image_size,
+        mean=info.mean,
+        std=info.std,
+        epoch=info.epoch,
+        metrics=info.metrics,
+        state_dict=parsed.state_dict,
+        optimizer_state=parsed.optimizer_state,
     )
 
 
@@ -193,10 +156,7 @@ def load_artifact(path: str, map_location: str | torch.device = "cpu") -> ModelA
     Raises ArtifactError for a missing, unreadable, corrupt or foreign file, and for any
     file that would need to import or run code to load (refused, never executed).
     """
-    if os.path.isdir(path):
-        raise ArtifactError(f"model file {path} is a folder, not a file")
-    if not os.path.exists(path):
-        raise ArtifactError(f"model file {path} does not exist")
+    check_file(path)
     return _load(path, path, map_location)
 
 
@@ -216,8 +176,5 @@ def _load(source: str | IO[bytes], path: str, map_location: str | torch.device) 
     except Exception as exc:
         # torch reports foreign globals as UnpicklingError, truncated zips as RuntimeError,
         # empty files as EOFError, and so on; to a caller they all mean the same thing.
-        raise ArtifactError(
-            f"cannot load model file {path}: it is corrupt, not a PyTorch file, or holds "
-            f"code rather than weights ({type(exc).__name__}: {first_line(exc)})"
-        ) from None
+        raise unreadable(path, exc) from None
     return _parse(raw, path)

@@ -1,9 +1,9 @@
 """The executor seam: what runs admitted jobs, and how it reports back.
 
 The server hands an admitted job to an `Executor` and hears about it only through
-its `JobSink`. `LocalExecutor` (worker processes on this machine) and `RayExecutor`
-(warm actors on a Ray cluster's nodes) both plug in here; nothing above this seam
-knows which one runs.
+its `JobSink` (a `ServingSink` for a serving job, which also takes its replies).
+`LocalExecutor` (worker processes on this machine) and `RayExecutor` (warm actors on
+a Ray cluster's nodes) both plug in here; nothing above this seam knows which one runs.
 """
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
-from engines.jobs import JobEvent, JobResult
-from engines.protocol import Job, PredictBatch, PredictReply
+from engines.jobs import InferenceJob, JobEvent, JobResult, ServeJob, TrainingJob
+from engines.protocol import PredictBatch, PredictReply
 
 
 class Outcome(enum.Enum):
@@ -41,11 +41,16 @@ class JobOutcome:
 
 class JobSink(Protocol):
     """Receives what jobs report. Called on the event loop thread, in order per job;
-    `job_finished` is called exactly once per submitted job, and last."""
+    `job_finished` is called exactly once per job started (`submit` or `serve`), and
+    last."""
 
     def job_event(self, task_id: str, event: JobEvent) -> None: ...
 
     def job_finished(self, task_id: str, outcome: JobOutcome) -> None: ...
+
+
+class ServingSink(JobSink, Protocol):
+    """A `JobSink` for serving jobs: it also takes their answers."""
 
     def job_reply(self, task_id: str, reply: PredictReply) -> None:
         """A serving job answered a `PredictBatch` sent with `Executor.send`."""
@@ -57,8 +62,12 @@ class Executor(Protocol):
     async def start(self) -> None:
         """Prepares warm workers; returns when the executor can take jobs."""
 
-    def submit(self, job: Job, sink: JobSink) -> None:
+    def submit(self, job: TrainingJob | InferenceJob, sink: JobSink) -> None:
         """Starts `job` on `job.device` without waiting; outcomes go to `sink`."""
+
+    def serve(self, job: ServeJob, sink: ServingSink) -> None:
+        """Starts serving `job`'s model on `job.device` without waiting; outcomes go to
+        `sink`, and so do the replies to the batches sent with `send`."""
 
     def cancel(self, task_id: str) -> None:
         """Asks a running job to stop; it is stopped by force after the grace period.

@@ -15,21 +15,11 @@ import asyncio
 import logging
 from collections.abc import Mapping
 
-from engines.executor import JobOutcome, JobSink, Outcome
+from engines.executor import JobOutcome, JobSink, Outcome, ServingSink
+from engines.executor_core import Background, Run, RunTable, WarmPool
+from engines.jobs import InferenceJob, ServeJob, TrainingJob
 from engines.process import WorkerProcess
-from engines.protocol import (
-    CancelJob,
-    FromWorker,
-    Job,
-    JobCancelledMsg,
-    JobDone,
-    JobEventMsg,
-    JobFailed,
-    PredictBatch,
-    PredictReply,
-    RunJob,
-    WorkerReady,
-)
+from engines.protocol import CancelJob, FromWorker, Job, PredictBatch, RunJob, WorkerReady
 
 log = logging.getLogger(__name__)
 
@@ -45,72 +35,77 @@ class LocalExecutor:
         cancel_grace_s: float = 10.0,
     ) -> None:
         self._prewarm = dict(prewarm or {})
-        self._max_idle = max_idle
-        self._cancel_grace_s = cancel_grace_s
-        self._idle: dict[str, list[WorkerProcess]] = {}
-        self._busy: dict[str, WorkerProcess] = {}  # task_id -> worker
-        self._sinks: dict[str, JobSink] = {}
-        self._cancelling: dict[str, asyncio.TimerHandle] = {}
+        self._runs: RunTable[Run[WorkerProcess]] = RunTable(
+            cancel_grace_s=cancel_grace_s,
+            noun="worker",
+            ask_cancel=self._ask_cancel,
+            kill=self._kill,
+            release=self._release,
+        )
+        self._pool: WarmPool[WorkerProcess] = WarmPool(max_idle=max_idle, retire=self._retire)
         self._workers: set[WorkerProcess] = set()
-        self._closing: set[asyncio.Future[None]] = set()
+        self._closing = Background()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
         for device, count in self._prewarm.items():
-            for _ in range(count):
-                self._idle.setdefault(device, []).append(self._spawn(device))
+            self._pool.fill(device, count, self._spawn)
 
-    def submit(self, job: Job, sink: JobSink) -> None:
-        if self._closed:
-            raise RuntimeError("executor is closed")
-        idle = self._idle.get(job.device, [])
-        # A worker may have died without its exit being handled yet: never pick it.
-        idle[:] = [w for w in idle if w.alive()]
-        # Prefer a worker that is already up: it starts the job at once.
-        idle.sort(key=lambda w: w.ready)
-        worker = idle.pop() if idle else self._spawn(job.device)
-        worker.task_id = job.task_id
-        self._busy[job.task_id] = worker
-        self._sinks[job.task_id] = sink
-        # The pipe buffers the job until a worker still importing torch reads it.
-        if not worker.send(RunJob(job)):
-            worker.kill()  # its exit is reported through the sentinel
+    def submit(self, job: TrainingJob | InferenceJob, sink: JobSink) -> None:
+        self._start(Run(job, sink, self._worker_for(job)))
+
+    def serve(self, job: ServeJob, sink: ServingSink) -> None:
+        self._start(Run(job, sink, self._worker_for(job), replies=sink))
 
     def cancel(self, task_id: str) -> None:
-        worker = self._busy.get(task_id)
-        if worker is None or task_id in self._cancelling:
-            return
-        worker.send(CancelJob(task_id))
-        assert self._loop is not None
-        self._cancelling[task_id] = self._loop.call_later(
-            self._cancel_grace_s, self._force_stop, task_id
-        )
+        self._runs.cancel(task_id)
 
     def send(self, task_id: str, message: PredictBatch) -> bool:
-        worker = self._busy.get(task_id)
-        return worker is not None and worker.send(message)
+        run = self._runs.get(task_id)
+        return run is not None and run.worker.send(message)
 
     def running(self) -> dict[str, int | None]:
         """task_id -> pid of the worker running it (for operators and tests)."""
-        return {task_id: w.pid for task_id, w in self._busy.items()}
-
-    def idle_workers(self, device: str) -> int:
-        return len(self._idle.get(device, []))
+        return {run.task_id: run.worker.pid for run in self._runs.runs()}
 
     async def close(self) -> None:
         self._closed = True
-        for handle in self._cancelling.values():
-            handle.cancel()
+        self._runs.close()
         workers = list(self._workers)
         for worker in workers:
             self._unwatch(worker)
-        await asyncio.gather(*(w.close(grace_s=2.0) for w in workers), *self._closing)
+        await asyncio.gather(*(w.close(grace_s=2.0) for w in workers), self._closing.wait())
         self._workers.clear()
-        self._idle.clear()
-        self._busy.clear()
-        self._sinks.clear()
+        self._pool.clear()
+
+    # -- the transport: jobs to workers, messages back ---------------------------------
+
+    def _worker_for(self, job: Job) -> WorkerProcess:
+        if self._closed:
+            raise RuntimeError("executor is closed")
+        # A worker may have died without its exit being handled yet: never pick it.
+        return self._pool.take(job.device, WorkerProcess.alive) or self._spawn(job.device)
+
+    def _start(self, run: Run[WorkerProcess]) -> None:
+        run.worker.task_id = run.task_id
+        self._runs.add(run)
+        # The pipe buffers the job until a worker still importing torch reads it.
+        if not run.worker.send(RunJob(run.job)):
+            run.worker.kill()  # its exit is reported through the sentinel
+
+    def _ask_cancel(self, run: Run[WorkerProcess]) -> None:
+        run.worker.send(CancelJob(run.task_id))
+
+    def _kill(self, run: Run[WorkerProcess]) -> None:
+        run.worker.kill()  # its exit is reported through the sentinel
+
+    def _release(self, run: Run[WorkerProcess], reuse: bool) -> None:
+        worker = run.worker
+        if reuse and worker.alive():
+            worker.task_id = None
+            self._pool.park(worker)
 
     # -- worker life cycle ---------------------------------------------------------
 
@@ -156,55 +151,15 @@ class LocalExecutor:
     def _handle(self, worker: WorkerProcess, message: FromWorker) -> None:
         if isinstance(message, WorkerReady):
             worker.ready = True
-        elif isinstance(message, JobEventMsg):
-            sink = self._sinks.get(message.task_id)
-            if sink is not None:
-                sink.job_event(message.task_id, message.event)
-        elif isinstance(message, PredictReply):
-            sink = self._sinks.get(message.task_id)
-            if sink is not None:
-                sink.job_reply(message.task_id, message)
-        elif isinstance(message, JobDone):
-            self._finish(worker, message.task_id, JobOutcome(Outcome.SUCCEEDED, message.result))
-        elif isinstance(message, JobFailed):
-            if message.traceback:
-                log.error(
-                    "task %s failed in %s:\n%s", message.task_id, worker.name, message.traceback
-                )
-            self._finish(worker, message.task_id, JobOutcome(Outcome.FAILED, error=message.reason))
-        elif isinstance(message, JobCancelledMsg):
-            self._finish(
-                worker,
-                message.task_id,
-                JobOutcome(Outcome.CANCELLED, error="cancelled at a batch boundary"),
-            )
-
-    def _finish(self, worker: WorkerProcess | None, task_id: str, outcome: JobOutcome) -> None:
-        handle = self._cancelling.pop(task_id, None)
-        if handle is not None:
-            handle.cancel()
-        self._busy.pop(task_id, None)
-        sink = self._sinks.pop(task_id, None)
-        if worker is not None and worker.alive():
-            worker.task_id = None
-            self._park(worker)
-        if sink is not None:
-            sink.job_finished(task_id, outcome)
-
-    def _park(self, worker: WorkerProcess) -> None:
-        idle = self._idle.setdefault(worker.device, [])
-        if len(idle) < self._max_idle:
-            idle.append(worker)
-        else:
-            self._retire(worker)
+            return
+        run = self._runs.get(message.task_id)
+        if run is not None:
+            self._runs.deliver(run, message, f"in {worker.name}")
 
     def _retire(self, worker: WorkerProcess) -> None:
         self._unwatch(worker)
         self._workers.discard(worker)
-        # Keep a reference until it is done: the loop holds tasks only weakly.
-        closing = asyncio.ensure_future(worker.close())
-        self._closing.add(closing)
-        closing.add_done_callback(self._closing.discard)
+        self._closing.start(worker.close())
 
     def _on_exit(self, worker: WorkerProcess) -> None:
         # Read what the worker said before it died (its last events, maybe its outcome).
@@ -215,38 +170,23 @@ class LocalExecutor:
         how = worker.exit_description()
         if worker.conn is not None:
             worker.conn.close()
-        idle = self._idle.get(worker.device, [])
-        if worker in idle:
-            idle.remove(worker)
-        task_id = worker.task_id
-        if task_id is not None and task_id in self._busy:
-            if task_id in self._cancelling:
-                outcome = JobOutcome(
-                    Outcome.CANCELLED,
-                    error=f"cancelled; the worker did not stop within {self._cancel_grace_s:g} s "
-                    "and was killed",
-                )
+        self._pool.discard(worker)
+        run = self._runs.get(worker.task_id) if worker.task_id is not None else None
+        if run is not None:
+            if run.cancelling is not None:
+                outcome = self._runs.cancelled_by_force()
             else:
                 outcome = JobOutcome(
                     Outcome.FAILED,
                     error=f"the worker process running the task {how} (pid {worker.pid})",
                 )
             log.warning(
-                "%s (pid %s) %s while running task %s", worker.name, worker.pid, how, task_id
+                "%s (pid %s) %s while running task %s", worker.name, worker.pid, how, run.task_id
             )
-            self._finish(None, task_id, outcome)
+            self._runs.finish(run, outcome, reuse=False)
         if self._closed:
             return
-        # Keep the device warm: replace a worker that had come up properly.
-        if worker.ready and len(self._idle.get(worker.device, [])) < self._prewarm.get(
-            worker.device, 0
-        ):
-            self._idle.setdefault(worker.device, []).append(self._spawn(worker.device))
-
-    def _force_stop(self, task_id: str) -> None:
-        worker = self._busy.get(task_id)
-        if worker is not None:
-            log.warning(
-                "task %s did not stop within the grace period; killing %s", task_id, worker.name
-            )
-            worker.kill()
+        # Keep the device warm: replace a worker that had come up properly, one for one.
+        if worker.ready:
+            prewarm = self._prewarm.get(worker.device, 0)
+            self._pool.fill(worker.device, prewarm, self._spawn, at_most=1)

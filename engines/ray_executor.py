@@ -26,21 +26,25 @@ Cancel asks the actor to stop at the next batch boundary and kills it (`ray.kill
 after the grace period. An actor that dies fails its job with the reason; if its node
 left the cluster the failure is `interrupted` (a training job with a checkpoint is
 queued again by the server) and the server is told the node is gone.
+
+The server's side is passed to the constructor: a `ClusterListener` that hears of lost
+nodes and unusable devices, and the function that splits a cluster device name into
+its node and the node's own device (the scheduler owns device names; engines/ does not
+import the scheduler).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 import os
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from dataclasses import dataclass, field, replace
+from typing import Any, Protocol
 
 import ray
 from ray.exceptions import (
@@ -51,17 +55,10 @@ from ray.exceptions import (
 )
 from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-from engines.executor import JobOutcome, JobSink, Outcome
-from engines.jobs import ServeJob, first_line
-from engines.protocol import (
-    FromWorker,
-    Job,
-    JobCancelledMsg,
-    JobDone,
-    JobEventMsg,
-    JobFailed,
-    PredictBatch,
-)
+from engines.executor import JobOutcome, JobSink, Outcome, ServingSink
+from engines.executor_core import Background, Run, RunTable, WarmPool
+from engines.jobs import InferenceJob, ServeJob, TrainingJob, first_line
+from engines.protocol import Job, PredictBatch
 from engines.ray_actor import DeviceActor
 from engines.ray_cluster import CPU_SHARE, GPU_SHARE, RayCluster, RayNode
 
@@ -85,10 +82,17 @@ MODEL_CACHE = 8
 _ALL_GPUS_VISIBLE = {"env_vars": {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}}
 
 
-def split_device(device: str) -> tuple[str, str]:
-    """("node-2", "cuda:0") for the cluster device "node-2/cuda:0"."""
-    node, _, local = device.rpartition("/")
-    return node, local
+class ClusterListener(Protocol):
+    """Hears what the executor finds out about the cluster; called on the loop thread."""
+
+    def node_left(self, name: str, why: str) -> None:
+        """The node `name` was found gone (`why`: "node-2 (10.0.0.5) left the Ray
+        cluster"). The listener stops admitting to its devices, calls
+        `RayExecutor.node_lost`, then forgets them."""
+
+    def device_unusable(self, device: str, why: str) -> None:
+        """No actor could start on `device`: the listener admits nothing more there. The
+        job that found it out is reported `not_started`."""
 
 
 @dataclass(eq=False)
@@ -101,15 +105,10 @@ class _Actor:
 
 
 @dataclass(eq=False)
-class _Run:
-    job: Job
-    sink: JobSink
-    actor: _Actor
+class _Run(Run[_Actor]):
     follower: asyncio.Task[None] | None = None
-    cancelling: asyncio.TimerHandle | None = None
-    done: bool = False
     # Set once the actor has the job: calls about it (predict) must not overtake it.
-    started: asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    started: asyncio.Event = field(default_factory=asyncio.Event)
     sent: bool = False  # the job was sent to the actor: it may have begun
 
 
@@ -119,31 +118,34 @@ class RayExecutor:
     def __init__(
         self,
         cluster: RayCluster,
+        listener: ClusterListener,
         *,
+        split_node: Callable[[str], tuple[str, str]],
         prewarm: int = 1,
         max_idle: int = 4,
         cancel_grace_s: float = 10.0,
         actor_class: type[DeviceActor] = DeviceActor,
     ) -> None:
+        """`split_node` splits a cluster device: ("node-2", "cuda:0") for "node-2/cuda:0"."""
         self._cluster = cluster
+        self._listener = listener
+        self._split = split_node
         self._actor_class = ray.remote(actor_class)
         self._prewarm = prewarm
-        self._max_idle = max_idle
-        self._cancel_grace_s = cancel_grace_s
+        self._runs: RunTable[_Run] = RunTable(
+            cancel_grace_s=cancel_grace_s,
+            noun="actor",
+            ask_cancel=self._ask_cancel,
+            kill=self._stop,
+            release=self._release,
+        )
         # Idle actors per device, warm for the next job.
-        self._warm: dict[str, list[_Actor]] = {}
-        self._runs: dict[str, _Run] = {}
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._pool: WarmPool[_Actor] = WarmPool(max_idle=max_idle, retire=self._kill)
+        self._background = Background()
         self._models: OrderedDict[tuple[str, int, int], Any] = OrderedDict()
         self._models_lock = threading.Lock()
         self._loop: asyncio.AbstractEventLoop | None = None
         self._closed = False
-        # Called on the loop thread when a node is found gone: (node name, why). The
-        # server stops admitting to its devices, calls `node_lost`, then forgets them.
-        self.on_node_lost: Callable[[str, str], None] | None = None
-        # Called on the loop thread when no actor could start on a device: (device, why).
-        # The server admits nothing more there; the job is reported `not_started`.
-        self.on_device_unusable: Callable[[str, str], None] | None = None
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -152,42 +154,28 @@ class RayExecutor:
 
     # -- Executor --------------------------------------------------------------------------
 
-    def submit(self, job: Job, sink: JobSink) -> None:
-        if self._closed:
-            raise RuntimeError("executor is closed")
-        idle = self._warm.get(job.device, [])
-        actor = idle.pop() if idle else self._spawn(job.device)
-        run = _Run(job, sink, actor)
-        self._runs[job.task_id] = run
-        run.follower = self._background(self._follow(run))
+    def submit(self, job: TrainingJob | InferenceJob, sink: JobSink) -> None:
+        self._start(_Run(job, sink, self._actor_for(job)))
+
+    def serve(self, job: ServeJob, sink: ServingSink) -> None:
+        self._start(_Run(job, sink, self._actor_for(job), replies=sink))
 
     def cancel(self, task_id: str) -> None:
-        run = self._runs.get(task_id)
-        if run is None or run.cancelling is not None:
-            return
-        run.actor.handle.cancel.remote(task_id)
-        assert self._loop is not None
-        run.cancelling = self._loop.call_later(self._cancel_grace_s, self._force_stop, run)
+        self._runs.cancel(task_id)
 
     def send(self, task_id: str, message: PredictBatch) -> bool:
         run = self._runs.get(task_id)
         if run is None or run.done:
             return False
-        self._background(self._reply(run, message))
+        self._background.start(self._reply(run, message))
         return True
 
     async def close(self) -> None:
         self._closed = True
-        tasks = list(self._tasks)
-        for task in tasks:
-            task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        actors = [run.actor for run in self._runs.values()]
-        actors += [actor for idle in self._warm.values() for actor in idle]
+        await self._background.cancel()
+        actors = [run.worker for run in self._runs.close()] + self._pool.clear()
         for actor in actors:
             self._kill(actor)
-        self._runs.clear()
-        self._warm.clear()
         with self._models_lock:
             self._models.clear()
 
@@ -198,46 +186,65 @@ class RayExecutor:
         node = self._cluster.node(name)
         if self._closed or node is None or "cpu" not in node.devices:
             return
-        idle = self._warm.setdefault(f"{name}/cpu", [])
-        while len(idle) < self._prewarm:
-            idle.append(self._spawn(f"{name}/cpu"))
+        self._pool.fill(f"{name}/cpu", self._prewarm, self._spawn)
 
     def node_lost(self, name: str, why: str) -> None:
         """The node `name` left: every job running there ends now, `interrupted`, with
         `why` ("node-2 (10.0.0.5) left the Ray cluster"); its idle actors are dropped."""
-        for run in [r for r in self._runs.values() if r.actor.node.name == name]:
+        for run in [r for r in self._runs.runs() if r.worker.node.name == name]:
             if run.sent:
                 error, fresh = f"{why} while running the task", False
             else:
                 error, fresh = f"{why} before the task began", True
             outcome = JobOutcome(Outcome.FAILED, error=error, interrupted=True, not_started=fresh)
-            self._finish(run, outcome, reuse=False)
-        for device in [d for d in self._warm if split_device(d)[0] == name]:
-            for actor in self._warm.pop(device):
-                self._kill(actor)
+            self._runs.finish(run, outcome, reuse=False)
+        for actor in self._pool.drop(lambda device: self._split(device)[0] == name):
+            self._kill(actor)
 
     # -- for operators and tests ------------------------------------------------------------
 
     def running(self) -> dict[str, int | None]:
         """task_id -> pid of the actor process running it (None until it is known)."""
-        return {task_id: run.actor.pid for task_id, run in self._runs.items()}
+        return {run.task_id: run.worker.pid for run in self._runs.runs()}
 
-    def idle_workers(self, device: str) -> int:
-        return len(self._warm.get(device, []))
+    # -- the transport: jobs to actors, messages back -----------------------------------------
 
-    # -- following a job ----------------------------------------------------------------------
+    def _actor_for(self, job: Job) -> _Actor:
+        if self._closed:
+            raise RuntimeError("executor is closed")
+        return self._pool.take(job.device) or self._spawn(job.device)
+
+    def _start(self, run: _Run) -> None:
+        self._runs.add(run)
+        run.follower = self._background.start(self._follow(run))
+
+    def _ask_cancel(self, run: _Run) -> None:
+        run.worker.handle.cancel.remote(run.task_id)
+
+    def _stop(self, run: _Run) -> None:
+        self._kill(run.worker)  # its follower sees the actor die and ends the run
+
+    def _release(self, run: _Run, reuse: bool) -> None:
+        run.started.set()  # releases predictions still waiting for the start
+        if run.follower is not None and run.follower is not asyncio.current_task():
+            run.follower.cancel()
+        actor = run.worker
+        if reuse and not self._closed and self._cluster.node(actor.node.name) is not None:
+            self._pool.park(actor)
+        else:
+            self._kill(actor)
 
     async def _follow(self, run: _Run) -> None:
         task_id = run.job.task_id
-        local = split_device(run.job.device)[1]
-        handle = run.actor.handle
+        local = self._split(run.job.device)[1]
+        handle = run.worker.handle
         try:
             if not await self._ready(run):
                 return
             model = None
             if isinstance(run.job, ServeJob):
                 model = await asyncio.to_thread(self._model_ref, run.job.model_path)
-            job = dataclasses.replace(run.job, device=local)
+            job = replace(run.job, device=local)
             run.sent = True
             await _unless_unreachable(handle.start, job, model)
             run.started.set()
@@ -248,7 +255,7 @@ class RayExecutor:
                     if seq != after + 1:  # cannot happen: the mailbox keeps every message
                         log.error("task %s: message %d follows %d", task_id, seq, after)
                     after = seq
-                    self._deliver(run, message)
+                    self._runs.deliver(run, message, f"on {run.job.device}")
         except asyncio.CancelledError:
             raise
         except (RayActorError, ActorUnschedulableError) as exc:
@@ -256,7 +263,7 @@ class RayExecutor:
         except Exception as exc:
             log.exception("task %s could not run on %s", task_id, run.job.device)
             error = f"could not run on {run.job.device}: {_ray_reason(exc)}"
-            self._finish(run, JobOutcome(Outcome.FAILED, error=error), reuse=False)
+            self._runs.finish(run, JobOutcome(Outcome.FAILED, error=error), reuse=False)
 
     async def _ready(self, run: _Run) -> bool:
         """Whether the run's actor is up (placed on its node, torch imported). If not
@@ -264,7 +271,7 @@ class RayExecutor:
         its node left, or a warm actor died while idle, or no new actor can be placed
         there (no room for its share, its set-up broken) and the device is reported
         unusable, so that nothing else is sent there to wait or fail."""
-        actor = run.actor
+        actor = run.worker
         try:
             actor.pid = await asyncio.wait_for(actor.handle.pid.remote(), ACTOR_START_S)
             actor.ready = True
@@ -275,7 +282,7 @@ class RayExecutor:
             return False
         if run.cancelling is not None:
             outcome = JobOutcome(Outcome.CANCELLED, error="cancelled before it began")
-            self._finish(run, outcome, reuse=False)
+            self._runs.finish(run, outcome, reuse=False)
             return False
         device = run.job.device
         if isinstance(problem, TimeoutError):
@@ -292,10 +299,9 @@ class RayExecutor:
         else:
             error = f"no Ray actor could start on {device}: {reason}"
             log.warning("%s; no more tasks are sent there", error)
-            if self.on_device_unusable is not None:
-                self.on_device_unusable(device, error)
+            self._listener.device_unusable(device, error)
         outcome = JobOutcome(Outcome.FAILED, error=error, not_started=True)
-        self._finish(run, outcome, reuse=False)
+        self._runs.finish(run, outcome, reuse=False)
         return False
 
     async def _node_alive(self, node: RayNode) -> bool:
@@ -308,36 +314,16 @@ class RayExecutor:
     def _lose_node(self, node: RayNode) -> None:
         why = f"{node.describe()} left the Ray cluster"
         log.warning("%s", why)
-        if self.on_node_lost is not None:
-            self.on_node_lost(node.name, why)  # the server calls node_lost in turn
+        self._listener.node_left(node.name, why)  # the server calls node_lost in turn
         self.node_lost(node.name, why)
-
-    def _deliver(self, run: _Run, message: FromWorker) -> None:
-        task_id = run.job.task_id
-        if isinstance(message, JobEventMsg):
-            run.sink.job_event(task_id, message.event)
-        elif isinstance(message, JobDone):
-            self._finish(run, JobOutcome(Outcome.SUCCEEDED, message.result), reuse=True)
-        elif isinstance(message, JobFailed):
-            if message.traceback:
-                log.error("task %s failed on %s:\n%s", task_id, run.job.device, message.traceback)
-            outcome = JobOutcome(Outcome.FAILED, error=message.reason)
-            self._finish(run, outcome, reuse=True)
-        elif isinstance(message, JobCancelledMsg):
-            outcome = JobOutcome(Outcome.CANCELLED, error="cancelled at a batch boundary")
-            self._finish(run, outcome, reuse=True)
 
     async def _actor_died(self, run: _Run, exc: RayError) -> None:
         if run.done:
             return
         if run.cancelling is not None:
-            error = (
-                f"cancelled; the actor did not stop within {self._cancel_grace_s:g} s "
-                "and was killed"
-            )
-            self._finish(run, JobOutcome(Outcome.CANCELLED, error=error), reuse=False)
+            self._runs.finish(run, self._runs.cancelled_by_force(), reuse=False)
             return
-        node = run.actor.node
+        node = run.worker.node
         alive = await self._node_alive(node)
         if run.done:
             return
@@ -346,7 +332,7 @@ class RayExecutor:
             return
         error = f"the Ray actor running the task on {run.job.device} died: {_ray_reason(exc)}"
         log.warning("task %s: %s", run.job.task_id, error)
-        self._finish(run, JobOutcome(Outcome.FAILED, error=error), reuse=False)
+        self._runs.finish(run, JobOutcome(Outcome.FAILED, error=error), reuse=False)
 
     async def _reply(self, run: _Run, message: PredictBatch) -> None:
         await run.started.wait()
@@ -354,7 +340,7 @@ class RayExecutor:
             return  # the job ended first; its sink has been told
         try:
             # A prediction changes nothing on the actor: asked again while unreachable.
-            reply = await _unless_unreachable(run.actor.handle.predict, message)
+            reply = await _unless_unreachable(run.worker.handle.predict, message)
         except RayActorError as exc:
             # Ended here too (not left to the follower), so that the callers waiting
             # for this batch hear of it whatever the follower sees.
@@ -365,41 +351,15 @@ class RayExecutor:
             # whose serving loop failed, so waiting callers are told at once.
             log.error("serving job %s failed a batch: %s", run.job.task_id, exc)
             error = f"prediction failed on {run.job.device}: {_ray_reason(exc)}"
-            self._finish(run, JobOutcome(Outcome.FAILED, error=error), reuse=False)
+            self._runs.finish(run, JobOutcome(Outcome.FAILED, error=error), reuse=False)
             return
-        if not run.done:
-            run.sink.job_reply(run.job.task_id, reply)
-
-    def _finish(self, run: _Run, outcome: JobOutcome, *, reuse: bool) -> None:
-        if run.done:
-            return
-        run.done = True
-        run.started.set()  # releases predictions still waiting for the start
-        self._runs.pop(run.job.task_id, None)
-        if run.cancelling is not None:
-            run.cancelling.cancel()
-        if run.follower is not None and run.follower is not asyncio.current_task():
-            run.follower.cancel()
-        if reuse and not self._closed:
-            self._park(run.actor)
-        else:
-            self._kill(run.actor)
-        run.sink.job_finished(run.job.task_id, outcome)
-
-    def _force_stop(self, run: _Run) -> None:
-        if not run.done:
-            log.warning(
-                "task %s did not stop within the grace period; killing its actor on %s",
-                run.job.task_id,
-                run.job.device,
-            )
-            self._kill(run.actor)
+        self._runs.reply(run, reply)
 
     # -- actors -----------------------------------------------------------------------------
 
     def _spawn(self, device: str) -> _Actor:
         assert self._loop is not None, "start() the executor first"
-        name, local = split_device(device)
+        name, local = self._split(device)
         node = self._cluster.node(name)
         if node is None:
             raise RuntimeError(f"{name or device} is not a node of the Ray cluster now")
@@ -416,7 +376,7 @@ class RayExecutor:
             options["runtime_env"] = _ALL_GPUS_VISIBLE
         handle = self._actor_class.options(**options).remote(node.name, local)
         actor = _Actor(device, node, handle)
-        self._background(self._learn_pid(actor))
+        self._background.start(self._learn_pid(actor))
         log.debug("started an actor for %s", device)
         return actor
 
@@ -425,26 +385,12 @@ class RayExecutor:
             actor.pid = await actor.handle.pid.remote()
             actor.ready = True
 
-    def _park(self, actor: _Actor) -> None:
-        idle = self._warm.setdefault(actor.device, [])
-        if len(idle) < self._max_idle and self._cluster.node(actor.node.name) is not None:
-            idle.append(actor)
-        else:
-            self._kill(actor)
-
     @staticmethod
     def _kill(actor: _Actor) -> None:
         try:
             ray.kill(actor.handle, no_restart=True)
         except Exception:  # already dead, or Ray is shutting down
             log.debug("could not kill the actor for %s", actor.device, exc_info=True)
-
-    def _background(self, coroutine: Any) -> asyncio.Task[None]:
-        # Keep a reference until it is done: the loop holds tasks only weakly.
-        task: asyncio.Task[None] = asyncio.ensure_future(coroutine)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-        return task
 
     def _model_ref(self, path: str) -> Any:
         """The model file at `path`, put into Ray's object store once per version of it

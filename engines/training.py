@@ -20,6 +20,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from engines import artifacts, zoo
+from engines.checkpoints import checkpoint_path
 from engines.datasets import LabelledDataset, LoadedDataset, load_dataset, split
 from engines.devices import free_after_oom, resolve_device
 from engines.jobs import JobCancelled, JobError, JobEvent, JobResult, TrainingJob, first_line
@@ -35,24 +36,6 @@ OPTIMIZERS: dict[str, OptimizerFactory] = {
     "rmsprop": lambda params, lr: torch.optim.RMSprop(params, lr=lr),
     "sgd": lambda params, lr: torch.optim.SGD(params, lr=lr, momentum=0.9),
 }
-
-
-def checkpoint_path(output_dir: str, epoch: int) -> str:
-    """Where the checkpoint after `epoch` (1-based) is written."""
-    return os.path.join(output_dir, "checkpoints", f"epoch_{epoch}.pt")
-
-
-def latest_checkpoint(output_dir: str) -> tuple[int, str] | None:
-    """(epoch, path) of the newest checkpoint in `output_dir`, if any."""
-    folder = os.path.join(output_dir, "checkpoints")
-    epochs = []
-    for name in os.listdir(folder) if os.path.isdir(folder) else ():
-        stem = name.removeprefix("epoch_").removesuffix(".pt")
-        if name.startswith("epoch_") and name.endswith(".pt") and stem.isdigit():
-            epochs.append(int(stem))
-    if not epochs:
-        return None
-    return max(epochs), checkpoint_path(output_dir, max(epochs))
 
 
 def model_path(output_dir: str) -> str:

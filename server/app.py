@@ -1,30 +1,36 @@
 """Assembly: builds the store, arbiter, executor and servicers into one gRPC server.
 
 `create_server(config)` is what `tandem serve` and the tests call; with
-`grpc_port=0` it binds a free port and returns it.
+`grpc_port=0` it binds a free port and returns it. Everything it starts is registered
+on one `AsyncExitStack`, which both a failed start and `Service.stop` unwind.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from engines.local import LocalExecutor
-from scheduler import Arbiter, Limits, default_limits
-from scheduler.inventory import DeviceInventory, NvmlInventory
+from engines.executor import Executor
+from scheduler import Arbiter
+from scheduler.inventory import DeviceInventory
 from scheduler.memory import MemoryGate
 from server.auth import TokenAuth
+from server.backends import start_backend
 from server.config import ServerConfig
+from server.device_registry import DeviceRegistry, with_saved_limits
+from server.dispatcher import Dispatcher
 from server.event_log import EventLogs
-from server.manager import TaskManager, with_saved_limits
+from server.journal import Journal
+from server.manager import TaskManager
 from server.memory import MemoryPlanner
 from server.metrics import Metrics
+from server.recovery import Recovery
 from server.servicers.inference import InferenceServicer
 from server.servicers.resources import ResourceServicer
 from server.servicers.tasks import TaskServicer
@@ -32,6 +38,7 @@ from server.servicers.training import TrainingServicer
 from server.serving import ModelServer
 from server.store import TaskStore
 from server.tls import PrivateSocket, TlsFiles
+from tandem.contract import MAX_MESSAGE_BYTES
 from tandem.v1 import (
     inference_service_pb2,
     inference_service_pb2_grpc,
@@ -43,10 +50,6 @@ from tandem.v1 import (
     training_service_pb2_grpc,
 )
 
-if TYPE_CHECKING:  # Ray is imported only when the Ray executor is chosen
-    from engines.ray_executor import RayExecutor
-    from server.cluster import Cluster
-
 log = logging.getLogger(__name__)
 
 SERVICE_NAMES = (
@@ -55,8 +58,6 @@ SERVICE_NAMES = (
     task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
     resource_service_pb2.DESCRIPTOR.services_by_name["ResourceService"].full_name,
 )
-# Big enough for an encoded image in Predict, small enough to refuse abuse.
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 
 
 @dataclass
@@ -66,36 +67,22 @@ class Service:
     server: grpc.aio.Server
     port: int
     manager: TaskManager
+    dispatcher: Dispatcher
+    devices: DeviceRegistry
     model_server: ModelServer
-    executor: LocalExecutor | RayExecutor
+    executor: Executor
     metrics: Metrics
     store: TaskStore
-    health: health.aio.HealthServicer
     # Where the in-process REST gateway dials this server.
     internal_target: str
-    private_socket: PrivateSocket | None = None
-    # The Ray cluster, with `--executor ray`.
-    cluster: Cluster | None = None
+    # Undoes everything `create_server` started, in reverse order.
+    _stack: AsyncExitStack = field(repr=False)
+    _grace_s: list[float] = field(default_factory=lambda: [5.0], repr=False)
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stops taking calls, lets open calls finish for `grace_s`, then stops workers."""
-        await self.health.enter_graceful_shutdown()
-        # The manager first: it ends the Logs streams, which would otherwise hold the
-        # server's grace period, and stops admissions that would only spawn workers.
-        await self.manager.close()
-        await self.model_server.close()
-        await self.server.stop(grace_s)
-        await self.executor.close()
-        if self.cluster is not None:
-            await self.cluster.close()
-        self.store.close()
-        if self.private_socket is not None:
-            self.private_socket.remove()
-
-
-def initial_limits(inventory: DeviceInventory, store: TaskStore) -> dict[str, Limits]:
-    """Default limits per device, overridden by limits saved by `UpdateLimits`."""
-    return with_saved_limits(default_limits(len(inventory.gpus())), store.load_limits())
+        self._grace_s[0] = grace_s
+        await self._stack.aclose()
 
 
 class DataDirError(OSError):
@@ -126,42 +113,40 @@ async def create_server(
     )
     check_data_dir(config.data_dir)
     config.tasks_dir.mkdir(parents=True, exist_ok=True)
-    cluster = await _connect_cluster(config) if config.executor == "ray" else None
-    # From here on a failure undoes what has started: Ray's connection, workers, the store.
-    store: TaskStore | None = None
-    executor: LocalExecutor | RayExecutor | None = None
-    manager: TaskManager | None = None
-    private_socket: PrivateSocket | None = None
-    try:
-        if cluster is not None:
-            inventory = cluster.inventory
-        inventory = inventory or NvmlInventory()
+    async with AsyncExitStack() as stack:
         store = TaskStore(config.db_path)
-        gate = MemoryGate(inventory, headroom_bytes=config.gpu_headroom_bytes)
+        stack.callback(store.close)
+        backend = await start_backend(config, stack, inventory)
+        gate = MemoryGate(backend.inventory, headroom_bytes=config.gpu_headroom_bytes)
         arbiter = Arbiter(
-            initial_limits(inventory, store)
-            if cluster is None
-            else with_saved_limits(cluster.default_limits(), store.load_limits()),
+            with_saved_limits(backend.default_limits, store.load_limits()),
             max_waiting=config.max_waiting,
             aging_interval_s=config.aging_interval_s,
             gate=gate,
         )
-        if cluster is None:
-            executor = LocalExecutor(
-                prewarm={"cpu": config.prewarm_workers} if config.prewarm_workers else {},
-                cancel_grace_s=config.cancel_grace_s,
-            )
-        else:
-            executor = cluster.executor
-        await executor.start()
+        journal = Journal(store, EventLogs(config.tasks_dir))
+        dispatcher = Dispatcher(
+            arbiter,
+            # Aging changes the order of waiting tasks over time; a cheap periodic
+            # re-check lets that take effect even when no task starts or ends.
+            tick_interval_s=max(0.05, min(1.0, config.aging_interval_s / 10)),
+            housekeeping=[journal.flush],
+        )
+        devices = DeviceRegistry(store, dispatcher, cores=backend.cores)
+        planner = MemoryPlanner(store, gate)
+        metrics = Metrics(arbiter.statistics, backend.inventory)
         manager = TaskManager(
             config,
             store,
-            EventLogs(config.tasks_dir),
-            arbiter,
-            executor,
-            MemoryPlanner(store, gate),
+            journal,
+            dispatcher,
+            devices,
+            Recovery(config, store, journal, dispatcher, devices, planner),
+            backend.executor,
+            planner,
+            metrics,
         )
+        model_server = ModelServer(config, dispatcher, devices, planner, backend.executor)
         server = grpc.aio.server(
             interceptors=[TokenAuth(config.auth_token)] if config.auth_token else [],
             options=[
@@ -171,76 +156,84 @@ async def create_server(
                 ("grpc.so_reuseport", 0),
             ],
         )
-        training_service_pb2_grpc.add_TrainingServiceServicer_to_server(
-            TrainingServicer(manager, roots=config.dataset_roots), server
-        )
-        metrics = Metrics(arbiter.statistics, inventory)
-        manager.on_task_end = metrics.task_ended
-        model_server = ModelServer(config, manager, executor)
-        manager.after_pass = model_server.maintain
-        inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
-            InferenceServicer(
-                manager,
-                model_server,
-                dataset_roots=config.dataset_roots,
-                model_roots=config.model_roots,
-                metrics=metrics,
-            ),
-            server,
-        )
-        task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(manager), server)
-        resource_service_pb2_grpc.add_ResourceServiceServicer_to_server(
-            ResourceServicer(manager, inventory), server
-        )
-        health_servicer = health.aio.HealthServicer()
-        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
-        reflection.enable_server_reflection(
-            (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        health_servicer = _add_servicers(
+            server, config, manager, model_server, devices, metrics, backend.inventory
         )
         port, internal_target, private_socket = _bind(server, config, tls)
-        await manager.start()
-        if cluster is not None:
-            cluster.attach(manager)
-        await server.start()
-    except BaseException:
-        # Nothing half-started is left behind: workers, the store, the gateway's socket.
         if private_socket is not None:
-            private_socket.remove()
-        if manager is not None:
-            await manager.close()
-        if executor is not None:
-            await executor.close()
-        if cluster is not None:
-            await cluster.close()  # disconnects from Ray
-        if store is not None:
-            store.close()
-        raise
-    # SERVING only now: the store is open, queued tasks are back, workers are starting.
-    for name in ("", *SERVICE_NAMES):
-        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
-    log.info("gRPC listening on %s:%d (data dir %s)", config.host, port, config.data_dir)
-    service = Service(
-        server,
-        port,
-        manager,
-        model_server,
-        executor,
-        metrics,
-        store,
-        health_servicer,
-        internal_target,
-        private_socket,
-        cluster,
-    )
+            stack.callback(private_socket.remove)
+        grace_s = [5.0]
+
+        async def stop_server() -> None:
+            await server.stop(grace_s[0])
+
+        stack.push_async_callback(stop_server)
+        await model_server.start()
+        stack.push_async_callback(model_server.close)
+        await dispatcher.start()
+        stack.push_async_callback(dispatcher.close)
+        if backend.cluster is not None:
+            backend.cluster.watch(devices)
+        await manager.start()
+        # The manager first: it ends the Logs streams, which would otherwise hold the
+        # server's grace period, and stops recording what workers report.
+        stack.push_async_callback(manager.close)
+        await server.start()
+        stack.push_async_callback(health_servicer.enter_graceful_shutdown)
+        # SERVING only now: the store is open, queued tasks are back, workers are starting.
+        for name in ("", *SERVICE_NAMES):
+            await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info("gRPC listening on %s:%d (data dir %s)", config.host, port, config.data_dir)
+        service = Service(
+            server,
+            port,
+            manager,
+            dispatcher,
+            devices,
+            model_server,
+            backend.executor,
+            metrics,
+            store,
+            internal_target,
+            stack.pop_all(),
+            grace_s,
+        )
     return service, port
 
 
-async def _connect_cluster(config: ServerConfig) -> Cluster:
-    from server.cluster import Cluster
-
-    cluster = Cluster(config)
-    await cluster.connect()
-    return cluster
+def _add_servicers(
+    server: grpc.aio.Server,
+    config: ServerConfig,
+    manager: TaskManager,
+    model_server: ModelServer,
+    devices: DeviceRegistry,
+    metrics: Metrics,
+    inventory: DeviceInventory,
+) -> health.aio.HealthServicer:
+    """Registers every service, health and reflection included; returns health's."""
+    training_service_pb2_grpc.add_TrainingServiceServicer_to_server(
+        TrainingServicer(manager, roots=config.dataset_roots), server
+    )
+    inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
+        InferenceServicer(
+            manager,
+            model_server,
+            dataset_roots=config.dataset_roots,
+            model_roots=config.model_roots,
+            metrics=metrics,
+        ),
+        server,
+    )
+    task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(manager), server)
+    resource_service_pb2_grpc.add_ResourceServiceServicer_to_server(
+        ResourceServicer(devices, devices.statistics, inventory), server
+    )
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection(
+        (*SERVICE_NAMES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+    )
+    return health_servicer
 
 
 def _bind(

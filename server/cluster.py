@@ -23,7 +23,7 @@ from engines.ray_executor import RayExecutor
 from scheduler import DEFAULT_CPU_LIMITS, DEFAULT_GPU_LIMITS, GpuInfo, Limits
 from scheduler.devices import is_gpu, on_node, split_node
 from server.config import ServerConfig
-from server.manager import TaskManager
+from server.device_registry import DeviceRegistry
 
 log = logging.getLogger(__name__)
 
@@ -77,10 +77,16 @@ class Cluster:
     def __init__(self, config: ServerConfig) -> None:
         self.ray = RayCluster(config.ray_address, names_file=config.data_dir / "ray-nodes.json")
         self.inventory = ClusterInventory(self.ray)
+        # This Cluster is the executor's listener: it hears of lost nodes and unusable
+        # devices (only once `watch` has given it the registry: no job runs before).
         self.executor = RayExecutor(
-            self.ray, prewarm=config.prewarm_workers, cancel_grace_s=config.cancel_grace_s
+            self.ray,
+            self,
+            split_node=split_node,
+            prewarm=config.prewarm_workers,
+            cancel_grace_s=config.cancel_grace_s,
         )
-        self._manager: TaskManager | None = None
+        self._devices: DeviceRegistry | None = None
         self._nodes: dict[str, RayNode] = {}
         self._watcher: asyncio.Task[None] | None = None
 
@@ -96,12 +102,9 @@ class Cluster:
             limits.update(node_devices(node))
         return limits
 
-    def attach(self, manager: TaskManager) -> None:
-        """Starts watching the cluster on behalf of `manager` (after the executor started)."""
-        self._manager = manager
-        manager.cores = self.inventory.cores
-        self.executor.on_node_lost = self.node_left
-        self.executor.on_device_unusable = self.device_unusable
+    def watch(self, devices: DeviceRegistry) -> None:
+        """Starts keeping `devices` equal to the cluster's (after the executor started)."""
+        self._devices = devices
         self._watcher = asyncio.create_task(self._watch())
 
     async def close(self) -> None:
@@ -143,30 +146,30 @@ class Cluster:
                 self._node_joined(node)
 
     def _node_joined(self, node: RayNode) -> None:
-        assert self._manager is not None
+        assert self._devices is not None
         self._nodes[node.name] = node
         log.info(
             "%s joined the Ray cluster (%g CPUs, %d GPUs)", node.describe(), node.cpus, node.gpus
         )
-        self._manager.add_devices(node_devices(node))
+        self._devices.add_devices(node_devices(node))
         self.executor.node_joined(node.name)
 
     def device_unusable(self, device: str, why: str) -> None:
         """No Ray actor could start on `device`: nothing more is admitted there (until
         `UpdateLimits` sets its limits again)."""
-        assert self._manager is not None
+        assert self._devices is not None
         log.warning("holding %s: %s", device, why)
-        self._manager.hold_devices([device])
+        self._devices.hold_devices([device])
 
     def node_left(self, name: str, why: str) -> None:
         """Node `name` is gone: hold its devices, end its jobs, then forget its devices."""
-        assert self._manager is not None
+        assert self._devices is not None
         self.ray.forget(name)  # a refresh already under way must not bring it back
         if self._nodes.pop(name, None) is None:
             self.executor.node_lost(name, why)  # known gone already; just make sure
             return
         log.warning("%s", why)
-        devices = [d for d in self._manager.arbiter.devices if split_node(d)[0] == name]
-        self._manager.hold_devices(devices)
+        devices = [d for d in self._devices.devices if split_node(d)[0] == name]
+        self._devices.hold_devices(devices)
         self.executor.node_lost(name, why)
-        self._manager.remove_devices(devices, why)
+        self._devices.remove_devices(devices, why)

@@ -9,10 +9,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tandem.contract import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT
+
 DEFAULT_HOST = "127.0.0.1"
-DEFAULT_GRPC_PORT = 50051
-DEFAULT_HTTP_PORT = 8000
 DEFAULT_DATA_DIR = "./data"
+GIB = 1024**3
 
 
 @dataclass(frozen=True)
@@ -77,6 +78,10 @@ class ServerConfig:
 
     def task_dir(self, task_id: str) -> Path:
         return self.tasks_dir / task_id
+
+
+# What `load` falls back to, and what `tandem serve --help` shows.
+DEFAULTS = ServerConfig(data_dir=Path(DEFAULT_DATA_DIR))
 
 
 def _env_float(env: Mapping[str, str], name: str, default: float) -> float:
@@ -146,12 +151,23 @@ def load(
         data_dir=data,
         model_roots=model_roots,
         predict_max_batch=int(
-            _positive("predict max batch", _env_int(env, "TANDEM_PREDICT_MAX_BATCH", 32))
+            _positive(
+                "predict max batch",
+                _env_int(env, "TANDEM_PREDICT_MAX_BATCH", DEFAULTS.predict_max_batch),
+            )
         ),
-        predict_max_wait_s=_env_float(env, "TANDEM_PREDICT_MAX_WAIT_MS", 0.0) / 1000,
-        serve_idle_s=_positive("serve idle", _env_float(env, "TANDEM_SERVE_IDLE_S", 60.0)),
+        predict_max_wait_s=_env_float(
+            env, "TANDEM_PREDICT_MAX_WAIT_MS", DEFAULTS.predict_max_wait_s * 1000
+        )
+        / 1000,
+        serve_idle_s=_positive(
+            "serve idle", _env_float(env, "TANDEM_SERVE_IDLE_S", DEFAULTS.serve_idle_s)
+        ),
         max_served_models=int(
-            _positive("max served models", _env_int(env, "TANDEM_MAX_SERVED_MODELS", 4))
+            _positive(
+                "max served models",
+                _env_int(env, "TANDEM_MAX_SERVED_MODELS", DEFAULTS.max_served_models),
+            )
         ),
         host=host or env.get("TANDEM_HOST") or DEFAULT_HOST,
         grpc_port=grpc_port
@@ -163,30 +179,30 @@ def load(
         dataset_roots=resolved_roots,
         prewarm_workers=prewarm_workers
         if prewarm_workers is not None
-        else _env_int(env, "TANDEM_PREWARM_WORKERS", 1),
-        log_format=log_format or env.get("TANDEM_LOG_FORMAT") or "text",
-        executor=_executor(executor or env.get("TANDEM_EXECUTOR") or "local"),
-        ray_address=ray_address or env.get("TANDEM_RAY_ADDRESS") or "auto",
+        else _env_int(env, "TANDEM_PREWARM_WORKERS", DEFAULTS.prewarm_workers),
+        log_format=log_format or env.get("TANDEM_LOG_FORMAT") or DEFAULTS.log_format,
+        executor=_executor(executor or env.get("TANDEM_EXECUTOR") or DEFAULTS.executor),
+        ray_address=ray_address or env.get("TANDEM_RAY_ADDRESS") or DEFAULTS.ray_address,
         aging_interval_s=_positive(
             "aging interval",
             aging_interval_s
             if aging_interval_s is not None
-            else _env_float(env, "TANDEM_AGING_INTERVAL_S", 60.0),
+            else _env_float(env, "TANDEM_AGING_INTERVAL_S", DEFAULTS.aging_interval_s),
         ),
         gpu_headroom_bytes=int(
             (
                 gpu_headroom_gb
                 if gpu_headroom_gb is not None
-                else _env_float(env, "TANDEM_GPU_HEADROOM_GB", 0.5)
+                else _env_float(env, "TANDEM_GPU_HEADROOM_GB", DEFAULTS.gpu_headroom_bytes / GIB)
             )
-            * 1024**3
+            * GIB
         ),
         max_waiting=int(
             _positive(
                 "max waiting",
                 max_waiting
                 if max_waiting is not None
-                else _env_int(env, "TANDEM_MAX_WAITING", 10_000),
+                else _env_int(env, "TANDEM_MAX_WAITING", DEFAULTS.max_waiting),
             )
         ),
     )

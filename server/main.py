@@ -38,7 +38,6 @@ def configure_logging(log_format: str) -> None:
 
 
 async def serve(config: ServerConfig) -> None:
-    check_exposure(config)
     if not is_loopback(config.host) and not config.tls:
         logging.getLogger(__name__).warning(
             "serving %s without TLS: tokens and data cross the network in clear text; "
@@ -73,6 +72,13 @@ async def serve(config: ServerConfig) -> None:
 
 
 def run(config: ServerConfig) -> None:
+    """Serves `config` until SIGTERM or SIGINT. A start that cannot happen (an exposed bind
+    without a token, a port taken, a data dir full) prints one line and exits non-zero."""
+    try:
+        check_exposure(config)
+    except ValueError as exc:  # the one check of every start, before anything is bound
+        print(f"tandem: cannot start: {exc}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
     configure_logging(config.log_format)
     try:
         asyncio.run(serve(config))

@@ -1,16 +1,16 @@
 """GPU memory planning for tasks: their estimates at submit, their measured peaks after.
 
 The arithmetic lives in `scheduler.memory`; this module feeds it what only the server
-knows: model sizes (from the engines' zoo), and peaks kept in the store across restarts.
+knows: model sizes (from the engines' catalogue, a table: nothing is built here), and
+peaks kept in the store across restarts.
 """
 
 from __future__ import annotations
 
-import functools
 import logging
 from collections.abc import Sequence
 
-from engines import zoo
+from engines.catalogue import parameter_count
 from scheduler import Kind
 from scheduler.devices import is_gpu
 from scheduler.memory import MemoryEstimates, MemoryGate, Shape, gb
@@ -21,12 +21,6 @@ log = logging.getLogger(__name__)
 
 PEAK_METRIC = "peak_memory_bytes"
 OOM_RAISE = 1.5
-
-
-@functools.lru_cache(maxsize=256)
-def parameter_count(model: str) -> int:
-    """Parameters of `model` (built once per name, on the CPU, with random weights)."""
-    return zoo.count_parameters(zoo.build_model(model, num_classes=1000, image_size=224))
 
 
 class MemoryPlanner:

@@ -1,9 +1,9 @@
 """Which model file a request means, and what is in it.
 
 Infer and Predict name a model by the `task_id` of a SUCCEEDED training task or by a
-`model_path` inside the model roots. The artifact is opened once (with
-`weights_only=True`: a model file can never run code) to check it and to read its
-architecture, classes and image size; the answer is cached per file version.
+`model_path` inside the model roots. The artifact's description (architecture, classes,
+image size) is read once per file version, without torch and without its weights, by
+`engines.artifact_info` (a model file can never run code); a worker loads the weights.
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from engines.artifacts import ArtifactError, load_artifact
+from engines.artifact_info import ArtifactError, read_info
 from server.errors import failed_precondition, invalid_argument
 from server.paths import resolve_under_roots
 from server.records import TaskKind, TaskRecord, TaskState
@@ -91,7 +91,7 @@ class ModelCatalog:
 
 def _read(path: str, task_id: str) -> ModelInfo:
     try:
-        artifact = load_artifact(path)
+        artifact = read_info(path)
     except ArtifactError as exc:
         raise invalid_argument(f"model file {path} is not a usable Tandem model: {exc}") from None
     return ModelInfo(

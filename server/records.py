@@ -6,6 +6,9 @@ import enum
 from dataclasses import dataclass, field
 from typing import Any
 
+from scheduler import Kind
+from scheduler.memory import Shape
+
 
 class TaskState(enum.Enum):
     """Life cycle of a task; names match `tandem.v1.TaskState` without the prefix."""
@@ -31,6 +34,11 @@ class TaskKind(enum.Enum):
     TRAINING = "training"
     INFERENCE = "inference"
 
+    @property
+    def slot(self) -> Kind:
+        """The kind of slot a task of this kind takes: the one mapping between the two."""
+        return Kind(self.value)
+
 
 @dataclass
 class TaskRecord:
@@ -54,3 +62,8 @@ class TaskRecord:
     model_path: str = ""
     output_path: str = ""
     last_seq: int = 0
+
+    def shape(self) -> Shape:
+        """What the task's GPU memory use depends on."""
+        p = self.params
+        return Shape(p["model"], p["batch_size"], p["image_size"], self.kind.slot)

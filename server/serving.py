@@ -18,6 +18,7 @@ a newer model needs its place among the `max_served_models`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import logging
 import uuid
@@ -29,11 +30,13 @@ import grpc
 from engines.executor import Executor, JobOutcome, Outcome
 from engines.jobs import JobEvent, Prediction, ServeJob
 from engines.protocol import PredictBatch, PredictReply
-from scheduler import Kind, Request
+from scheduler import Admission, Kind, QueueFull, Request
 from scheduler.memory import Shape
 from server.config import ServerConfig
-from server.errors import ServiceError, invalid_argument, resource_exhausted
-from server.manager import TaskManager
+from server.device_registry import DeviceRegistry
+from server.dispatcher import DeviceGone, Dispatcher
+from server.errors import ServiceError, failed_precondition, invalid_argument, resource_exhausted
+from server.memory import MemoryPlanner
 from server.models import ModelInfo
 
 log = logging.getLogger(__name__)
@@ -72,10 +75,20 @@ class _Served:
 class ModelServer:
     """Serves Predict requests; the JobSink of the serving jobs it starts."""
 
-    def __init__(self, config: ServerConfig, manager: TaskManager, executor: Executor) -> None:
+    def __init__(
+        self,
+        config: ServerConfig,
+        dispatcher: Dispatcher,
+        devices: DeviceRegistry,
+        planner: MemoryPlanner,
+        executor: Executor,
+    ) -> None:
         self._config = config
-        self._manager = manager
+        self._dispatcher = dispatcher
+        self._devices = devices
+        self._planner = planner
         self._executor = executor
+        self._maintainer: asyncio.Task[None] | None = None
         self._served: OrderedDict[Key, _Served] = OrderedDict()
         self._by_job: dict[str, _Served] = {}
         self._closed = False
@@ -111,7 +124,7 @@ class ModelServer:
         """Gives back the slots of served models that are idle too long, or whose slot a
         more urgent task is waiting for."""
         now = asyncio.get_running_loop().time()
-        arbiter = self._manager.arbiter
+        arbiter = self._dispatcher.arbiter
         for key, served in list(self._served.items()):
             if not served.device or served.busy:
                 continue
@@ -125,8 +138,17 @@ class ModelServer:
         """(job id, model file, device) of every served model (for operators and tests)."""
         return [(s.job_id, s.model.path, s.device) for s in self._served.values()]
 
+    async def start(self) -> None:
+        """Starts checking, after every pass of the arbiter, whether a served model should
+        give its slot back (see `maintain`)."""
+        self._maintainer = asyncio.create_task(self._maintain_forever())
+
     async def close(self) -> None:
         self._closed = True
+        if self._maintainer is not None:
+            self._maintainer.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._maintainer
         served = list(self._by_job.values())
         for entry in served:
             self._fail_all(entry, _unavailable("the server is shutting down; retry"))
@@ -161,9 +183,26 @@ class ModelServer:
         self._fail_all(served, error)
         if served.runner is not None:
             served.runner.cancel()
-        self._manager.release(task_id)
+        self._dispatcher.release(task_id)
 
     # -- internals -----------------------------------------------------------------------
+
+    async def _maintain_forever(self) -> None:
+        while True:
+            await self._dispatcher.next_pass()
+            try:
+                self.maintain()
+            except Exception:  # one bad pass must not end the upkeep of served models
+                log.exception("could not check the served models")
+
+    async def _admit(self, request: Request) -> Admission:
+        """A slot for a served model, by its request's priority; errors as statuses."""
+        try:
+            return await self._dispatcher.admit(request)
+        except QueueFull as exc:
+            raise resource_exhausted(str(exc)) from None
+        except DeviceGone as exc:
+            raise failed_precondition(f"{exc}; no device left to run on") from None
 
     def _load(
         self, key: Key, model: ModelInfo, candidates: tuple[str, ...], priority: int
@@ -190,7 +229,7 @@ class ModelServer:
             f"all {self._config.max_served_models} served models are busy; retry shortly"
         )
 
-    def _unload_entry(self, served: _Served, why: str) -> None:
+    def _stop_serving(self, served: _Served, why: str) -> None:
         for key, entry in list(self._served.items()):
             if entry is served:
                 self._unload(key, served, why)
@@ -212,8 +251,8 @@ class ModelServer:
                 served.model.image_size,
                 Kind.INFERENCE,
             )
-            memory_bytes, fitting = self._manager.plan_memory(shape, candidates)
-            admission = await self._manager.admit(
+            memory_bytes, fitting = self._planner.plan(shape, candidates)
+            admission = await self._admit(
                 Request(
                     served.job_id,
                     Kind.INFERENCE,
@@ -230,13 +269,13 @@ class ModelServer:
             task_id=served.job_id,
             model_path=served.model.path,
             device=admission.device,
-            num_threads=self._manager.threads_for(admission.device, Kind.INFERENCE),
+            num_threads=self._devices.threads_for(admission.device, Kind.INFERENCE),
         )
         try:
-            self._executor.submit(job, self)
+            self._executor.serve(job, self)
         except Exception as exc:
             log.exception("could not start serving %s", served.model.path)
-            self._manager.release(served.job_id)
+            self._dispatcher.release(served.job_id)
             self._abandon(served, _unavailable(f"could not load the model: {exc}"))
             return
         try:
@@ -247,7 +286,7 @@ class ModelServer:
             # A bug, not a user error: fail what waits, give the slot back, stay usable.
             log.exception("serving %s failed", served.model.path)
             self._fail_all(served, ServiceError(grpc.StatusCode.INTERNAL, "prediction failed"))
-            self._unload_entry(served, "its batch loop failed")
+            self._stop_serving(served, "its batch loop failed")
 
     async def _batches(self, served: _Served) -> None:
         loop = asyncio.get_running_loop()

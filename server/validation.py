@@ -5,32 +5,34 @@ Every problem is a `ServiceError` naming the field and the allowed values.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
-from engines import zoo
-from engines.datasets import validate_image_folder, validate_inference_folder
-from scheduler import DEFAULT_PRIORITY, MAX_PRIORITY, MIN_PRIORITY
+from engines import catalogue
+from engines.folders import validate_image_folder, validate_inference_folder
 from scheduler.devices import DeviceError, DeviceUnavailable, resolve_among
 from server.errors import failed_precondition, invalid_argument
 from server.models import ModelInfo
 from server.paths import SYNTHETIC, resolve_under_roots
+from tandem import contract
+from tandem.contract import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_DEVICE,
+    DEFAULT_EPOCHS,
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_INFER_BATCH_SIZE,
+    DEFAULT_LEARNING_RATE,
+    DEFAULT_PRIORITY,
+    DEFAULT_SEED,
+    DEFAULT_TOP_K,
+    DEFAULT_VAL_SPLIT,
+    OutOfRange,
+)
 from tandem.v1 import inference_service_pb2, training_service_pb2
 
-OPTIMIZERS = ("sgd", "adam", "adamw", "rmsprop")
-DEFAULT_DEVICE = "auto"
-MAX_REQUEST_ID = 128
-
-# Training defaults, in TrainRequest's documentation too.
-DEFAULT_EPOCHS = 1
-DEFAULT_BATCH_SIZE = 32
-DEFAULT_LEARNING_RATE = 1e-3
-DEFAULT_OPTIMIZER = "adam"
-DEFAULT_IMAGE_SIZE = 224
-DEFAULT_VAL_SPLIT = 0.2
-MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -45,24 +47,16 @@ class Submission:
     request_id: str
 
 
-def _in_range(name: str, value: float, low: float, high: float) -> None:
-    if not low <= value <= high:
-        raise invalid_argument(f"{name} must be between {low:g} and {high:g}, got {value:g}")
-
-
-def _positive(name: str, value: int, high: int) -> int:
-    if value < 1:
-        raise invalid_argument(f"{name} must be a positive integer, got {value}")
-    if value > high:
-        raise invalid_argument(f"{name} must be at most {high}, got {value}")
-    return value
+def _checked(check: Callable[[T], T], value: T) -> T:
+    """`check(value)`, its sentence (the one REST callers get too) sent as INVALID_ARGUMENT."""
+    try:
+        return check(value)
+    except OutOfRange as exc:
+        raise invalid_argument(str(exc)) from None
 
 
 def check_priority(has: bool, value: int) -> int:
-    if not has:
-        return DEFAULT_PRIORITY
-    _in_range("priority", value, MIN_PRIORITY, MAX_PRIORITY)
-    return value
+    return _checked(contract.check_priority, value) if has else DEFAULT_PRIORITY
 
 
 def check_device(device: str, devices: Sequence[str]) -> tuple[str, tuple[str, ...]]:
@@ -78,9 +72,7 @@ def check_device(device: str, devices: Sequence[str]) -> tuple[str, tuple[str, .
 
 
 def check_request_id(request_id: str) -> str:
-    if len(request_id) > MAX_REQUEST_ID:
-        raise invalid_argument(f"request_id must be at most {MAX_REQUEST_ID} characters")
-    return request_id
+    return _checked(contract.check_request_id, request_id)
 
 
 def check_model(name: str) -> str:
@@ -89,8 +81,8 @@ def check_model(name: str) -> str:
             "model is required: a torchvision classification model such as "
             "resnet18 or mobilenet_v3_small"
         )
-    if name not in zoo.classification_models():
-        hints = zoo.suggest(name) or ["resnet18", "mobilenet_v3_small", "efficientnet_b0"]
+    if name not in catalogue.classification_models():
+        hints = catalogue.suggest(name) or ["resnet18", "mobilenet_v3_small", "efficientnet_b0"]
         raise invalid_argument(
             f"unknown model {name!r}; valid models include {', '.join(hints)} "
             "(any torchvision classification model)"
@@ -110,9 +102,6 @@ def check_dataset(spec: str, roots: Sequence[Path]) -> str:
     return str(path)
 
 
-DEFAULT_INFER_BATCH_SIZE = 64
-DEFAULT_TOP_K = 5
-MAX_TOP_K = 1000
 # PNG and JPEG signatures: the only image formats Predict accepts.
 _IMAGE_MAGIC = (b"\x89PNG\r\n\x1a\n", b"\xff\xd8\xff")
 
@@ -136,8 +125,7 @@ def check_inference_dataset(spec: str, roots: Sequence[Path]) -> str:
 def check_top_k(has: bool, value: int, classes: int) -> int:
     if not has:
         return min(DEFAULT_TOP_K, classes)
-    _positive("top_k", value, MAX_TOP_K)
-    return min(value, classes)
+    return min(_checked(contract.check_top_k, value), classes)
 
 
 def inference(
@@ -150,7 +138,7 @@ def inference(
     """Validates an InferRequest whose model has already been resolved and read."""
     priority = check_priority(request.HasField("priority"), request.priority)
     batch_size = (
-        _positive("batch_size", request.batch_size, 65_536)
+        _checked(contract.check_batch_size, request.batch_size)
         if request.HasField("batch_size")
         else DEFAULT_INFER_BATCH_SIZE
     )
@@ -190,40 +178,35 @@ def training(
     model = check_model(request.model.strip())
     priority = check_priority(request.HasField("priority"), request.priority)
     epochs = (
-        _positive("epochs", request.epochs, 10_000)
+        _checked(contract.check_epochs, request.epochs)
         if request.HasField("epochs")
-        else (DEFAULT_EPOCHS)
+        else DEFAULT_EPOCHS
     )
     batch_size = (
-        _positive("batch_size", request.batch_size, 65_536)
+        _checked(contract.check_batch_size, request.batch_size)
         if request.HasField("batch_size")
         else DEFAULT_BATCH_SIZE
     )
-    image_size = DEFAULT_IMAGE_SIZE
-    if request.HasField("image_size"):
-        _positive("image_size", request.image_size, MAX_IMAGE_SIZE)
-        _in_range("image_size", request.image_size, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
-        image_size = request.image_size
-    learning_rate = DEFAULT_LEARNING_RATE
-    if request.HasField("learning_rate"):
-        learning_rate = request.learning_rate
-        if not 0 < learning_rate <= 10:
-            raise invalid_argument(
-                f"learning_rate must be greater than 0 and at most 10, got {learning_rate:g}"
-            )
-    optimizer = request.optimizer.strip().lower() or DEFAULT_OPTIMIZER
-    if optimizer not in OPTIMIZERS:
-        raise invalid_argument(
-            f"unknown optimizer {request.optimizer!r}; choose one of {', '.join(OPTIMIZERS)}"
-        )
-    val_split = DEFAULT_VAL_SPLIT
-    if request.HasField("val_split"):
-        val_split = request.val_split
-        _in_range("val_split", val_split, 0.0, 0.9)
-    size_problem = zoo.validate_model(model, image_size)
+    image_size = (
+        _checked(contract.check_image_size, request.image_size)
+        if request.HasField("image_size")
+        else DEFAULT_IMAGE_SIZE
+    )
+    learning_rate = (
+        _checked(contract.check_learning_rate, request.learning_rate)
+        if request.HasField("learning_rate")
+        else DEFAULT_LEARNING_RATE
+    )
+    optimizer = _checked(contract.check_optimizer, request.optimizer)
+    val_split = (
+        _checked(contract.check_val_split, request.val_split)
+        if request.HasField("val_split")
+        else DEFAULT_VAL_SPLIT
+    )
+    size_problem = catalogue.validate_model(model, image_size)
     if size_problem:
         raise invalid_argument(size_problem)
-    seed = request.seed if request.HasField("seed") else 0
+    seed = request.seed if request.HasField("seed") else DEFAULT_SEED
     request_id = check_request_id(request.request_id)
     device, candidates = check_device(request.device, devices)
     dataset = check_dataset(request.dataset.strip(), roots) if request.dataset.strip() else ""

@@ -13,7 +13,6 @@ import pytest
 
 from scheduler import DeviceInventory
 from server.config import ServerConfig, load
-from server.threaded import ServerThread
 from tandem.v1 import (
     inference_service_pb2_grpc,
     resource_service_pb2_grpc,
@@ -22,6 +21,7 @@ from tandem.v1 import (
     training_service_pb2,
     training_service_pb2_grpc,
 )
+from tests.harness.threaded import ServerThread
 
 
 @dataclass

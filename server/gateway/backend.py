@@ -14,6 +14,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from tandem.contract import MAX_MESSAGE_BYTES
 from tandem.v1 import (
     inference_service_pb2,
     inference_service_pb2_grpc,
@@ -27,7 +28,6 @@ from tandem.v1 import (
 )
 
 # As large as the server accepts, so an image the server would take is not refused here.
-MAX_MESSAGE_BYTES = 16 * 1024 * 1024
 _CHANNEL_OPTIONS: Sequence[tuple[str, Any]] = (
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),

@@ -9,9 +9,10 @@ from typing import Annotated
 from fastapi import Depends, Header, HTTPException, Request
 
 from server.gateway.backend import Backend, Rpc
+from tandem.contract import MAX_MESSAGE_BYTES
 
-# 16 MiB: the gRPC server's message limit, less room for the other fields.
-DEFAULT_MAX_UPLOAD_BYTES = 16 * 1024 * 1024 - 64 * 1024
+# The gRPC server's message limit, less room for the other fields.
+DEFAULT_MAX_UPLOAD_BYTES = MAX_MESSAGE_BYTES - 64 * 1024
 
 
 @dataclass(frozen=True)

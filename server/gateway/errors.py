@@ -17,7 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
-from server.gateway.schemas import ErrorBody
+from server.gateway.schemas import OUT_OF_RANGE, UNKNOWN_FIELD, ErrorBody
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +49,7 @@ _DESCRIPTIONS: Final[Mapping[int, str]] = {
     409: "Not possible in the current state (FAILED_PRECONDITION), for example `cuda` on a "
     "machine without a GPU, or cancelling a task that has ended.",
     413: "The uploaded image is too large.",
-    422: "The body or a parameter has the wrong type or is out of range.",
+    422: "The body or a parameter has the wrong type, is out of range or names an unknown field.",
     429: "Too many waiting tasks (RESOURCE_EXHAUSTED); retry later.",
     501: "Not implemented by this server (UNIMPLEMENTED).",
     503: "The gRPC server is unavailable or not serving.",
@@ -104,9 +104,18 @@ def rpc_error_detail(error: grpc.RpcError, target: str) -> tuple[int, str]:
 def _validation_detail(exc: RequestValidationError) -> str:
     parts = []
     for error in exc.errors():
-        if error.get("type") == "json_invalid":
-            reason = (error.get("ctx") or {}).get("error", "malformed")
-            parts.append(f"the body is not valid JSON: {reason}")
+        kind, ctx = error.get("type"), error.get("ctx") or {}
+        if kind == "json_invalid":
+            parts.append(f"the body is not valid JSON: {ctx.get('error', 'malformed')}")
+            continue
+        if kind == OUT_OF_RANGE:  # the gRPC server's sentence, which names the field
+            parts.append(str(ctx["sentence"]))
+            continue
+        if kind == UNKNOWN_FIELD:
+            place = ".".join(str(p) for p in error.get("loc", ())[1:]) or "the body"
+            parts.append(
+                f"unknown {ctx['unknown']} in {place}; the known fields are {ctx['known']}"
+            )
             continue
         where = ".".join(str(p) for p in error.get("loc", ()))
         parts.append(f"{where}: {error.get('msg', 'invalid')}" if where else error.get("msg", ""))

@@ -21,23 +21,30 @@ from server.gateway.convert import (
 from server.gateway.deps import RpcDep, SettingsDep
 from server.gateway.errors import error_responses
 from server.gateway.schemas import (
-    DEFAULT_PRIORITY,
-    MAX_PRIORITY,
     MAX_TEXT,
-    MAX_TOP_K,
-    MIN_PRIORITY,
     LimitsConfigBody,
     LimitsConfigOut,
     PredictionOut,
     PredictOut,
+    Priority,
     ResourcesOut,
     TaskListOut,
     TaskOut,
+    TopK,
+)
+from tandem.contract import (
+    DEFAULT_PAGE_SIZE,
+    DEFAULT_PRIORITY,
+    DEFAULT_TOP_K,
+    MAX_PAGE_SIZE,
+    MAX_PRIORITY,
+    MAX_TOP_K,
+    MIN_PRIORITY,
 )
 from tandem.v1 import inference_service_pb2, resource_service_pb2, task_pb2, task_service_pb2
 
-MAX_LIST = 1000
-DEFAULT_LIST = 100
+MAX_LIST = MAX_PAGE_SIZE
+DEFAULT_LIST = DEFAULT_PAGE_SIZE
 
 
 async def list_tasks(
@@ -130,12 +137,10 @@ async def predict(
         ),
     ] = None,
     top_k: Annotated[
-        int | None,
+        TopK | None,
         Form(
-            ge=1,
-            le=MAX_TOP_K,
             description=f"Labels to return, 1..{MAX_TOP_K}, capped at the number of classes. "
-            "Default 5.",
+            f"Default {DEFAULT_TOP_K}.",
         ),
     ] = None,
     device: Annotated[
@@ -146,10 +151,8 @@ async def predict(
         ),
     ] = None,
     priority: Annotated[
-        int | None,
+        Priority | None,
         Form(
-            ge=MIN_PRIORITY,
-            le=MAX_PRIORITY,
             description=f"{MIN_PRIORITY} (most urgent) .. {MAX_PRIORITY}. "
             f"Default {DEFAULT_PRIORITY}.",
         ),

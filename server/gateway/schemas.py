@@ -1,36 +1,122 @@
 """The REST gateway's JSON shapes: request bodies and responses, as the OpenAPI document shows them.
 
 Names follow the seed's REST API and the `tandem.v1` contract (`task_id`, `model`,
-`batch_size`, `device`, `priority`, ...). Ranges here mirror the gRPC server's own checks,
-so a body the schema allows is one the server judges, and a body outside them is refused
-with 422 before any call. Request models are strict about types (a string is not a number)
-and ignore unknown keys, because the seed's users send extra keys with their configs.
+`batch_size`, `device`, `priority`, ...). Ranges come from `tandem.contract` and are checked
+with its own functions, so a value out of range gets the sentence the gRPC server would
+give, with 422 before any call. Request models are strict about types (a string is not a
+number) and refuse unknown fields, so a misspelt or legacy key (`lr`) is an error that
+names it rather than a setting silently ignored.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
-# Ranges of the gRPC server's validation (server/validation.py, the ResourceService).
-MAX_EPOCHS = 10_000
-MAX_BATCH_SIZE = 65_536
-MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 16, 1024
-MAX_LEARNING_RATE = 10.0
-MAX_VAL_SPLIT = 0.9
-MIN_PRIORITY, MAX_PRIORITY, DEFAULT_PRIORITY = 0, 10, 5
-MAX_TOP_K = 1000
-MAX_REQUEST_ID = 128
-MAX_LIMIT = 256
+from tandem import contract
+from tandem.contract import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_DEVICE,
+    DEFAULT_EPOCHS,
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_INFER_BATCH_SIZE,
+    DEFAULT_LEARNING_RATE,
+    DEFAULT_OPTIMIZER,
+    DEFAULT_PRIORITY,
+    DEFAULT_SEED,
+    DEFAULT_TOP_K,
+    DEFAULT_VAL_SPLIT,
+    MAX_BATCH_SIZE,
+    MAX_EPOCHS,
+    MAX_IMAGE_SIZE,
+    MAX_LEARNING_RATE,
+    MAX_LIMIT,
+    MAX_PRIORITY,
+    MAX_REQUEST_ID,
+    MAX_TOP_K,
+    MAX_VAL_SPLIT,
+    MIN_IMAGE_SIZE,
+    MIN_PRIORITY,
+    MIN_VAL_SPLIT,
+    OPTIMIZERS,
+)
+
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 # Long enough for any path or name a person types; short enough that nothing odd gets through.
 MAX_TEXT = 4096
 
+# pydantic error types of our own; errors.py turns them into the gateway's sentences.
+OUT_OF_RANGE = "out_of_range"  # ctx `sentence`: the contract's sentence, shown as it is
+UNKNOWN_FIELD = "unknown_field"  # ctx `unknown`: "field 'lr'"; `known`: the fields, listed
+
+T = TypeVar("T")
+
+
+def _refused(exc: contract.OutOfRange) -> PydanticCustomError:
+    return PydanticCustomError(OUT_OF_RANGE, "{sentence}", {"sentence": str(exc)})
+
+
+def _contract_check(check: Callable[[T], T]) -> AfterValidator:
+    """`check` from `tandem.contract` as a pydantic validator that keeps its sentence."""
+
+    def validate(value: T) -> T:
+        try:
+            return check(value)
+        except contract.OutOfRange as exc:
+            raise _refused(exc) from None
+
+    return AfterValidator(validate)
+
+
+def _integer(low: int, high: int) -> WithJsonSchema:
+    # The bounds the check enforces, for /docs and schema-driven clients.
+    return WithJsonSchema({"type": "integer", "minimum": low, "maximum": high})
+
+
+def _number(low: float, high: float, *, exclusive_low: bool = False) -> WithJsonSchema:
+    bound = "exclusiveMinimum" if exclusive_low else "minimum"
+    return WithJsonSchema({"type": "number", bound: low, "maximum": high})
+
+
+Priority = Annotated[
+    int, _contract_check(contract.check_priority), _integer(MIN_PRIORITY, MAX_PRIORITY)
+]
+Epochs = Annotated[int, _contract_check(contract.check_epochs), _integer(1, MAX_EPOCHS)]
+BatchSize = Annotated[int, _contract_check(contract.check_batch_size), _integer(1, MAX_BATCH_SIZE)]
+LearningRate = Annotated[
+    float,
+    _contract_check(contract.check_learning_rate),
+    _number(0, MAX_LEARNING_RATE, exclusive_low=True),
+]
+ImageSize = Annotated[
+    int, _contract_check(contract.check_image_size), _integer(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
+]
+ValSplit = Annotated[
+    float, _contract_check(contract.check_val_split), _number(MIN_VAL_SPLIT, MAX_VAL_SPLIT)
+]
+TopK = Annotated[int, _contract_check(contract.check_top_k), _integer(1, MAX_TOP_K)]
+RequestId = Annotated[
+    str,
+    _contract_check(contract.check_request_id),
+    WithJsonSchema({"type": "string", "maxLength": MAX_REQUEST_ID}),
+]
+# Checked by LimitsConfigBody, whose sentence names the device as well.
+Limit = Annotated[int, _integer(0, MAX_LIMIT)]
+
 DEVICE_HELP = (
     "`cpu`, `cuda` (any GPU; the arbiter picks), `cuda:N`, or `auto` (a GPU if there is "
     "one, else the CPU). Asking for `cuda` on a machine without a GPU is refused with 409. "
-    "Default `auto`."
+    f"Default `{DEFAULT_DEVICE}`."
 )
 PRIORITY_HELP = (
     f"{MIN_PRIORITY} (most urgent) .. {MAX_PRIORITY}; equal priorities run in submit order. "
@@ -40,12 +126,31 @@ REQUEST_ID_HELP = (
     f"Idempotency key, at most {MAX_REQUEST_ID} characters: a retried submit with the same "
     "key returns the first task instead of starting another. Default: none."
 )
+_OPTIMIZER_NAMES = ", ".join(f"`{name}`" for name in OPTIMIZERS)
 
 
 class _Body(BaseModel):
     # strict: "5" is not 5 and 5.0 is not 5, so a wrong type is a clear 422, never a guess.
-    # extra="ignore": the seed's users post configs with keys this API does not know.
-    model_config = ConfigDict(strict=True, extra="ignore")
+    # extra="forbid": a key this API does not know is refused (the schema says so too).
+    model_config = ConfigDict(strict=True, extra="forbid")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _known_fields_only(cls, data: Any) -> Any:
+        # Before pydantic's own `extra_forbidden`, so the 422 can list the known fields.
+        if isinstance(data, dict):
+            unknown = [key for key in data if key not in cls.model_fields]
+            if unknown:
+                noun = "field" if len(unknown) == 1 else "fields"
+                raise PydanticCustomError(
+                    UNKNOWN_FIELD,
+                    "unknown {unknown}; the known fields are {known}",
+                    {
+                        "unknown": f"{noun} {', '.join(repr(key) for key in unknown)}",
+                        "known": ", ".join(cls.model_fields),
+                    },
+                )
+        return data
 
 
 class TrainBody(_Body):
@@ -66,56 +171,45 @@ class TrainBody(_Body):
         "generated set. Required.",
         examples=["synthetic"],
     )
-    epochs: int | None = Field(
+    epochs: Epochs | None = Field(
         None,
-        ge=1,
-        le=MAX_EPOCHS,
-        description=f"Passes over the training split, 1..{MAX_EPOCHS}. Default 1.",
+        description=f"Passes over the training split, 1..{MAX_EPOCHS}. Default {DEFAULT_EPOCHS}.",
     )
-    batch_size: int | None = Field(
+    batch_size: BatchSize | None = Field(
         None,
-        ge=1,
-        le=MAX_BATCH_SIZE,
-        description=f"Images per step, 1..{MAX_BATCH_SIZE}. Default 32.",
+        description=f"Images per step, 1..{MAX_BATCH_SIZE}. Default {DEFAULT_BATCH_SIZE}.",
     )
-    learning_rate: float | None = Field(
+    learning_rate: LearningRate | None = Field(
         None,
-        gt=0,
-        le=MAX_LEARNING_RATE,
-        allow_inf_nan=False,
         description=f"Optimiser step size, greater than 0 and at most {MAX_LEARNING_RATE:g}. "
-        "Default 0.001.",
+        f"Default {DEFAULT_LEARNING_RATE:g}.",
     )
     optimizer: str | None = Field(
         None,
         max_length=MAX_TEXT,
-        description="`sgd`, `adam`, `adamw` or `rmsprop` (any case). Default `adam`.",
-        examples=["adam"],
+        description=f"{_OPTIMIZER_NAMES} (any case). Default `{DEFAULT_OPTIMIZER}`.",
+        examples=[DEFAULT_OPTIMIZER],
     )
-    image_size: int | None = Field(
+    image_size: ImageSize | None = Field(
         None,
-        ge=MIN_IMAGE_SIZE,
-        le=MAX_IMAGE_SIZE,
         description=f"Side in pixels images are resized to, {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE}. "
-        "Default 224.",
+        f"Default {DEFAULT_IMAGE_SIZE}.",
     )
     device: str | None = Field(None, max_length=MAX_TEXT, description=DEVICE_HELP)
-    priority: int | None = Field(None, ge=MIN_PRIORITY, le=MAX_PRIORITY, description=PRIORITY_HELP)
+    priority: Priority | None = Field(None, description=PRIORITY_HELP)
     seed: int | None = Field(
         None,
         ge=INT64_MIN,
         le=INT64_MAX,
         description="Seed for initialisation, data split and shuffling; any 64-bit integer. "
-        "Default 0.",
+        f"Default {DEFAULT_SEED}.",
     )
-    val_split: float | None = Field(
+    val_split: ValSplit | None = Field(
         None,
-        ge=0.0,
-        le=MAX_VAL_SPLIT,
-        allow_inf_nan=False,
-        description=f"Fraction held out for validation, 0..{MAX_VAL_SPLIT:g}. Default 0.2.",
+        description=f"Fraction held out for validation, {MIN_VAL_SPLIT:g}..{MAX_VAL_SPLIT:g}. "
+        f"Default {DEFAULT_VAL_SPLIT:g}.",
     )
-    request_id: str | None = Field(None, max_length=MAX_REQUEST_ID, description=REQUEST_ID_HELP)
+    request_id: RequestId | None = Field(None, description=REQUEST_ID_HELP)
 
 
 class InferBody(_Body):
@@ -141,38 +235,29 @@ class InferBody(_Body):
         description="ImageFolder directory, a flat folder of images, or `synthetic`. Required.",
         examples=["synthetic"],
     )
-    batch_size: int | None = Field(
+    batch_size: BatchSize | None = Field(
         None,
-        ge=1,
-        le=MAX_BATCH_SIZE,
-        description=f"Images per forward pass, 1..{MAX_BATCH_SIZE}. Default 64.",
+        description=f"Images per forward pass, 1..{MAX_BATCH_SIZE}. "
+        f"Default {DEFAULT_INFER_BATCH_SIZE}.",
     )
-    top_k: int | None = Field(
+    top_k: TopK | None = Field(
         None,
-        ge=1,
-        le=MAX_TOP_K,
         description=f"Labels per image, 1..{MAX_TOP_K}, capped at the number of classes. "
-        "Default 5.",
+        f"Default {DEFAULT_TOP_K}.",
     )
     device: str | None = Field(None, max_length=MAX_TEXT, description=DEVICE_HELP)
-    priority: int | None = Field(None, ge=MIN_PRIORITY, le=MAX_PRIORITY, description=PRIORITY_HELP)
-    request_id: str | None = Field(None, max_length=MAX_REQUEST_ID, description=REQUEST_ID_HELP)
+    priority: Priority | None = Field(None, description=PRIORITY_HELP)
+    request_id: RequestId | None = Field(None, description=REQUEST_ID_HELP)
 
 
 class LimitsBody(_Body):
     """New concurrency limits for one device; a missing kind keeps its limit."""
 
-    training: int | None = Field(
-        None,
-        ge=0,
-        le=MAX_LIMIT,
-        description=f"Training tasks at once, 0..{MAX_LIMIT}. Default: unchanged.",
+    training: Limit | None = Field(
+        None, description=f"Training tasks at once, 0..{MAX_LIMIT}. Default: unchanged."
     )
-    inference: int | None = Field(
-        None,
-        ge=0,
-        le=MAX_LIMIT,
-        description=f"Inference tasks at once, 0..{MAX_LIMIT}. Default: unchanged.",
+    inference: Limit | None = Field(
+        None, description=f"Inference tasks at once, 0..{MAX_LIMIT}. Default: unchanged."
     )
 
 
@@ -185,6 +270,19 @@ class LimitsConfigBody(_Body):
         "change. A device this machine lacks is 404. Required; `{}` changes nothing.",
         examples=[{"cuda": {"training": 1, "inference": 5}}],
     )
+
+    @model_validator(mode="after")
+    def _limits_in_range(self) -> LimitsConfigBody:
+        for device, limits in self.max_concurrent.items():
+            for kind in ("training", "inference"):
+                value = getattr(limits, kind)
+                if value is None:
+                    continue
+                try:
+                    contract.check_limit(device, kind, value)
+                except contract.OutOfRange as exc:
+                    raise _refused(exc) from None
+        return self
 
 
 # -- responses ----------------------------------------------------------------------------
@@ -204,10 +302,12 @@ class TrainingParamsOut(BaseModel):
     epochs: int = Field(description="Passes over the training split, >= 1.")
     batch_size: int = Field(description="Images per step, >= 1.")
     learning_rate: float = Field(description="Optimiser step size, > 0.")
-    optimizer: str = Field(description="`sgd`, `adam`, `adamw` or `rmsprop`.")
-    image_size: int = Field(description="Side in pixels, 16..1024.")
+    optimizer: str = Field(description=f"{_OPTIMIZER_NAMES}.")
+    image_size: int = Field(description=f"Side in pixels, {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE}.")
     seed: int = Field(description="Seed for init, split and shuffling.")
-    val_split: float = Field(description="Fraction held out for validation, 0..0.9.")
+    val_split: float = Field(
+        description=f"Fraction held out for validation, {MIN_VAL_SPLIT:g}..{MAX_VAL_SPLIT:g}."
+    )
 
 
 class InferenceParamsOut(BaseModel):
@@ -236,9 +336,12 @@ class TaskOut(BaseModel):
         description="`QUEUED`, `RUNNING`, `SUCCEEDED`, `FAILED`, `CANCELLED` or `PREEMPTED`.",
         examples=["QUEUED"],
     )
-    priority: int = Field(description="Priority asked for, 0 (most urgent) .. 10.")
+    priority: int = Field(
+        description=f"Priority asked for, {MIN_PRIORITY} (most urgent) .. {MAX_PRIORITY}."
+    )
     effective_priority: int = Field(
-        description="Priority the arbiter orders by now (improves with waiting), 0..10."
+        description="Priority the arbiter orders by now (improves with waiting), "
+        f"{MIN_PRIORITY}..{MAX_PRIORITY}."
     )
     device: str = Field(description="Device asked for: `cpu`, `cuda`, `cuda:N` or `auto`.")
     assigned_device: str = Field(

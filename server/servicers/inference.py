@@ -66,7 +66,7 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
         )
         model = await self._catalog.describe(path, task_id)
         submission = validation.inference(
-            request, model, roots=self._dataset_roots, devices=self._manager.arbiter.devices
+            request, model, roots=self._dataset_roots, devices=self._manager.devices
         )
         task = self._manager.submit(TaskKind.INFERENCE, submission)
         return inference_service_pb2.InferResponse(task=task_to_pb(task))
@@ -95,7 +95,7 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
     ) -> inference_service_pb2.PredictResponse:
         image = validation.check_image(request.image)
         priority = validation.check_priority(request.HasField("priority"), request.priority)
-        _, candidates = validation.check_device(request.device, self._manager.arbiter.devices)
+        _, candidates = validation.check_device(request.device, self._manager.devices)
         path, task_id = self._model_file(request.task_id, request.model_path)
         model = await self._catalog.describe(path, task_id)
         top_k = validation.check_top_k(request.HasField("top_k"), request.top_k, len(model.classes))

@@ -8,23 +8,16 @@ stand for every node's CPU and every GPU, in replies and in limit changes alike.
 
 from __future__ import annotations
 
-from scheduler import Kind, Limits
-from scheduler.devices import CPU, device_group, is_gpu
+from collections.abc import Callable
+
+from scheduler import ArbiterStatistics, Kind, Limits
 from scheduler.inventory import DeviceInventory
-from server.errors import Context, invalid_argument, not_found, unary
-from server.manager import TaskManager
+from server.device_registry import GROUPS, DeviceRegistry, LimitChange, groups_of
+from server.errors import Context, invalid_argument, unary
+from tandem import contract
 from tandem.v1 import resource_service_pb2, resource_service_pb2_grpc, resources_pb2
 
 GIB = 1024**3
-MAX_LIMIT = 256
-ALL_GPUS = "cuda"
-
-
-def _groups(device: str) -> list[str]:
-    """The names a device's figures are shown under: its own, and `cuda` for every GPU
-    or (on a cluster) `cpu` for every node's CPU."""
-    group = device_group(device)
-    return [device, group] if group else [device]
 
 
 def _limits_pb(limits: Limits) -> resources_pb2.ConcurrencyLimits:
@@ -32,28 +25,38 @@ def _limits_pb(limits: Limits) -> resources_pb2.ConcurrencyLimits:
 
 
 class ResourceServicer(resource_service_pb2_grpc.ResourceServiceServicer):
-    def __init__(self, manager: TaskManager, inventory: DeviceInventory) -> None:
-        self._manager = manager
+    def __init__(
+        self,
+        devices: DeviceRegistry,
+        statistics: Callable[[], ArbiterStatistics],
+        inventory: DeviceInventory,
+    ) -> None:
+        self._devices = devices
+        self._statistics = statistics
         self._inventory = inventory
 
     def _max_concurrent(self) -> dict[str, resources_pb2.ConcurrencyLimits]:
-        arbiter = self._manager.arbiter
-        limits = {device: arbiter.limits(device) for device in arbiter.devices}
+        limits = {device: self._devices.limits(device) for device in self._devices.devices}
         result = {device: _limits_pb(value) for device, value in limits.items()}
-        for group in (ALL_GPUS, CPU):
-            members = {v for d, v in limits.items() if d != group and group in _groups(d)}
+        for group in GROUPS:
+            members = {v for d, v in limits.items() if d != group and group in groups_of(d)}
             if len(members) == 1:  # all alike: the seed's "cuda" entry (and "cpu" on a cluster)
                 result[group] = _limits_pb(members.pop())
+            elif not members and group not in result:
+                # No such device (yet): the limits kept for the group, if any were set.
+                kept = self._devices.group_limits(group)
+                if kept is not None:
+                    result[group] = _limits_pb(kept)
         return result
 
     @unary
     async def GetResources(
         self, request: resource_service_pb2.GetResourcesRequest, context: Context
     ) -> resource_service_pb2.GetResourcesResponse:
-        stats = self._manager.arbiter.statistics()
+        stats = self._statistics()
         usage: dict[str, resources_pb2.DeviceUsage] = {}
         for pool in stats.pools:
-            for key in _groups(pool.device):
+            for key in groups_of(pool.device):
                 entry = usage.setdefault(key, resources_pb2.DeviceUsage())
                 if pool.kind is Kind.TRAINING:
                     entry.training += pool.running
@@ -79,39 +82,23 @@ class ResourceServicer(resource_service_pb2_grpc.ResourceServiceServicer):
     async def UpdateLimits(
         self, request: resource_service_pb2.UpdateLimitsRequest, context: Context
     ) -> resource_service_pb2.UpdateLimitsResponse:
-        devices = self._manager.arbiter.devices
-        gpus = [d for d in devices if is_gpu(d)]
-        node_cpus = [d for d in devices if d != CPU and CPU in _groups(d)]
-        changes: dict[str, tuple[int | None, int | None]] = {}
-        groups: dict[str, tuple[int | None, int | None]] = {}
+        changes: dict[str, LimitChange] = {}
+        groups: dict[str, LimitChange] = {}
         # Check everything first: a request is applied whole or not at all.
         for name, limits in request.max_concurrent.items():
-            key = name.strip().lower()
-            if key == ALL_GPUS:
-                if not gpus:
-                    raise not_found("this machine has no GPU: there are no cuda limits to set")
-                targets = gpus
-            elif key in devices:
-                targets = [key]
-            elif key == CPU and node_cpus:  # a cluster: every node's CPU
-                targets = node_cpus
-            else:
-                raise not_found(f"unknown device {name!r}; devices here: {', '.join(devices)}")
+            targets, group = self._devices.targets(name)
             values: list[int | None] = []
             for kind in ("training", "inference"):
                 if not limits.HasField(kind):
                     values.append(None)
                     continue
-                value = getattr(limits, kind)
-                if not 0 <= value <= MAX_LIMIT:
-                    raise invalid_argument(
-                        f"max_concurrent[{name!r}].{kind} must be between 0 and {MAX_LIMIT}, "
-                        f"got {value}"
-                    )
-                values.append(value)
+                try:
+                    values.append(contract.check_limit(name, kind, getattr(limits, kind)))
+                except contract.OutOfRange as exc:
+                    raise invalid_argument(str(exc)) from None
             for target in targets:
                 changes[target] = (values[0], values[1])
-            if key in (ALL_GPUS, CPU) and key not in devices:
-                groups[key] = (values[0], values[1])
-        self._manager.set_limits(changes, groups)
+            if group:
+                groups[group] = (values[0], values[1])
+        self._devices.set_limits(changes, groups)
         return resource_service_pb2.UpdateLimitsResponse(max_concurrent=self._max_concurrent())

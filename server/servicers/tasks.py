@@ -9,10 +9,8 @@ from server.errors import Context, invalid_argument, streaming, unary
 from server.manager import TaskManager
 from server.records import TaskRecord, TaskState
 from server.store import BadPageToken
+from tandem import contract
 from tandem.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
-
-DEFAULT_PAGE_SIZE = 100
-MAX_PAGE_SIZE = 1000
 
 
 def _task_id(value: str) -> str:
@@ -40,8 +38,10 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
     async def ListTasks(
         self, request: task_service_pb2.ListTasksRequest, context: Context
     ) -> task_service_pb2.ListTasksResponse:
-        if request.page_size < 0 or request.page_size > MAX_PAGE_SIZE:
-            raise invalid_argument(f"page_size must be between 1 and {MAX_PAGE_SIZE}")
+        try:
+            page_size = contract.check_page_size(request.page_size)
+        except contract.OutOfRange as exc:
+            raise invalid_argument(str(exc)) from None
         try:
             states = [STATE_FROM_PB[s] for s in request.states]
         except KeyError:
@@ -55,7 +55,7 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
             tasks, token, total = self._manager.list(
                 states=states,
                 kind=kind,
-                page_size=request.page_size or DEFAULT_PAGE_SIZE,
+                page_size=page_size,
                 page_token=request.page_token,
             )
         except BadPageToken as exc:

@@ -21,8 +21,6 @@ class TrainingServicer(training_service_pb2_grpc.TrainingServiceServicer):
     async def Train(
         self, request: training_service_pb2.TrainRequest, context: Context
     ) -> training_service_pb2.TrainResponse:
-        submission = validation.training(
-            request, roots=self._roots, devices=self._manager.arbiter.devices
-        )
+        submission = validation.training(request, roots=self._roots, devices=self._manager.devices)
         task = self._manager.submit(TaskKind.TRAINING, submission)
         return training_service_pb2.TrainResponse(task=task_to_pb(task))

@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 import torch
 
+from engines.artifact_info import read_info
 from engines.artifacts import ArtifactError, load_artifact, save_artifact
 from engines.zoo import build_model
 
@@ -166,3 +167,101 @@ def test_weights_that_do_not_fit_the_architecture_are_refused(tmp_path: Path) ->
     artifact = load_artifact(str(path))
     with pytest.raises(ArtifactError, match="do not fit a squeezenet1_1 with 3 classes"):
         artifact.build_model()
+
+
+# The server reads an artifact's description without torch (engines.artifact_info): it
+# must agree with the worker's loader on good files and refuse the same bad ones.
+
+
+def test_the_description_reads_without_loading_the_weights(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    model = build_model("squeezenet1_1", len(CLASSES), 32)
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    optimizer.step()
+    save_small(path, model, optimizer_state=optimizer.state_dict())
+
+    info, artifact = read_info(str(path)), load_artifact(str(path))
+
+    assert info.architecture == artifact.architecture == "squeezenet1_1"
+    assert info.classes == artifact.classes == tuple(CLASSES)
+    assert (info.image_size, info.epoch) == (artifact.image_size, artifact.epoch) == (32, 3)
+    assert (info.mean, info.std) == (artifact.mean, artifact.std)
+    assert info.metrics == artifact.metrics
+
+
+def test_the_description_reads_from_the_legacy_format_too(tmp_path: Path) -> None:
+    path = tmp_path / "model.pt"
+    save_small(path)
+    raw = torch.load(path, weights_only=True)
+    torch.save(raw, path, _use_new_zipfile_serialization=False)
+    assert read_info(str(path)).classes == load_artifact(str(path)).classes == tuple(CLASSES)
+
+
+@pytest.mark.parametrize("writer", ["pickle", "torch.save"])
+def test_the_description_of_a_file_carrying_code_is_refused_and_never_run(
+    tmp_path: Path, writer: str
+) -> None:
+    marker = tmp_path / "marker"
+    path = tmp_path / "evil.pt"
+    payload = {"format": "tandem.model", "version": 1, "state_dict": Payload(marker)}
+    if writer == "pickle":
+        path.write_bytes(pickle.dumps(payload, protocol=2))
+    else:
+        torch.save(payload, path)
+
+    with pytest.raises(ArtifactError, match="holds code rather than weights"):
+        read_info(str(path))
+    assert not marker.exists()
+
+
+def test_the_description_of_a_pickled_object_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "object.pt"
+    torch.save(Model(), path)
+    with pytest.raises(ArtifactError, match="cannot load model file"):
+        read_info(str(path))
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"not a model at all\n" * 10, b"PK\x03\x04 truncated zip"],
+    ids=["empty", "text", "truncated"],
+)
+def test_the_description_of_junk_is_refused(tmp_path: Path, content: bytes) -> None:
+    path = tmp_path / "junk.pt"
+    path.write_bytes(content)
+    with pytest.raises(ArtifactError, match="cannot load model file"):
+        read_info(str(path))
+
+
+def test_the_description_of_a_bare_state_dict_or_a_missing_file_is_refused(
+    tmp_path: Path,
+) -> None:
+    path = tmp_path / "weights.pt"
+    torch.save(build_model("squeezenet1_1", 3, 32).state_dict(), path)
+    with pytest.raises(ArtifactError, match="is not a Tandem model file"):
+        read_info(str(path))
+    with pytest.raises(ArtifactError, match="does not exist"):
+        read_info(str(tmp_path / "nothing.pt"))
+    with pytest.raises(ArtifactError, match="is a folder"):
+        read_info(str(tmp_path))
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"version": 2}, "format version 2"),
+        ({"classes": "cat"}, "classes is missing or not a list"),
+        ({"mean": [0.5]}, "invalid mean"),
+        ({"state_dict": {"weight": [1.0]}}, "state_dict is not a table of tensors"),
+    ],
+)
+def test_the_description_of_a_damaged_artifact_is_refused(
+    tmp_path: Path, changes: dict[str, Any], message: str
+) -> None:
+    path = tmp_path / "model.pt"
+    save_small(path)
+    raw = torch.load(path, weights_only=True)
+    torch.save({**raw, **changes}, path)
+    with pytest.raises(ArtifactError, match=message):
+        read_info(str(path))

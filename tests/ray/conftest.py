@@ -29,8 +29,8 @@ os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 
 from ray.cluster_utils import Cluster
 
-from server.threaded import ServerThread
 from tests.conftest import make_config
+from tests.harness.threaded import ServerThread
 
 NODE_ARGS: dict[str, Any] = {
     "num_cpus": 2,

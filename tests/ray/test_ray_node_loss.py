@@ -17,9 +17,9 @@ import ray
 from ray import cloudpickle
 
 from engines import ray_executor
-from server.threaded import ServerThread
 from tandem.v1 import resource_service_pb2, resources_pb2, task_pb2
 from tests.conftest import Stubs
+from tests.harness.threaded import ServerThread
 from tests.ray.conftest import RayTestCluster
 
 # The actor below is defined here, not in an installed module: ship it by value.

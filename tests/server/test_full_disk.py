@@ -15,13 +15,13 @@ import pytest
 
 from server.records import TaskState
 from server.store import TaskStore
-from server.threaded import ServerThread
 from tandem.v1 import (
     resource_service_pb2,
     task_pb2,
     task_service_pb2,
 )
 from tests.conftest import Stubs, make_config
+from tests.harness.threaded import ServerThread
 
 TERMINAL = (
     task_pb2.TASK_STATE_SUCCEEDED,

@@ -43,7 +43,6 @@ from hypothesis import strategies as st
 from PIL import Image
 
 import tandem.v1 as tandem_v1
-from server.threaded import ServerThread
 from tandem.v1 import (
     inference_service_pb2,
     resource_service_pb2,
@@ -53,6 +52,7 @@ from tandem.v1 import (
     training_service_pb2,
 )
 from tests.conftest import Stubs, make_config
+from tests.harness.threaded import ServerThread
 
 # The contract's RPCs (DESIGN.md, "Contracts"); the descriptors must hold at least these.
 EXPECTED_RPCS = {

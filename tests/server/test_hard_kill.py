@@ -10,9 +10,9 @@ import select
 import signal
 from pathlib import Path
 
-from server.served import ServedProcess
 from tandem import Client
 from tandem.v1 import task_pb2
+from tests.harness.served import ServedProcess
 
 SMALL = {"device": "cpu", "image_size": 16, "batch_size": 32}
 

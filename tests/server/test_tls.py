@@ -21,9 +21,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 import tandem
-from server.served import ServedProcess
 from tandem import Client
 from tandem.v1 import resource_service_pb2, resource_service_pb2_grpc
+from tests.harness.served import ServedProcess
 
 TANDEM = str(Path(sys.executable).parent / "tandem")
 TOKEN = "tls-test-token"

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from server.served import ServedProcess
+from tests.harness.served import ServedProcess
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent

@@ -1,4 +1,6 @@
-"""The `tandem` command line: run the service, submit and follow tasks, see resources.
+"""The `tandem` command line: submit and follow tasks, see resources; `tandem serve` too
+where the server is installed (it adds the command through the `tandem.commands` entry
+point group, so this client never imports the server).
 
 Every command that talks to a server takes `--address` (env `TANDEM_ADDRESS`, default
 127.0.0.1:50051) and `--token` (env `TANDEM_AUTH_TOKEN`), and prints JSON with `--json`.
@@ -11,6 +13,7 @@ from __future__ import annotations
 import json
 import sys
 from collections.abc import Iterable
+from importlib.metadata import EntryPoint, entry_points
 from typing import Any
 
 import click
@@ -18,12 +21,45 @@ from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
 from tandem.client import DEFAULT_ADDRESS, TERMINAL_STATES, Client
+from tandem.contract import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_DEVICE,
+    DEFAULT_EPOCHS,
+    DEFAULT_IMAGE_SIZE,
+    DEFAULT_INFER_BATCH_SIZE,
+    DEFAULT_LEARNING_RATE,
+    DEFAULT_OPTIMIZER,
+    DEFAULT_PRIORITY,
+    DEFAULT_SEED,
+    DEFAULT_TOP_K,
+    DEFAULT_VAL_SPLIT,
+    MAX_BATCH_SIZE,
+    MAX_EPOCHS,
+    MAX_IMAGE_SIZE,
+    MAX_LEARNING_RATE,
+    MAX_LIMIT,
+    MAX_PRIORITY,
+    MAX_REQUEST_ID,
+    MAX_TOP_K,
+    MAX_VAL_SPLIT,
+    MIN_IMAGE_SIZE,
+    MIN_PRIORITY,
+    MIN_VAL_SPLIT,
+    OPTIMIZERS,
+)
 from tandem.errors import TandemError
 from tandem.v1 import task_pb2
 
 STATE_NAMES = [n.removeprefix("TASK_STATE_") for n in task_pb2.TaskState.keys()[1:]]
 STATE_VALUES = {_n: task_pb2.TaskState.Value(f"TASK_STATE_{_n}") for _n in STATE_NAMES}
 KIND_NAMES = {"training": task_pb2.TASK_KIND_TRAINING, "inference": task_pb2.TASK_KIND_INFERENCE}
+# Commands other installed packages add to `tandem` (the server adds `serve`).
+COMMANDS_GROUP = "tandem.commands"
+PRIORITY_HELP = f"{MIN_PRIORITY} (most urgent) .. {MAX_PRIORITY}; default {DEFAULT_PRIORITY}."
+DEVICE_HELP = f"cpu, cuda, cuda:N or auto; default {DEFAULT_DEVICE}."
+REQUEST_ID_HELP = (
+    f"Idempotency key (at most {MAX_REQUEST_ID} characters): a retry returns the first task."
+)
 
 
 def _dict(message: Message) -> dict[str, Any]:
@@ -58,8 +94,25 @@ class Context:
 pass_context = click.make_pass_decorator(Context)
 
 
+def _installed_commands() -> dict[str, EntryPoint]:
+    return {entry.name: entry for entry in entry_points(group=COMMANDS_GROUP)}
+
+
 class TandemGroup(click.Group):
-    """Turns client errors into one line and exit status 1, never a traceback."""
+    """Turns client errors into one line and exit status 1, never a traceback; adds the
+    commands of the `tandem.commands` entry points, loaded only when listed or run."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_installed_commands()})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        command = super().get_command(ctx, cmd_name)
+        if command is None and cmd_name in (installed := _installed_commands()):
+            loaded = installed[cmd_name].load()
+            if not isinstance(loaded, click.Command):
+                raise TypeError(f"entry point {cmd_name!r} of {COMMANDS_GROUP} is not a command")
+            command = loaded
+        return command
 
     def invoke(self, ctx: click.Context) -> Any:
         try:
@@ -101,118 +154,6 @@ def main(
     ctx.obj = Context(address, token, as_json, tls, ca_cert)
 
 
-# -- serve --------------------------------------------------------------------------
-
-
-@main.command()
-@click.option("--host", help="Address to bind (default 127.0.0.1; env TANDEM_HOST).")
-@click.option("--grpc-port", type=int, help="gRPC port (default 50051; env TANDEM_GRPC_PORT).")
-@click.option(
-    "--http-port", type=int, help="REST gateway port (default 8000; env TANDEM_HTTP_PORT)."
-)
-@click.option("--data-dir", help="Where tasks, logs and models live (default ./data).")
-@click.option(
-    "--dataset-root",
-    "dataset_roots",
-    multiple=True,
-    help="Folder datasets may be read from; repeatable (default <data-dir>/datasets; "
-    "env TANDEM_DATASET_ROOTS, ':'-separated).",
-)
-@click.option("--prewarm-workers", type=int, help="CPU workers started ahead of time (default 1).")
-@click.option("--log-format", type=click.Choice(["text", "json"]), help="Server log format.")
-@click.option(
-    "--aging-interval",
-    type=float,
-    help="Seconds of waiting that raise a task's priority by one step (default 60; "
-    "env TANDEM_AGING_INTERVAL_S).",
-)
-@click.option(
-    "--gpu-headroom-gb",
-    type=float,
-    help="GPU memory kept free beyond admitted tasks' estimates (default 0.5; "
-    "env TANDEM_GPU_HEADROOM_GB).",
-)
-@click.option(
-    "--max-waiting",
-    type=int,
-    help="Queued tasks at most; beyond, submits get RESOURCE_EXHAUSTED (default 10000; "
-    "env TANDEM_MAX_WAITING).",
-)
-@click.option(
-    "--auth-token",
-    help="Require 'authorization: Bearer <token>' on every call (env TANDEM_AUTH_TOKEN).",
-)
-@click.option(
-    "--insecure",
-    is_flag=True,
-    help="Allow a non-loopback --host without a token (trusted networks only).",
-)
-@click.option(
-    "--tls-cert",
-    type=click.Path(dir_okay=False),
-    help="PEM certificate chain: gRPC and REST then speak TLS only (env TANDEM_TLS_CERT).",
-)
-@click.option(
-    "--tls-key", type=click.Path(dir_okay=False), help="PEM private key (env TANDEM_TLS_KEY)."
-)
-@click.option(
-    "--executor",
-    type=click.Choice(["local", "ray"]),
-    help="What runs tasks: local worker processes (default), or a Ray cluster "
-    "(env TANDEM_EXECUTOR).",
-)
-@click.option(
-    "--ray-address",
-    help="With --executor ray: auto (the cluster 'ray start' began here; default), "
-    "HOST:PORT, or local (a private one-node Ray) (env TANDEM_RAY_ADDRESS).",
-)
-def serve(
-    host: str | None,
-    grpc_port: int | None,
-    http_port: int | None,
-    data_dir: str | None,
-    dataset_roots: tuple[str, ...],
-    prewarm_workers: int | None,
-    log_format: str | None,
-    aging_interval: float | None,
-    gpu_headroom_gb: float | None,
-    max_waiting: int | None,
-    auth_token: str | None,
-    insecure: bool,
-    tls_cert: str | None,
-    tls_key: str | None,
-    executor: str | None,
-    ray_address: str | None,
-) -> None:
-    """Run the Tandem service (gRPC with health and reflection, REST, /metrics)."""
-    from server import config
-    from server import main as server_main
-
-    try:
-        cfg = config.load(
-            host=host,
-            grpc_port=grpc_port,
-            http_port=http_port,
-            data_dir=data_dir,
-            dataset_roots=dataset_roots,
-            prewarm_workers=prewarm_workers,
-            log_format=log_format,
-            aging_interval_s=aging_interval,
-            gpu_headroom_gb=gpu_headroom_gb,
-            max_waiting=max_waiting,
-            auth_token=auth_token,
-            insecure=insecure,
-            tls_cert=tls_cert,
-            tls_key=tls_key,
-            executor=executor,
-            ray_address=ray_address,
-        )
-        config.check_exposure(cfg)
-    except ValueError as exc:
-        raise click.UsageError(str(exc)) from None
-    server_main.run(cfg)
-
-
 # -- submit ---------------------------------------------------------------------------
 
 
@@ -224,16 +165,32 @@ def _options(**values: Any) -> dict[str, Any]:
 @main.command()
 @click.argument("model")
 @click.argument("dataset")
-@click.option("--epochs", type=int)
-@click.option("--batch-size", type=int)
-@click.option("--learning-rate", type=float)
-@click.option("--optimizer", type=click.Choice(["sgd", "adam", "adamw", "rmsprop"]))
-@click.option("--image-size", type=int)
-@click.option("--device", help="cpu, cuda, cuda:N or auto (default).")
-@click.option("--priority", type=click.IntRange(0, 10), help="0 (most urgent) .. 10; default 5.")
-@click.option("--seed", type=int)
-@click.option("--val-split", type=float)
-@click.option("--request-id", help="Idempotency key: a retry returns the first task.")
+@click.option("--epochs", type=int, help=f"1..{MAX_EPOCHS}; default {DEFAULT_EPOCHS}.")
+@click.option("--batch-size", type=int, help=f"1..{MAX_BATCH_SIZE}; default {DEFAULT_BATCH_SIZE}.")
+@click.option(
+    "--learning-rate",
+    type=float,
+    help=f"Above 0, at most {MAX_LEARNING_RATE:g}; default {DEFAULT_LEARNING_RATE:g}.",
+)
+@click.option(
+    "--optimizer",
+    type=click.Choice(OPTIMIZERS, case_sensitive=False),
+    help=f"Default {DEFAULT_OPTIMIZER}.",
+)
+@click.option(
+    "--image-size",
+    type=int,
+    help=f"Side in pixels, {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE}; default {DEFAULT_IMAGE_SIZE}.",
+)
+@click.option("--device", help=DEVICE_HELP)
+@click.option("--priority", type=click.IntRange(MIN_PRIORITY, MAX_PRIORITY), help=PRIORITY_HELP)
+@click.option("--seed", type=int, help=f"Default {DEFAULT_SEED}.")
+@click.option(
+    "--val-split",
+    type=float,
+    help=f"Fraction held out, {MIN_VAL_SPLIT:g}..{MAX_VAL_SPLIT:g}; default {DEFAULT_VAL_SPLIT:g}.",
+)
+@click.option("--request-id", help=REQUEST_ID_HELP)
 @click.option("-f", "--follow", is_flag=True, help="Show live progress until the task ends.")
 @pass_context
 def train(ctx: Context, /, model: str, dataset: str, follow: bool, **params: Any) -> None:
@@ -247,11 +204,13 @@ def train(ctx: Context, /, model: str, dataset: str, follow: bool, **params: Any
 @click.argument("dataset")
 @click.option("--task-id", help="A SUCCEEDED training task whose model to use.")
 @click.option("--model-path", help="A model file (under the data dir or a model root).")
-@click.option("--batch-size", type=int)
-@click.option("--top-k", type=int)
-@click.option("--device")
-@click.option("--priority", type=click.IntRange(0, 10))
-@click.option("--request-id")
+@click.option(
+    "--batch-size", type=int, help=f"1..{MAX_BATCH_SIZE}; default {DEFAULT_INFER_BATCH_SIZE}."
+)
+@click.option("--top-k", type=int, help=f"1..{MAX_TOP_K}; default {DEFAULT_TOP_K}.")
+@click.option("--device", help=DEVICE_HELP)
+@click.option("--priority", type=click.IntRange(MIN_PRIORITY, MAX_PRIORITY), help=PRIORITY_HELP)
+@click.option("--request-id", help=REQUEST_ID_HELP)
 @click.option("-f", "--follow", is_flag=True, help="Show live progress until the task ends.")
 @pass_context
 def infer(ctx: Context, /, dataset: str, follow: bool, **params: Any) -> None:
@@ -276,9 +235,9 @@ def _submitted(ctx: Context, client: Client, task: task_pb2.Task, follow: bool) 
 @click.argument("image", type=click.Path(exists=True, dir_okay=False))
 @click.option("--task-id")
 @click.option("--model-path")
-@click.option("--top-k", type=int)
-@click.option("--device")
-@click.option("--priority", type=click.IntRange(0, 10))
+@click.option("--top-k", type=int, help=f"1..{MAX_TOP_K}; default {DEFAULT_TOP_K}.")
+@click.option("--device", help=DEVICE_HELP)
+@click.option("--priority", type=click.IntRange(MIN_PRIORITY, MAX_PRIORITY), help=PRIORITY_HELP)
 @click.option("--timeout", type=float, help="Seconds to wait for the answer.")
 @pass_context
 def predict(ctx: Context, /, image: str, timeout: float | None, **params: Any) -> None:
@@ -415,7 +374,7 @@ def limits() -> None:
 @limits.command("set")
 @click.argument("device")
 @click.argument("kind", type=click.Choice(["training", "inference"]))
-@click.argument("value", type=click.IntRange(0))
+@click.argument("value", type=click.IntRange(0, MAX_LIMIT))
 @pass_context
 def limits_set(ctx: Context, device: str, kind: str, value: int) -> None:
     """Set DEVICE's (cpu, cuda, cuda:N) KIND limit to VALUE, at once."""

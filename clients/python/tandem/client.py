@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 
+from tandem.contract import DEFAULT_GRPC_PORT, DEFAULT_PAGE_SIZE
 from tandem.errors import TandemError, Unavailable, from_rpc_error
 from tandem.v1 import (
     inference_service_pb2,
@@ -34,7 +35,7 @@ from tandem.v1 import (
     training_service_pb2_grpc,
 )
 
-DEFAULT_ADDRESS = "127.0.0.1:50051"
+DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_GRPC_PORT}"
 TERMINAL_STATES = frozenset(
     {task_pb2.TASK_STATE_SUCCEEDED, task_pb2.TASK_STATE_FAILED, task_pb2.TASK_STATE_CANCELLED}
 )
@@ -127,7 +128,7 @@ class Client:
         *,
         states: Sequence[int] = (),
         kind: int = task_pb2.TASK_KIND_UNSPECIFIED,
-        page_size: int = 100,
+        page_size: int = DEFAULT_PAGE_SIZE,
     ) -> Iterator[task_pb2.Task]:
         """Every matching task, newest first, fetching pages as it goes."""
         token = ""

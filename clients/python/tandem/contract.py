@@ -1,0 +1,151 @@
+"""The numbers of Tandem's contract, defined once: ranges, defaults and sizes that the
+server checks, the REST gateway documents and the CLI offers, and the sentence a value
+outside its range gets, so gRPC and REST callers read the same words.
+
+Each `check_*` returns the value (normalised where it says so) or raises `OutOfRange`,
+whose `str()` is that sentence. Pure Python, no grpc: anything may import it. The
+scheduler keeps its own copies of the priorities (it imports nothing of Tandem's);
+tests/clients/test_contract.py holds the two together.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+# -- every submit ---------------------------------------------------------------------
+
+# Lower runs first; equal priorities run in submit order.
+MIN_PRIORITY: Final = 0
+MAX_PRIORITY: Final = 10
+DEFAULT_PRIORITY: Final = 5
+DEFAULT_DEVICE: Final = "auto"
+MAX_REQUEST_ID: Final = 128
+
+# -- training -------------------------------------------------------------------------
+
+MAX_EPOCHS: Final = 10_000
+DEFAULT_EPOCHS: Final = 1
+MAX_BATCH_SIZE: Final = 65_536
+DEFAULT_BATCH_SIZE: Final = 32
+MAX_LEARNING_RATE: Final = 10.0
+DEFAULT_LEARNING_RATE: Final = 1e-3
+OPTIMIZERS: Final = ("sgd", "adam", "adamw", "rmsprop")
+DEFAULT_OPTIMIZER: Final = "adam"
+MIN_IMAGE_SIZE: Final = 16
+MAX_IMAGE_SIZE: Final = 1024
+DEFAULT_IMAGE_SIZE: Final = 224
+MIN_VAL_SPLIT: Final = 0.0
+MAX_VAL_SPLIT: Final = 0.9
+DEFAULT_VAL_SPLIT: Final = 0.2
+DEFAULT_SEED: Final = 0
+
+# -- inference ------------------------------------------------------------------------
+
+DEFAULT_INFER_BATCH_SIZE: Final = 64
+MAX_TOP_K: Final = 1000
+DEFAULT_TOP_K: Final = 5
+
+# -- resources and lists --------------------------------------------------------------
+
+# Concurrency limits per device and kind: 0 (admit nothing) .. MAX_LIMIT.
+MAX_LIMIT: Final = 256
+DEFAULT_PAGE_SIZE: Final = 100
+MAX_PAGE_SIZE: Final = 1000
+
+# -- transport ------------------------------------------------------------------------
+
+DEFAULT_GRPC_PORT: Final = 50051
+DEFAULT_HTTP_PORT: Final = 8000
+# Big enough for an encoded image in Predict, small enough to refuse abuse.
+MAX_MESSAGE_BYTES: Final = 16 * 1024 * 1024
+
+
+class OutOfRange(ValueError):
+    """A value the contract does not allow; `str(error)` names the field, the allowed
+    values and the value given, in a sentence for a person."""
+
+
+def _number(value: float) -> str:
+    return str(value) if isinstance(value, int) else f"{value:g}"
+
+
+def check_between(name: str, value: float, low: float, high: float) -> float:
+    # Written so that NaN is out of every range.
+    if not low <= value <= high:
+        raise OutOfRange(
+            f"{name} must be between {_number(low)} and {_number(high)}, got {_number(value)}"
+        )
+    return value
+
+
+def check_count(name: str, value: int, high: int) -> int:
+    """A positive integer up to `high`."""
+    if value < 1:
+        raise OutOfRange(f"{name} must be a positive integer, got {value}")
+    if value > high:
+        raise OutOfRange(f"{name} must be at most {high}, got {value}")
+    return value
+
+
+def check_priority(value: int) -> int:
+    check_between("priority", value, MIN_PRIORITY, MAX_PRIORITY)
+    return value
+
+
+def check_request_id(value: str) -> str:
+    if len(value) > MAX_REQUEST_ID:
+        raise OutOfRange(f"request_id must be at most {MAX_REQUEST_ID} characters")
+    return value
+
+
+def check_epochs(value: int) -> int:
+    return check_count("epochs", value, MAX_EPOCHS)
+
+
+def check_batch_size(value: int) -> int:
+    return check_count("batch_size", value, MAX_BATCH_SIZE)
+
+
+def check_learning_rate(value: float) -> float:
+    if not 0 < value <= MAX_LEARNING_RATE:
+        raise OutOfRange(
+            f"learning_rate must be greater than 0 and at most {MAX_LEARNING_RATE:g}, got {value:g}"
+        )
+    return value
+
+
+def check_optimizer(value: str) -> str:
+    """The optimizer's name in lower case; empty means the default."""
+    name = value.strip().lower() or DEFAULT_OPTIMIZER
+    if name not in OPTIMIZERS:
+        raise OutOfRange(f"unknown optimizer {value!r}; choose one of {', '.join(OPTIMIZERS)}")
+    return name
+
+
+def check_image_size(value: int) -> int:
+    check_between("image_size", value, MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
+    return value
+
+
+def check_val_split(value: float) -> float:
+    return check_between("val_split", value, MIN_VAL_SPLIT, MAX_VAL_SPLIT)
+
+
+def check_top_k(value: int) -> int:
+    return check_count("top_k", value, MAX_TOP_K)
+
+
+def check_limit(device: str, kind: str, value: int) -> int:
+    """One concurrency limit of a limits change (`kind`: training or inference)."""
+    if not 0 <= value <= MAX_LIMIT:
+        raise OutOfRange(
+            f"max_concurrent[{device!r}].{kind} must be between 0 and {MAX_LIMIT}, got {value}"
+        )
+    return value
+
+
+def check_page_size(value: int) -> int:
+    """A page size; 0 means the default."""
+    if not 0 <= value <= MAX_PAGE_SIZE:
+        raise OutOfRange(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {value}")
+    return value or DEFAULT_PAGE_SIZE

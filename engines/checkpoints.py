@@ -1,0 +1,27 @@
+"""Where a training task keeps its checkpoints, and which is the newest.
+
+Plain file names, no torch: the server lists checkpoints to resume a task without
+loading any of them (a worker does that, with `weights_only=True`).
+"""
+
+from __future__ import annotations
+
+import os
+
+
+def checkpoint_path(output_dir: str, epoch: int) -> str:
+    """Where the checkpoint after `epoch` (1-based) is written."""
+    return os.path.join(output_dir, "checkpoints", f"epoch_{epoch}.pt")
+
+
+def latest_checkpoint(output_dir: str) -> tuple[int, str] | None:
+    """(epoch, path) of the newest checkpoint in `output_dir`, if any."""
+    folder = os.path.join(output_dir, "checkpoints")
+    epochs = []
+    for name in os.listdir(folder) if os.path.isdir(folder) else ():
+        stem = name.removeprefix("epoch_").removesuffix(".pt")
+        if name.startswith("epoch_") and name.endswith(".pt") and stem.isdigit():
+            epochs.append(int(stem))
+    if not epochs:
+        return None
+    return max(epochs), checkpoint_path(output_dir, max(epochs))

@@ -1,0 +1,78 @@
+"""What runs jobs, one factory per executor: the executor, the devices it offers with
+their default limits, and the cores under each device.
+
+Each factory registers how to undo what it started on the caller's `AsyncExitStack`,
+so a failed start and a normal stop unwind the same way.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+from engines.executor import Executor
+from engines.local import LocalExecutor
+from scheduler import Limits, default_limits
+from scheduler.inventory import DeviceInventory, NvmlInventory
+from server.config import ServerConfig
+
+if TYPE_CHECKING:  # Ray is imported only when the Ray executor is chosen
+    from server.cluster import Cluster
+
+
+@dataclass(frozen=True)
+class Backend:
+    """An executor ready to take jobs, and the devices it runs them on."""
+
+    executor: Executor
+    inventory: DeviceInventory
+    default_limits: dict[str, Limits]
+    # Logical CPUs of the machine a device is on (a Ray node's, on a cluster).
+    cores: Callable[[str], int]
+    # The Ray cluster, with `--executor ray`.
+    cluster: Cluster | None = None
+
+
+async def start_backend(
+    config: ServerConfig, stack: AsyncExitStack, inventory: DeviceInventory | None = None
+) -> Backend:
+    """The backend `config.executor` names (`local` or `ray`), started."""
+    if config.executor == "ray":
+        return await _ray_backend(config, stack)
+    return await _local_backend(config, stack, inventory or NvmlInventory())
+
+
+async def _local_backend(
+    config: ServerConfig, stack: AsyncExitStack, inventory: DeviceInventory
+) -> Backend:
+    executor = LocalExecutor(
+        prewarm={"cpu": config.prewarm_workers} if config.prewarm_workers else {},
+        cancel_grace_s=config.cancel_grace_s,
+    )
+    stack.push_async_callback(executor.close)
+    await executor.start()
+    return Backend(executor, inventory, default_limits(len(inventory.gpus())), _local_cores)
+
+
+async def _ray_backend(config: ServerConfig, stack: AsyncExitStack) -> Backend:
+    from server.cluster import Cluster
+
+    cluster = Cluster(config)
+    await cluster.connect()  # ConnectionError, with nothing to undo, if there is no cluster
+    stack.push_async_callback(cluster.close)  # stops watching, disconnects from Ray
+    stack.push_async_callback(cluster.executor.close)
+    await cluster.executor.start()
+    return Backend(
+        cluster.executor,
+        cluster.inventory,
+        cluster.default_limits(),
+        cluster.inventory.cores,
+        cluster,
+    )
+
+
+def _local_cores(device: str) -> int:
+    return os.cpu_count() or 1
