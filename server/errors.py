@@ -54,10 +54,6 @@ def resource_exhausted(message: str) -> ServiceError:
     return ServiceError(grpc.StatusCode.RESOURCE_EXHAUSTED, message)
 
 
-def unimplemented(message: str) -> ServiceError:
-    return ServiceError(grpc.StatusCode.UNIMPLEMENTED, message)
-
-
 # The status sentence travels percent-encoded in a trailer (up to 3 bytes per UTF-8
 # byte), and clients refuse trailers over 8 KiB (some of them; all over 16 KiB) with
 # RESOURCE_EXHAUSTED "Stream removed", which hides the real error. Sentences quote what

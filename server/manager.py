@@ -24,6 +24,7 @@ from server.device_registry import DeviceRegistry
 from server.dispatcher import DeviceGone, Dispatcher
 from server.errors import failed_precondition, not_found, resource_exhausted
 from server.event_log import StoredEvent
+from server.jobs import job_for
 from server.journal import STORAGE_ERRORS, Journal, StorageFull
 from server.memory import PEAK_METRIC, MemoryPlanner
 from server.metrics import Metrics
@@ -307,35 +308,11 @@ class TaskManager:
             )
 
     def _job(self, task: TaskRecord) -> TrainingJob | InferenceJob:
-        p = task.params
-        threads = self._devices.threads_for(task.assigned_device, task.kind.slot)
-        output_dir = str(self._config.task_dir(task.task_id))
-        if task.kind is TaskKind.INFERENCE:
-            return InferenceJob(
-                task_id=task.task_id,
-                model_path=p["model_path"],
-                dataset=p["dataset"],
-                batch_size=p["batch_size"],
-                top_k=p["top_k"],
-                device=task.assigned_device,
-                output_dir=output_dir,
-                num_threads=threads,
-            )
         checkpoint = self._recovery.checkpoint(task)
-        return TrainingJob(
-            task_id=task.task_id,
-            model=p["model"],
-            dataset=p["dataset"],
-            epochs=p["epochs"],
-            batch_size=p["batch_size"],
-            learning_rate=p["learning_rate"],
-            optimizer=p["optimizer"],
-            image_size=p["image_size"],
-            seed=p["seed"],
-            val_split=p["val_split"],
-            device=task.assigned_device,
-            output_dir=output_dir,
-            num_threads=threads,
+        return job_for(
+            task,
+            output_dir=str(self._config.task_dir(task.task_id)),
+            num_threads=self._devices.threads_for(task.assigned_device, task.kind.slot),
             # A task interrupted by a restart left checkpoints: carry on from the last.
             resume_from=checkpoint[1] if checkpoint else "",
         )

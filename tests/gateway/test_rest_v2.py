@@ -85,10 +85,15 @@ def restore_limits(rest: Rest) -> Iterator[None]:
 
 @pytest.mark.usefixtures("restore_limits")
 def test_resources_config_is_visible_in_resources(rest: Rest) -> None:
-    # The seed's snippet as written: cuda limits on a machine without a GPU.
+    # The seed's snippet as written, on a machine without a GPU: kept for every GPU
+    # (none yet) and reported back, as limits for a device group are on a cluster.
     config = {"max_concurrent": {"cuda": {"training": 1, "inference": 5}}}
-    refused = requests.post(f"{rest.url}/api/v2/resources/config", json=config, timeout=TIMEOUT)
-    assert refused.status_code == 404 and "no GPU" in refused.json()["detail"]
+    kept = requests.post(f"{rest.url}/api/v2/resources/config", json=config, timeout=TIMEOUT)
+    assert kept.status_code == 200, kept.text
+    assert kept.json()["max_concurrent"]["cuda"] == {"training": 1, "inference": 5}
+    resources = requests.get(f"{rest.url}/api/v2/resources", timeout=TIMEOUT).json()
+    assert resources["max_concurrent"]["cuda"] == {"training": 1, "inference": 5}
+    assert "cuda" not in resources["device_usage"]  # no GPU appeared by being configured
 
     config = {"max_concurrent": {"cpu": {"training": 1, "inference": 5}}}
     response = requests.post(f"{rest.url}/api/v2/resources/config", json=config, timeout=TIMEOUT)

@@ -124,7 +124,7 @@ def test_update_limits_errors(stubs: Stubs) -> None:
     cases = [
         ({"cpu": Limits(training=-1)}, Code.INVALID_ARGUMENT),
         ({"tpu": Limits(training=1)}, Code.NOT_FOUND),
-        ({"cuda": Limits(inference=5)}, Code.NOT_FOUND),  # no GPU on this machine
+        ({"cuda:0": Limits(inference=5)}, Code.NOT_FOUND),  # no GPU 0 on this machine
     ]
     for limits, code in cases:
         with pytest.raises(grpc.RpcError) as info:
