@@ -20,26 +20,37 @@ class GetTaskResponse(_message.Message):
     def __init__(self, task: _Optional[_Union[_task_pb2.Task, _Mapping]] = ...) -> None: ...
 
 class ListTasksRequest(_message.Message):
-    __slots__ = ("states", "kind", "page_size", "page_token")
+    __slots__ = ("states", "kind", "page_size", "page_token", "page_per_kind")
     STATES_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     PAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
+    PAGE_PER_KIND_FIELD_NUMBER: _ClassVar[int]
     states: _containers.RepeatedScalarFieldContainer[_task_pb2.TaskState]
     kind: _task_pb2.TaskKind
     page_size: int
     page_token: str
-    def __init__(self, states: _Optional[_Iterable[_Union[_task_pb2.TaskState, str]]] = ..., kind: _Optional[_Union[_task_pb2.TaskKind, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ...) -> None: ...
+    page_per_kind: bool
+    def __init__(self, states: _Optional[_Iterable[_Union[_task_pb2.TaskState, str]]] = ..., kind: _Optional[_Union[_task_pb2.TaskKind, str]] = ..., page_size: _Optional[int] = ..., page_token: _Optional[str] = ..., page_per_kind: _Optional[bool] = ...) -> None: ...
 
 class ListTasksResponse(_message.Message):
-    __slots__ = ("tasks", "next_page_token", "total_size")
+    __slots__ = ("tasks", "next_page_token", "total_size", "kind_totals")
+    class KindTotal(_message.Message):
+        __slots__ = ("kind", "total_size")
+        KIND_FIELD_NUMBER: _ClassVar[int]
+        TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+        kind: _task_pb2.TaskKind
+        total_size: int
+        def __init__(self, kind: _Optional[_Union[_task_pb2.TaskKind, str]] = ..., total_size: _Optional[int] = ...) -> None: ...
     TASKS_FIELD_NUMBER: _ClassVar[int]
     NEXT_PAGE_TOKEN_FIELD_NUMBER: _ClassVar[int]
     TOTAL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    KIND_TOTALS_FIELD_NUMBER: _ClassVar[int]
     tasks: _containers.RepeatedCompositeFieldContainer[_task_pb2.Task]
     next_page_token: str
     total_size: int
-    def __init__(self, tasks: _Optional[_Iterable[_Union[_task_pb2.Task, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ...) -> None: ...
+    kind_totals: _containers.RepeatedCompositeFieldContainer[ListTasksResponse.KindTotal]
+    def __init__(self, tasks: _Optional[_Iterable[_Union[_task_pb2.Task, _Mapping]]] = ..., next_page_token: _Optional[str] = ..., total_size: _Optional[int] = ..., kind_totals: _Optional[_Iterable[_Union[ListTasksResponse.KindTotal, _Mapping]]] = ...) -> None: ...
 
 class CancelTaskRequest(_message.Message):
     __slots__ = ("task_id",)
