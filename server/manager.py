@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 import uuid
@@ -30,7 +31,7 @@ from server.memory import PEAK_METRIC, MemoryPlanner
 from server.metrics import Metrics
 from server.records import TaskKind, TaskRecord, TaskState
 from server.recovery import Recovery, RequeueRefused
-from server.store import TaskStore
+from server.store import TaskPage, TaskStore
 from server.validation import Submission
 
 log = logging.getLogger(__name__)
@@ -155,15 +156,30 @@ class TaskManager:
         page_size: int,
         page_token: str,
     ) -> tuple[list[TaskRecord], str, int]:
-        tasks, token, total = self._store.list(
-            states=states, kind=kind, page_size=page_size, page_token=page_token
+        page = self.page(states=states, kind=kind, page_size=page_size, page_token=page_token)
+        return [*page.tasks], page.next_page_token, sum(page.totals.values())
+
+    def page(
+        self,
+        *,
+        states: Sequence[TaskState],
+        kind: TaskKind | None,
+        page_size: int,
+        page_token: str,
+        per_kind: bool = False,
+    ) -> TaskPage:
+        """A page of tasks as they are now and the totals per kind (`TaskStore.page`)."""
+        page = self._store.page(
+            states=states, kind=kind, page_size=page_size, page_token=page_token, per_kind=per_kind
         )
-        live = [self._active.get(t.task_id) or self._journal.unsaved(t.task_id) or t for t in tasks]
+        live = [
+            self._active.get(t.task_id) or self._journal.unsaved(t.task_id) or t for t in page.tasks
+        ]
         if states:
             # The store filtered by what it holds; a task whose latest change it has not
-            # seen yet (a full disk) is filtered by what is true now. `total` may lag.
+            # seen yet (a full disk) is filtered by what is true now. The totals may lag.
             live = [t for t in live if t.state in states]
-        return [self._snapshot(t) for t in live], token, total
+        return dataclasses.replace(page, tasks=tuple(self._snapshot(t) for t in live))
 
     def cancel(self, task_id: str) -> TaskRecord:
         task = self._active.get(task_id)

@@ -8,6 +8,7 @@ from typing import Any
 
 from scheduler import Kind
 from scheduler.memory import Shape
+from tandem.contract import TERMINAL_STATE_NAMES
 
 
 class TaskState(enum.Enum):
@@ -25,7 +26,7 @@ class TaskState(enum.Enum):
         return self in TERMINAL_STATES
 
 
-TERMINAL_STATES = frozenset({TaskState.SUCCEEDED, TaskState.FAILED, TaskState.CANCELLED})
+TERMINAL_STATES = frozenset(TaskState(name) for name in TERMINAL_STATE_NAMES)
 
 
 class TaskKind(enum.Enum):

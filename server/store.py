@@ -3,14 +3,19 @@
 SQLite runs in WAL mode with synchronous=NORMAL: a committed transaction survives a
 process crash, and readers never block the writer. The store is used from the
 server's event loop thread only; each call is one short transaction.
+
+Page tokens are opaque to callers and checked here: a token this store did not issue,
+or one issued for another shape of list, is a `BadPageToken`.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import sqlite3
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 from server.records import TaskKind, TaskRecord, TaskState
@@ -60,6 +65,15 @@ _COLUMNS = (
     "task_id, kind, state, priority, device, assigned_device, params, create_time, "
     "start_time, end_time, metrics, error, request_id, model_path, output_path, last_seq"
 )
+
+
+@dataclass(frozen=True)
+class TaskPage:
+    """A page of a task list and the totals of its filter, read in one transaction."""
+
+    tasks: tuple[TaskRecord, ...]  # newest first
+    next_page_token: str  # "" on the last page
+    totals: Mapping[TaskKind, int]  # per kind listed: tasks matching the filter, all pages
 
 
 class TaskStore:
@@ -125,39 +139,94 @@ class TaskStore:
         ).fetchall()
         return [_record(r) for r in rows]
 
-    def list(
+    def page(
         self,
         *,
         states: Sequence[TaskState] = (),
         kind: TaskKind | None = None,
         page_size: int = 100,
         page_token: str = "",
-    ) -> tuple[list[TaskRecord], str, int]:
-        """A page of tasks, newest first; returns (tasks, next_page_token, total matching)."""
-        where: list[str] = []
-        args: list[object] = []
-        if states:
-            where.append(f"state IN ({', '.join('?' * len(states))})")
-            args.extend(s.value for s in states)
-        if kind is not None:
-            where.append("kind = ?")
-            args.append(kind.value)
-        clause = f"WHERE {' AND '.join(where)}" if where else ""
-        (total,) = self._db.execute(f"SELECT COUNT(*) FROM tasks {clause}", args).fetchone()
-        page_where = list(where)
-        page_args = list(args)
-        if page_token:
-            page_where.append("id < ?")
-            page_args.append(decode_page_token(page_token))
-        page_clause = f"WHERE {' AND '.join(page_where)}" if page_where else ""
+        per_kind: bool = False,
+    ) -> TaskPage:
+        """A page of the tasks in `states` (all if empty) of `kind` (all if None), newest
+        first, with the totals per kind, from one read so that the two agree.
+
+        `per_kind`: up to `page_size` tasks of each kind listed, each kind resuming after
+        its own last task; else up to `page_size` tasks of all of them together.
+        Raises `BadPageToken` for a token not issued for this shape of list.
+        """
+        kinds = tuple(TaskKind) if kind is None else (kind,)
+        # The runs of the list, each with the row id it resumes below (None: the newest):
+        # one run per kind, or one of all kinds together.
+        runs: dict[tuple[TaskKind, ...], int | None]
+        if per_kind:
+            cursors = decode_kinds_page_token(page_token, kinds) if page_token else {}
+            runs = {(k,): cursors.get(k) for k in kinds}
+        else:
+            runs = {kinds: decode_page_token(page_token) if page_token else None}
+        matching = f"state IN ({', '.join('?' * len(states))})" if states else "1"
+        values = [s.value for s in states]
+        with self._one_read():
+            counted = dict(
+                self._db.execute(
+                    f"SELECT kind, COUNT(*) FROM tasks WHERE {matching} GROUP BY kind", values
+                ).fetchall()
+            )
+            heads = {
+                run: self._newest(matching, values, run, before, page_size + 1)
+                for run, before in runs.items()
+            }
+        # A run with nothing left resumes at 0, below every row id (ids start at 1).
+        resume = {
+            run: rows[page_size - 1][0] if len(rows) > page_size else 0
+            for run, rows in heads.items()
+        }
+        newest = sorted(
+            (row for rows in heads.values() for row in rows[:page_size]),
+            key=lambda row: row[0],
+            reverse=True,
+        )
+        if not any(resume.values()):
+            token = ""
+        elif per_kind:
+            token = _encode_kinds_page_token({run[0]: row for run, row in resume.items()})
+        else:
+            token = _encode_page_token(resume[kinds])
+        return TaskPage(
+            tasks=tuple(record for _, record in newest),
+            next_page_token=token,
+            totals={k: int(counted.get(k.value, 0)) for k in kinds},
+        )
+
+    def _newest(
+        self,
+        matching: str,
+        values: Sequence[object],
+        kinds: Sequence[TaskKind],
+        before: int | None,
+        limit: int,
+    ) -> Sequence[tuple[int, TaskRecord]]:
+        """Up to `limit` (row id, task) of `kinds` matching, below row `before`, newest first."""
+        where = f"{matching} AND kind IN ({', '.join('?' * len(kinds))})"
+        args = [*values, *(k.value for k in kinds)]
+        if before is not None:
+            where += " AND id < ?"
+            args.append(before)
         rows = self._db.execute(
-            f"SELECT id, {_COLUMNS} FROM tasks {page_clause} ORDER BY id DESC LIMIT ?",
-            [*page_args, page_size + 1],
+            f"SELECT id, {_COLUMNS} FROM tasks WHERE {where} ORDER BY id DESC LIMIT ?",
+            [*args, limit],
         ).fetchall()
-        more = len(rows) > page_size
-        rows = rows[:page_size]
-        token = _encode_page_token(rows[-1][0]) if more and rows else ""
-        return [_record(r[1:]) for r in rows], token, int(total)
+        return [(int(row[0]), _record(row[1:])) for row in rows]
+
+    @contextlib.contextmanager
+    def _one_read(self) -> Iterator[None]:
+        # One transaction: in WAL mode each SELECT in it reads the same snapshot, so a
+        # write between them (none today: one thread) could not make them disagree.
+        self._db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            self._db.execute("COMMIT")
 
     def load_limits(self) -> dict[tuple[str, str], int]:
         rows = self._db.execute("SELECT device, kind, value FROM limits").fetchall()
@@ -194,24 +263,88 @@ class BadPageToken(ValueError):
 _MAX_ROW_ID = 2**63 - 1
 
 
+# The two shapes of token: "id:N" resumes one list of all kinds below row N;
+# "kinds:training=N,inference=M" resumes each kind below its own row (0: nothing left).
+_ONE_LIST = "id"
+_PER_KIND = "kinds"
+
+
 def _encode_page_token(row_id: int) -> str:
-    return base64.urlsafe_b64encode(f"id:{row_id}".encode()).decode()
+    return _encode(f"{_ONE_LIST}:{row_id}")
+
+
+def _encode_kinds_page_token(cursors: Mapping[TaskKind, int]) -> str:
+    return _encode(f"{_PER_KIND}:" + ",".join(f"{k.value}={v}" for k, v in cursors.items()))
+
+
+def _encode(text: str) -> str:
+    return base64.urlsafe_b64encode(text.encode()).decode()
 
 
 def decode_page_token(token: str) -> int:
+    """The row id a token of a list of all kinds together resumes below."""
+    body = _token_body(token, _ONE_LIST)
+    try:
+        return _row_id(body, lowest=1)
+    except ValueError:
+        raise _not_issued(token) from None
+
+
+def decode_kinds_page_token(token: str, kinds: Sequence[TaskKind]) -> dict[TaskKind, int]:
+    """Per kind, the row id a token of a list paged per kind resumes below; its kinds
+    must be `kinds`, those of the list it is asked to continue."""
+    body = _token_body(token, _PER_KIND)
+    cursors: dict[TaskKind, int] = {}
+    try:
+        for part in body.split(","):
+            name, _, value = part.partition("=")
+            kind = TaskKind(name)
+            if kind in cursors:
+                raise ValueError(part)
+            cursors[kind] = _row_id(value, lowest=0)
+    except ValueError:
+        raise _not_issued(token) from None
+    if set(cursors) != set(kinds):
+        raise BadPageToken(
+            f"page_token {token!r} continues a list of other kinds; ask for the same kind "
+            "as the page that gave it"
+        )
+    return cursors
+
+
+def _token_body(token: str, shape: str) -> str:
     try:
         text = base64.urlsafe_b64decode(token.encode()).decode()
-        prefix, _, value = text.partition(":")
-        # Only what _encode_page_token writes: a row id SQLite can hold (a bigger number
-        # would make the query raise OverflowError, an INTERNAL for a bad token).
-        if prefix != "id" or not (value.isascii() and value.isdigit()):
-            raise ValueError(text)
-        row_id = int(value)
-        if not 1 <= row_id <= _MAX_ROW_ID:
-            raise ValueError(text)
-        return row_id
     except (ValueError, UnicodeDecodeError):
-        raise BadPageToken(f"page_token {token!r} was not issued by this server") from None
+        raise _not_issued(token) from None
+    prefix, _, body = text.partition(":")
+    if prefix == shape:
+        return body
+    if prefix == _ONE_LIST:
+        raise BadPageToken(
+            f"page_token {token!r} continues a list of all kinds together; "
+            "ask without page_per_kind"
+        )
+    if prefix == _PER_KIND:
+        raise BadPageToken(
+            f"page_token {token!r} continues a list paged per kind; ask with page_per_kind"
+        )
+    raise _not_issued(token)
+
+
+def _row_id(value: str, *, lowest: int) -> int:
+    # Only what the encoders write: a row id SQLite can hold (a bigger number would make
+    # the query raise OverflowError, an INTERNAL for a bad token).
+    if not (value.isascii() and value.isdigit() and len(value) <= 19):
+        raise ValueError(value)
+    row_id = int(value)
+    if not lowest <= row_id <= _MAX_ROW_ID:
+        raise ValueError(value)
+    return row_id
+
+
+def _not_issued(token: str) -> BadPageToken:
+    return BadPageToken(f"page_token {token!r} was not issued by this server")
 
 
 def _row(t: TaskRecord) -> tuple[object, ...]:

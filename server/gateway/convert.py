@@ -24,6 +24,7 @@ from server.gateway.schemas import (
     ResourcesOut,
     TaskOut,
 )
+from tandem.client import TERMINAL_STATES
 from tandem.v1 import resource_service_pb2, resources_pb2, task_pb2
 
 M = TypeVar("M", bound=Message)
@@ -138,11 +139,7 @@ def event_json(event: task_pb2.TaskEvent) -> LogEventOut:
 
 
 def is_terminal(state: int) -> bool:
-    return state in (
-        task_pb2.TASK_STATE_SUCCEEDED,
-        task_pb2.TASK_STATE_FAILED,
-        task_pb2.TASK_STATE_CANCELLED,
-    )
+    return state in TERMINAL_STATES
 
 
 def state_name(name: str) -> str:

@@ -4,7 +4,6 @@ list, cancel, resources and their limits, and online prediction from an uploaded
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
@@ -66,23 +65,32 @@ async def list_tasks(
             f"Default {DEFAULT_LIST}. The totals count every matching task.",
         ),
     ] = DEFAULT_LIST,
+    page_token: Annotated[
+        str,
+        Query(
+            max_length=MAX_TEXT,
+            description="`next_page_token` of the previous page, with the same `state`: "
+            "each kind continues after its own last task. Default: the first page.",
+        ),
+    ] = "",
 ) -> TaskListOut:
-    """Every task, split by kind, newest first, with totals (the seed's shape)."""
+    """Tasks split by kind, newest first, with totals (the seed's shape), a page at a time:
+    the lists and the totals come from one read."""
     names = [part for value in state or () for part in value.split(",") if part.strip()]
     states = sorted({state_name(name) for name in names})
-    training, inference = await asyncio.gather(
-        *(
-            rpc.list_tasks(
-                task_service_pb2.ListTasksRequest(states=states, kind=kind, page_size=limit)
-            )
-            for kind in (task_pb2.TASK_KIND_TRAINING, task_pb2.TASK_KIND_INFERENCE)
+    page = await rpc.list_tasks(
+        task_service_pb2.ListTasksRequest(
+            states=states, page_size=limit, page_token=page_token, page_per_kind=True
         )
     )
+    totals = {total.kind: total.total_size for total in page.kind_totals}
+    training, inference = task_pb2.TASK_KIND_TRAINING, task_pb2.TASK_KIND_INFERENCE
     return TaskListOut(
-        training_tasks=[task_json(t) for t in training.tasks],
-        inference_tasks=[task_json(t) for t in inference.tasks],
-        total_training=training.total_size,
-        total_inference=inference.total_size,
+        training_tasks=[task_json(t) for t in page.tasks if t.kind == training],
+        inference_tasks=[task_json(t) for t in page.tasks if t.kind == inference],
+        total_training=totals.get(training, 0),
+        total_inference=totals.get(inference, 0),
+        next_page_token=page.next_page_token,
     )
 
 

@@ -406,6 +406,9 @@ class TaskListOut(BaseModel):
     total_inference: int = Field(
         description="Inference tasks matching the filter, over all pages (may exceed the list)."
     )
+    next_page_token: str = Field(
+        description="Pass as `page_token` for the next page of every kind; empty on the last."
+    )
 
 
 class DeviceUsageOut(BaseModel):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
-from server.convert import KIND_FROM_PB, STATE_FROM_PB, event_to_pb, task_to_pb
+from server.convert import KIND_FROM_PB, KIND_TO_PB, STATE_FROM_PB, event_to_pb, task_to_pb
 from server.errors import Context, invalid_argument, streaming, unary
 from server.manager import TaskManager
 from server.records import TaskRecord, TaskState
@@ -52,20 +52,25 @@ class TaskServicer(task_service_pb2_grpc.TaskServiceServicer):
                 raise invalid_argument(f"unknown kind {request.kind}")
             kind = KIND_FROM_PB[request.kind]
         try:
-            tasks, token, total = self._manager.list(
+            page = self._manager.page(
                 states=states,
                 kind=kind,
                 page_size=page_size,
                 page_token=request.page_token,
+                per_kind=request.page_per_kind,
             )
         except BadPageToken as exc:
             raise invalid_argument(str(exc)) from None
-        queued = any(t.state is TaskState.QUEUED for t in tasks)
+        queued = any(t.state is TaskState.QUEUED for t in page.tasks)
         waiting = self._manager.waiting_infos() if queued else {}
+        KindTotal = task_service_pb2.ListTasksResponse.KindTotal
         return task_service_pb2.ListTasksResponse(
-            tasks=[task_to_pb(t, waiting=waiting.get(t.task_id)) for t in tasks],
-            next_page_token=token,
-            total_size=total,
+            tasks=[task_to_pb(t, waiting=waiting.get(t.task_id)) for t in page.tasks],
+            next_page_token=page.next_page_token,
+            total_size=sum(page.totals.values()),
+            kind_totals=[
+                KindTotal(kind=KIND_TO_PB[k], total_size=n) for k, n in page.totals.items()
+            ],
         )
 
     @unary

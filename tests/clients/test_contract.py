@@ -36,6 +36,19 @@ def test_the_scheduler_agrees_on_priorities() -> None:
             contract.check_priority(priority)
 
 
+def test_every_layer_ends_tasks_in_the_same_states() -> None:
+    # The server's records, the wire (client and gateway) and the scheduler-free contract.
+    from server.convert import STATE_TO_PB
+    from server.gateway.convert import is_terminal
+    from server.records import TERMINAL_STATES, TaskState
+    from tandem.client import TERMINAL_STATES as WIRE_TERMINAL_STATES
+
+    assert {STATE_TO_PB[s] for s in TERMINAL_STATES} == WIRE_TERMINAL_STATES
+    assert {s.value for s in TERMINAL_STATES} == set(contract.TERMINAL_STATE_NAMES)
+    assert {s for s in TaskState if is_terminal(STATE_TO_PB[s])} == TERMINAL_STATES
+    assert not any(s.terminal for s in (TaskState.QUEUED, TaskState.RUNNING, TaskState.PREEMPTED))
+
+
 def test_default_limits_are_limits_the_contract_allows() -> None:
     for limits in (scheduler.DEFAULT_GPU_LIMITS, scheduler.DEFAULT_CPU_LIMITS):
         for kind in scheduler.Kind:

@@ -26,6 +26,7 @@ from engines.protocol import JobCancelledMsg, JobDone, JobEventMsg, PredictBatch
 from engines.ray_actor import DeviceActor, is_final
 from engines.ray_cluster import RayCluster
 from engines.ray_executor import RayExecutor
+from scheduler.devices import split_node
 from tests.ray.conftest import RayTestCluster
 
 EVENTS = 5_000
@@ -97,6 +98,20 @@ class RecordingSink:
                 await self.changed.wait()
 
 
+@dataclass
+class RecordingListener:
+    """The executor's ClusterListener: remembers what it was told."""
+
+    lost: list[str] = field(default_factory=list)
+    unusable: list[str] = field(default_factory=list)
+
+    def node_left(self, name: str, why: str) -> None:
+        self.lost.append(name)
+
+    def device_unusable(self, device: str, why: str) -> None:
+        self.unusable.append(device)
+
+
 def _job(task_id: str, device: str, tmp_path: Path) -> TrainingJob:
     return TrainingJob(
         task_id, "resnet18", "synthetic", 1, 8, 0.001, "adam", 32, 0, 0.2, device,
@@ -108,10 +123,18 @@ async def _with_executor(
     ray_cluster: RayTestCluster,
     actor: type[DeviceActor],
     body: Callable[[RayExecutor], Awaitable[None]],
+    listener: RecordingListener | None = None,
 ) -> None:
     cluster = RayCluster(ray_cluster.address)
     await asyncio.to_thread(cluster.connect)
-    executor = RayExecutor(cluster, prewarm=0, cancel_grace_s=1.0, actor_class=actor)
+    executor = RayExecutor(
+        cluster,
+        listener or RecordingListener(),
+        split_node=split_node,
+        prewarm=0,
+        cancel_grace_s=1.0,
+        actor_class=actor,
+    )
     try:
         await executor.start()
         await body(executor)
@@ -155,19 +178,19 @@ def test_a_job_that_ignores_cancel_is_killed_and_ends_cancelled(
 def test_a_device_where_no_actor_starts_is_unusable_and_its_job_not_started(
     ray_cluster: RayTestCluster, tmp_path: Path
 ) -> None:
+    listener = RecordingListener()
+
     async def body(executor: RayExecutor) -> None:
         sink = RecordingSink(threading.get_ident())
-        unusable: list[str] = []
-        executor.on_device_unusable = lambda device, why: unusable.append(device)
         executor.submit(_job("nowhere", "node-2/cpu", tmp_path), sink)
         await sink.until(lambda: "nowhere" in sink.outcomes)
         outcome = sink.outcomes["nowhere"]
         assert outcome.not_started and not outcome.interrupted  # the server queues it again
         assert outcome.error.startswith("no Ray actor could start on node-2/cpu: ")
         assert "no Tandem set-up on node-2" in outcome.error
-        assert unusable == ["node-2/cpu"]
+        assert listener.unusable == ["node-2/cpu"]
 
-    asyncio.run(_with_executor(ray_cluster, BrokenActor, body))
+    asyncio.run(_with_executor(ray_cluster, BrokenActor, body, listener))
 
 
 def _model_bytes(tmp_path: Path) -> bytes:

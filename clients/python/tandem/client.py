@@ -20,6 +20,7 @@ from typing import Any
 
 import grpc
 
+from tandem import contract
 from tandem.contract import DEFAULT_GRPC_PORT, DEFAULT_PAGE_SIZE
 from tandem.errors import TandemError, Unavailable, from_rpc_error
 from tandem.v1 import (
@@ -36,8 +37,9 @@ from tandem.v1 import (
 )
 
 DEFAULT_ADDRESS = f"127.0.0.1:{DEFAULT_GRPC_PORT}"
+# The terminal states as `tandem.v1.TaskState` numbers.
 TERMINAL_STATES = frozenset(
-    {task_pb2.TASK_STATE_SUCCEEDED, task_pb2.TASK_STATE_FAILED, task_pb2.TASK_STATE_CANCELLED}
+    task_pb2.TaskState.Value(f"TASK_STATE_{name}") for name in contract.TERMINAL_STATE_NAMES
 )
 
 

@@ -12,6 +12,12 @@ from __future__ import annotations
 
 from typing import Final
 
+# -- tasks --------------------------------------------------------------------------
+
+# The states a task ends in (`tandem.v1.TaskState` names without the prefix); the last
+# event of an ended task's log carries one of them.
+TERMINAL_STATE_NAMES: Final = ("SUCCEEDED", "FAILED", "CANCELLED")
+
 # -- every submit ---------------------------------------------------------------------
 
 # Lower runs first; equal priorities run in submit order.
