@@ -148,17 +148,6 @@ class TaskManager:
             raise not_found(f"task {task_id!r} does not exist")
         return stored
 
-    def list(
-        self,
-        *,
-        states: Sequence[TaskState],
-        kind: TaskKind | None,
-        page_size: int,
-        page_token: str,
-    ) -> tuple[list[TaskRecord], str, int]:
-        page = self.page(states=states, kind=kind, page_size=page_size, page_token=page_token)
-        return [*page.tasks], page.next_page_token, sum(page.totals.values())
-
     def page(
         self,
         *,

@@ -3,14 +3,10 @@
 SQLite runs in WAL mode with synchronous=NORMAL: a committed transaction survives a
 process crash, and readers never block the writer. The store is used from the
 server's event loop thread only; each call is one short transaction.
-
-Page tokens are opaque to callers and checked here: a token this store did not issue,
-or one issued for another shape of list, is a `BadPageToken`.
 """
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import json
 import sqlite3
@@ -18,6 +14,12 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from server.page_tokens import (
+    decode_kinds_page_token,
+    decode_page_token,
+    encode_kinds_page_token,
+    encode_page_token,
+)
 from server.records import TaskKind, TaskRecord, TaskState
 
 _SCHEMA = """
@@ -153,7 +155,7 @@ class TaskStore:
 
         `per_kind`: up to `page_size` tasks of each kind listed, each kind resuming after
         its own last task; else up to `page_size` tasks of all of them together.
-        Raises `BadPageToken` for a token not issued for this shape of list.
+        Raises `page_tokens.BadPageToken` for a token not issued for this shape of list.
         """
         kinds = tuple(TaskKind) if kind is None else (kind,)
         # The runs of the list, each with the row id it resumes below (None: the newest):
@@ -189,9 +191,9 @@ class TaskStore:
         if not any(resume.values()):
             token = ""
         elif per_kind:
-            token = _encode_kinds_page_token({run[0]: row for run, row in resume.items()})
+            token = encode_kinds_page_token({run[0]: row for run, row in resume.items()})
         else:
-            token = _encode_page_token(resume[kinds])
+            token = encode_page_token(resume[kinds])
         return TaskPage(
             tasks=tuple(record for _, record in newest),
             next_page_token=token,
@@ -254,97 +256,6 @@ class TaskStore:
             "DO UPDATE SET peak_bytes=MAX(peak_bytes, excluded.peak_bytes)",
             (model, batch_size, image_size, kind, peak_bytes),
         )
-
-
-class BadPageToken(ValueError):
-    """A page token this store did not issue."""
-
-
-_MAX_ROW_ID = 2**63 - 1
-
-
-# The two shapes of token: "id:N" resumes one list of all kinds below row N;
-# "kinds:training=N,inference=M" resumes each kind below its own row (0: nothing left).
-_ONE_LIST = "id"
-_PER_KIND = "kinds"
-
-
-def _encode_page_token(row_id: int) -> str:
-    return _encode(f"{_ONE_LIST}:{row_id}")
-
-
-def _encode_kinds_page_token(cursors: Mapping[TaskKind, int]) -> str:
-    return _encode(f"{_PER_KIND}:" + ",".join(f"{k.value}={v}" for k, v in cursors.items()))
-
-
-def _encode(text: str) -> str:
-    return base64.urlsafe_b64encode(text.encode()).decode()
-
-
-def decode_page_token(token: str) -> int:
-    """The row id a token of a list of all kinds together resumes below."""
-    body = _token_body(token, _ONE_LIST)
-    try:
-        return _row_id(body, lowest=1)
-    except ValueError:
-        raise _not_issued(token) from None
-
-
-def decode_kinds_page_token(token: str, kinds: Sequence[TaskKind]) -> dict[TaskKind, int]:
-    """Per kind, the row id a token of a list paged per kind resumes below; its kinds
-    must be `kinds`, those of the list it is asked to continue."""
-    body = _token_body(token, _PER_KIND)
-    cursors: dict[TaskKind, int] = {}
-    try:
-        for part in body.split(","):
-            name, _, value = part.partition("=")
-            kind = TaskKind(name)
-            if kind in cursors:
-                raise ValueError(part)
-            cursors[kind] = _row_id(value, lowest=0)
-    except ValueError:
-        raise _not_issued(token) from None
-    if set(cursors) != set(kinds):
-        raise BadPageToken(
-            f"page_token {token!r} continues a list of other kinds; ask for the same kind "
-            "as the page that gave it"
-        )
-    return cursors
-
-
-def _token_body(token: str, shape: str) -> str:
-    try:
-        text = base64.urlsafe_b64decode(token.encode()).decode()
-    except (ValueError, UnicodeDecodeError):
-        raise _not_issued(token) from None
-    prefix, _, body = text.partition(":")
-    if prefix == shape:
-        return body
-    if prefix == _ONE_LIST:
-        raise BadPageToken(
-            f"page_token {token!r} continues a list of all kinds together; "
-            "ask without page_per_kind"
-        )
-    if prefix == _PER_KIND:
-        raise BadPageToken(
-            f"page_token {token!r} continues a list paged per kind; ask with page_per_kind"
-        )
-    raise _not_issued(token)
-
-
-def _row_id(value: str, *, lowest: int) -> int:
-    # Only what the encoders write: a row id SQLite can hold (a bigger number would make
-    # the query raise OverflowError, an INTERNAL for a bad token).
-    if not (value.isascii() and value.isdigit() and len(value) <= 19):
-        raise ValueError(value)
-    row_id = int(value)
-    if not lowest <= row_id <= _MAX_ROW_ID:
-        raise ValueError(value)
-    return row_id
-
-
-def _not_issued(token: str) -> BadPageToken:
-    return BadPageToken(f"page_token {token!r} was not issued by this server")
 
 
 def _row(t: TaskRecord) -> tuple[object, ...]:

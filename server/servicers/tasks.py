@@ -7,8 +7,8 @@ from collections.abc import AsyncIterator
 from server.convert import KIND_FROM_PB, KIND_TO_PB, STATE_FROM_PB, event_to_pb, task_to_pb
 from server.errors import Context, invalid_argument, streaming, unary
 from server.manager import TaskManager
+from server.page_tokens import BadPageToken
 from server.records import TaskRecord, TaskState
-from server.store import BadPageToken
 from tandem import contract
 from tandem.v1 import task_pb2, task_service_pb2, task_service_pb2_grpc
 

@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from server.page_tokens import BadPageToken
 from server.records import TaskKind, TaskRecord, TaskState
-from server.store import BadPageToken, TaskPage, TaskStore
+from server.store import TaskPage, TaskStore
 
 TRAINING, INFERENCE = TaskKind.TRAINING, TaskKind.INFERENCE
 # Submit order: 5 training and 3 inference tasks, interleaved, every other one succeeded.

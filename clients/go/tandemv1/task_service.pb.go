@@ -139,7 +139,7 @@ type ListTasksRequest struct {
 	// tasks have all been sent adds none to later pages. `tasks` stays newest
 	// first over all kinds. Without it, `page_size` counts tasks of all kinds
 	// together. A page token continues only a list asked for with the same
-	// `page_per_kind` (and the same `kind`); any other is INVALID_ARGUMENT.
+	// `page_per_kind` (with it, also the same `kind`); else INVALID_ARGUMENT.
 	PagePerKind bool `protobuf:"varint,5,opt,name=page_per_kind,json=pagePerKind,proto3" json:"page_per_kind,omitempty"`
 }
 
