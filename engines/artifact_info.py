@@ -17,6 +17,7 @@ import io
 import math
 import os
 import pickle
+import reprlib
 import zipfile
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -27,9 +28,10 @@ from engines.jobs import first_line
 FORMAT = "tandem.model"
 VERSION = 1
 
-# data.pkl describes the tensors, it does not hold them: a few hundred bytes per tensor.
-# The cap keeps a crafted file from filling the server's memory.
-MAX_PICKLE_BYTES = 16 * 1024 * 1024
+# data.pkl describes the tensors, it does not hold them: a few hundred bytes per tensor
+# (about 100 KB for the largest torchvision model). The cap keeps a crafted file from
+# filling the server's memory or keeping a thread busy for long.
+MAX_PICKLE_BYTES = 4 * 1024 * 1024
 
 # torch.serialization's marks: a zip's first bytes, and the legacy format's header.
 _ZIP_MAGIC = b"PK\x03\x04"
@@ -114,7 +116,8 @@ def parse(raw: object, path: str, is_tensor: Callable[[object], bool]) -> Parsed
     version = raw.get("version")
     if version != VERSION:
         raise ArtifactError(
-            f"model file {path} has format version {version!r}; this Tandem reads version {VERSION}"
+            f"model file {path} has format version {reprlib.repr(version)}; "
+            f"this Tandem reads version {VERSION}"
         )
     classes = _field(raw, "classes", list, path)
     if not classes or not all(isinstance(name, str) for name in classes):
@@ -163,7 +166,59 @@ def _rebuild_tensor(*_args: object) -> _Tensor:
     return _TENSOR
 
 
-class _HeaderUnpickler(pickle.Unpickler):
+# Opcodes a torch.save header never needs: sets and text-protocol memo indices are the
+# only ways, besides dict keys, to make the unpickler hash values chosen by the file.
+_REFUSED_OPCODES = tuple(
+    op[0] for op in (pickle.EMPTY_SET, pickle.ADDITEMS, pickle.FROZENSET, pickle.PUT, pickle.GET)
+)
+# Dict keys a torch.save header holds: names, and small ints (an optimizer's parameter
+# indices). Both hash without collisions that a file could arrange (str hashes are
+# salted per process; distinct ints below 2**60 hash apart), so no dict it builds can
+# be made to take quadratic time.
+_MAX_INT_KEY = 2**60
+
+
+def _check_keys(keys: list[Any]) -> None:
+    for key in keys:
+        if type(key) is str or (type(key) is int and -_MAX_INT_KEY < key < _MAX_INT_KEY):
+            continue
+        raise pickle.UnpicklingError(
+            f"a model file's tables are keyed by names or small numbers, not {reprlib.repr(key)}"
+        )
+
+
+def _refused(unpickler: Any) -> None:
+    raise pickle.UnpicklingError("a model file holds no sets and no text-protocol memo")
+
+
+_BASE_DISPATCH: dict[int, Callable[[Any], None]] = pickle._Unpickler.dispatch
+
+
+def _keys_checked(opcode: bytes, keys: Callable[[list[Any]], list[Any]]) -> Callable[[Any], None]:
+    """The base unpickler's handling of `opcode`, once the keys it will insert pass."""
+    base = _BASE_DISPATCH[opcode[0]]
+
+    def load(unpickler: Any) -> None:
+        _check_keys(keys(unpickler.stack))
+        base(unpickler)
+
+    return load
+
+
+class _HeaderUnpickler(pickle._Unpickler):
+    """The pure-Python unpickler, so that reading a file in a thread never holds the GIL
+    for long (the C one runs a whole opcode, however big, without letting go), with
+    every dict's keys checked and the opcodes a header never needs refused."""
+
+    dispatch = {
+        **_BASE_DISPATCH,
+        # The stack holds the items since the last mark (SETITEMS, DICT: key, value, ...).
+        pickle.SETITEM[0]: _keys_checked(pickle.SETITEM, lambda stack: [stack[-2]]),
+        pickle.SETITEMS[0]: _keys_checked(pickle.SETITEMS, lambda stack: stack[0::2]),
+        pickle.DICT[0]: _keys_checked(pickle.DICT, lambda stack: stack[0::2]),
+        **dict.fromkeys(_REFUSED_OPCODES, _refused),
+    }
+
     # The only globals a torch.save of tensors and builtins names, each answered with an
     # inert stand-in (torch is never imported). Names, not modules: `torch._utils` holds
     # a family of `_rebuild_*` functions that grows between torch versions.
@@ -223,6 +278,8 @@ def read_info(path: str) -> ArtifactInfo:
     check_file(path)
     try:
         raw = _load_raw(path)
-    except Exception as exc:
+        return parse(raw, path, lambda value: isinstance(value, _Tensor)).info
+    except ArtifactError:
+        raise
+    except Exception as exc:  # numbers too big to convert, nesting too deep, ...
         raise unreadable(path, exc) from None
-    return parse(raw, path, lambda value: isinstance(value, _Tensor)).info

@@ -75,14 +75,22 @@ class Service:
     store: TaskStore
     # Where the in-process REST gateway dials this server.
     internal_target: str
-    # Undoes everything `create_server` started, in reverse order.
+    # Undoes everything `create_server` started, in reverse order; it stops the gRPC
+    # server with `_grace.seconds`.
     _stack: AsyncExitStack = field(repr=False)
-    _grace_s: list[float] = field(default_factory=lambda: [5.0], repr=False)
+    _grace: _Grace = field(repr=False)
 
     async def stop(self, grace_s: float = 5.0) -> None:
         """Stops taking calls, lets open calls finish for `grace_s`, then stops workers."""
-        self._grace_s[0] = grace_s
+        self._grace.seconds = grace_s
         await self._stack.aclose()
+
+
+@dataclass
+class _Grace:
+    """How long open calls may finish when the gRPC server stops (set by `stop`)."""
+
+    seconds: float = 5.0
 
 
 class DataDirError(OSError):
@@ -162,10 +170,10 @@ async def create_server(
         port, internal_target, private_socket = _bind(server, config, tls)
         if private_socket is not None:
             stack.callback(private_socket.remove)
-        grace_s = [5.0]
+        grace = _Grace()
 
         async def stop_server() -> None:
-            await server.stop(grace_s[0])
+            await server.stop(grace.seconds)
 
         stack.push_async_callback(stop_server)
         await model_server.start()
@@ -196,7 +204,7 @@ async def create_server(
             store,
             internal_target,
             stack.pop_all(),
-            grace_s,
+            grace,
         )
     return service, port
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -265,3 +266,39 @@ def test_the_description_of_a_damaged_artifact_is_refused(
     torch.save({**raw, **changes}, path)
     with pytest.raises(ArtifactError, match=message):
         read_info(str(path))
+
+
+def _zip_with_pickle(path: Path, data: bytes) -> str:
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("archive/data.pkl", data)
+    return str(path)
+
+
+# Keys whose hashes collide (Python's int hash is not salted: n and n + k * (2**61 - 1)
+# hash alike), so each insert would scan all before it: minutes of one opcode in C.
+_COLLIDING = {k * (2**61 - 1): 0 for k in range(1, 2000)}
+
+
+@pytest.mark.parametrize(
+    ("content", "words"),
+    [
+        ({"format": "tandem.model", "table": _COLLIDING}, "keyed by names or small numbers"),
+        ({"format": "tandem.model", "table": {(1, 2): 0}}, "keyed by names or small numbers"),
+        ({"format": "tandem.model", "names": {"a", "b"}}, "no sets"),
+        ({"format": "tandem.model", "names": frozenset({"a"})}, "no sets"),
+    ],
+)
+def test_the_description_refuses_tables_a_file_could_make_slow(
+    tmp_path: Path, content: dict[str, Any], words: str
+) -> None:
+    path = _zip_with_pickle(tmp_path / "crafted.pt", pickle.dumps(content, protocol=4))
+    with pytest.raises(ArtifactError, match=words):
+        read_info(path)
+
+
+def test_the_description_refuses_text_protocol_memo_indices(tmp_path: Path) -> None:
+    shared = ["a"]
+    data = pickle.dumps({"format": "tandem.model", "x": shared, "y": shared}, protocol=0)
+    assert b"p0" in data or b"g0" in data  # protocol 0 memoises with text indices
+    with pytest.raises(ArtifactError, match="no sets and no text-protocol memo"):
+        read_info(_zip_with_pickle(tmp_path / "text-memo.pt", data))
