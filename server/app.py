@@ -182,10 +182,11 @@ async def create_server(
         stack.push_async_callback(dispatcher.close)
         if backend.cluster is not None:
             backend.cluster.watch(devices)
-        await manager.start()
-        # The manager first: it ends the Logs streams, which would otherwise hold the
-        # server's grace period, and stops recording what workers report.
+        # The manager closes first: it ends the Logs streams, which would otherwise hold
+        # the server's grace period, and stops recording what workers report (also
+        # when its own start, the recovery of earlier tasks, fails part-way).
         stack.push_async_callback(manager.close)
+        await manager.start()
         await server.start()
         stack.push_async_callback(health_servicer.enter_graceful_shutdown)
         # SERVING only now: the store is open, queued tasks are back, workers are starting.

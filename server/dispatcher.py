@@ -2,9 +2,14 @@
 
 Every job that needs a slot, a task or a served model alike, is `queue`d and gets a
 future that resolves with its `Admission` (or fails with `DeviceGone` when the only
-devices it could use leave). Whoever awaits it starts the job and later `release`s the
-slot. Cancelling the future withdraws the job: a waiting one leaves the line, an
-admitted one gives its slot back at once, so an abandoned wait never holds a slot.
+devices it could use leave). Whoever holds it starts the job and later `release`s the
+slot; a `start` given to `queue` is called in the same instant as the admission, so
+no other event (a cancel, a node leaving) can fall between the two. Cancelling the
+future withdraws the job: a waiting one leaves the line, and one admitted meanwhile
+gives its slot back at once, so an abandoned wait never holds a slot.
+
+A device that leaves while jobs still hold its slots is held (nothing new starts
+there) and removed when the last of them is released.
 
 The dispatcher also runs the tick: a periodic pass of the arbiter (aging changes who
 is first even when nothing starts or ends) followed by the housekeeping it was given.
@@ -21,6 +26,7 @@ import collections
 import contextlib
 import logging
 from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
 
 from scheduler import Admission, Arbiter, Limits, Request
 
@@ -29,6 +35,12 @@ log = logging.getLogger(__name__)
 
 class DeviceGone(Exception):
     """Every device a waiting job could run on has left; the message says why."""
+
+
+@dataclass(frozen=True, eq=False)
+class _Waiter:
+    future: asyncio.Future[Admission]
+    start: Callable[[Admission], None] | None
 
 
 class Dispatcher:
@@ -44,7 +56,9 @@ class Dispatcher:
         self._arbiter = arbiter
         self._tick_interval_s = tick_interval_s
         self._housekeeping = tuple(housekeeping)
-        self._waiters: dict[str, asyncio.Future[Admission]] = {}
+        self._waiters: dict[str, _Waiter] = {}
+        # Devices that left while jobs ran there, with why: removed at their last release.
+        self._leaving: dict[str, str] = {}
         # Admissions not yet handed over, and whether `_hand_over` is draining them: a
         # slot given back while handing over admits the next job, and so on; that chain
         # is a loop over this queue, not a recursion, so it cannot overflow the stack.
@@ -73,17 +87,23 @@ class Dispatcher:
 
     # -- admission -------------------------------------------------------------------
 
-    def queue(self, request: Request) -> asyncio.Future[Admission]:
-        """Queues `request`; its future resolves when it is admitted. Raises what
+    def queue(
+        self, request: Request, *, start: Callable[[Admission], None] | None = None
+    ) -> asyncio.Future[Admission]:
+        """Queues `request`; its future resolves when it is admitted, and `start` (if
+        given) is called with the admission at that instant. Raises what
         `Arbiter.submit` raises (QueueFull, ValueError), leaving nothing behind."""
+        if request.job_id in self._waiters:
+            raise ValueError(f"job {request.job_id!r} is already waiting")
         future: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
-        self._waiters[request.job_id] = future
+        waiter = _Waiter(future, start)
+        self._waiters[request.job_id] = waiter
         try:
             admissions = self._arbiter.submit(request)
         except BaseException:
             del self._waiters[request.job_id]
             raise
-        future.add_done_callback(lambda f: self._cancelled(request.job_id, f))
+        future.add_done_callback(lambda _: self._cancelled(request.job_id, waiter))
         self._hand_over(admissions)
         self._passed()
         return future
@@ -101,14 +121,13 @@ class Dispatcher:
 
     def release(self, job_id: str) -> None:
         """Gives back the slot of an admitted job; nothing if it holds none."""
-        if job_id in self._arbiter.running():
-            self._hand_over(self._arbiter.release(job_id))
+        self._hand_over(self._release(job_id))
 
     def withdraw(self, job_id: str) -> None:
         """Takes a job out: out of line if waiting, its slot back if admitted."""
-        future = self._waiters.pop(job_id, None)
-        if future is not None and not future.done():
-            future.cancel()
+        waiter = self._waiters.pop(job_id, None)
+        if waiter is not None:
+            waiter.future.cancel()
         self._arbiter.cancel(job_id)
         self.release(job_id)
 
@@ -125,12 +144,20 @@ class Dispatcher:
         self._hand_over(self._arbiter.tick())
 
     def remove_device(self, device: str, why: str) -> None:
-        """Forgets `device` (nothing runs there any more). A waiting job that could run
-        only there is dropped: its future fails with `DeviceGone(why)`."""
+        """Forgets `device`. A waiting job that could run only there is dropped: its
+        future fails with `DeviceGone(why)`. While jobs still hold slots there, the
+        device is held and removed when the last of them is released. KeyError if
+        the device is unknown."""
+        if any(a.device == device for a in self._arbiter.running().values()):
+            self._arbiter.limits(device)  # KeyError if unknown
+            self._leaving[device] = why
+            self.set_limits(device, training=0, inference=0)
+            return
+        self._leaving.pop(device, None)
         for job_id in self._arbiter.remove_device(device):
-            future = self._waiters.pop(job_id, None)
-            if future is not None and not future.done():
-                future.set_exception(DeviceGone(why))
+            waiter = self._waiters.pop(job_id, None)
+            if waiter is not None and not waiter.future.done():
+                waiter.future.set_exception(DeviceGone(why))
 
     # -- passes ------------------------------------------------------------------------
 
@@ -163,22 +190,39 @@ class Dispatcher:
         try:
             while self._admissions:
                 admission = self._admissions.popleft()
-                future = self._waiters.pop(admission.job_id, None)
-                if future is None or future.done() or self._closed:
+                waiter = self._waiters.pop(admission.job_id, None)
+                if waiter is None or waiter.future.done() or self._closed:
                     # Withdrawn meanwhile, or unknown: never hold a slot nobody uses.
-                    if future is None and not self._closed:
+                    if waiter is None and not self._closed:
                         log.error("admission for unknown job %s", admission.job_id)
-                    if admission.job_id in self._arbiter.running():
-                        self._admissions.extend(self._arbiter.release(admission.job_id))
+                    self._admissions.extend(self._release(admission.job_id))
                     continue
-                future.set_result(admission)
+                waiter.future.set_result(admission)
+                if waiter.start is not None:
+                    try:
+                        waiter.start(admission)
+                    except Exception:  # a bug in the starter must not stall admissions
+                        log.exception("could not start job %s", admission.job_id)
+                        self._admissions.extend(self._release(admission.job_id))
         finally:
             self._handing_over = False
 
-    def _cancelled(self, job_id: str, future: asyncio.Future[Admission]) -> None:
-        """A waiter that is cancelled cleans up after itself."""
-        if not future.cancelled():
-            return
-        self._waiters.pop(job_id, None)
-        self._arbiter.cancel(job_id)
-        self.release(job_id)
+    def _release(self, job_id: str) -> list[Admission]:
+        """Frees the job's slot (if it holds one); removes a leaving device it emptied."""
+        admission = self._arbiter.running().get(job_id)
+        if admission is None:
+            return []
+        admissions = self._arbiter.release(job_id)
+        why = self._leaving.get(admission.device)
+        if why is not None and not any(
+            a.device == admission.device for a in self._arbiter.running().values()
+        ):
+            self.remove_device(admission.device, why)
+        return admissions
+
+    def _cancelled(self, job_id: str, waiter: _Waiter) -> None:
+        """A waiter whose future is cancelled before its admission leaves the line (one
+        admitted in the meantime gave its slot back in `_hand_over`)."""
+        if waiter.future.cancelled() and self._waiters.get(job_id) is waiter:
+            del self._waiters[job_id]
+            self._arbiter.cancel(job_id)

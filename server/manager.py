@@ -81,13 +81,22 @@ class TaskManager:
 
     async def start(self) -> None:
         """Brings back the tasks of an earlier run on this data dir."""
-        for recovered in self._recovery.recover():
-            task = recovered.task
+        for unfinished in self._recovery.unfinished():
+            task = unfinished.task
             self._active[task.task_id] = task
-            if recovered.admission is None:
-                self._end(task, TaskState.FAILED, recovered.failure)
-            else:
-                self._await_admission(task, recovered.admission)
+            if unfinished.failure:
+                if unfinished.note:  # say where it stood before saying why it fails
+                    self._recovery.mark_queued(task, unfinished.note)
+                self._end(task, TaskState.FAILED, unfinished.failure)
+                continue
+            try:
+                admission = self._recovery.queue_again(
+                    task, unfinished.note, unfinished.candidates, self._start
+                )
+            except RequeueRefused as exc:
+                self._end(task, TaskState.FAILED, f"could not be requeued after a restart: {exc}")
+                continue
+            self._watch_admission(task, admission)
 
     async def close(self) -> None:
         """Stops recording and ends every open Logs stream (followers resume with
@@ -132,11 +141,11 @@ class TaskManager:
             task.task_id, kind.slot, task.priority, candidates, memory_bytes=memory_bytes
         )
         try:
-            admission = self._dispatcher.queue(request)
+            admission = self._dispatcher.queue(request, start=lambda a: self._start(task, a))
         except QueueFull as exc:
             self._end(task, TaskState.FAILED, f"refused: {exc}")
             raise resource_exhausted(str(exc)) from None
-        self._await_admission(task, admission)
+        self._watch_admission(task, admission)
         return accepted
 
     def get(self, task_id: str) -> TaskRecord:
@@ -226,9 +235,12 @@ class TaskManager:
         task = self._active.get(task_id)
         if task is None or self._closing:
             return
+        queued_again = False
         try:
-            if (outcome.interrupted or outcome.not_started) and self._queue_again(task, outcome):
-                return
+            if outcome.interrupted or outcome.not_started:
+                queued_again = self._queue_again(task, outcome)
+                if queued_again:
+                    return
             self._cancel_requested.discard(task_id)
             if outcome.result is not None:
                 task.metrics.update(outcome.result.metrics)
@@ -250,8 +262,9 @@ class TaskManager:
                         self._planner.out_of_memory(task.shape())
                 self._end(task, TaskState.FAILED, outcome.error or "failed for an unknown reason")
         finally:
-            # Whatever went wrong recording the end, the slot must not leak.
-            if task.state is not TaskState.QUEUED:
+            # Whatever went wrong recording the end, the slot must not leak. (A task
+            # queued again may even be running anew by now: its slot is its new one.)
+            if not queued_again:
                 self._active.pop(task_id, None)
                 self._journal.logs.close(task_id)
                 self._dispatcher.release(task_id)
@@ -259,41 +272,37 @@ class TaskManager:
     # -- internals -------------------------------------------------------------------
 
     def _queue_again(self, task: TaskRecord, outcome: JobOutcome) -> bool:
-        """Queues again a job that ended through no fault of its own; False if not."""
+        """Queues again a job that ended through no fault of its own; False if not.
+        True also when queueing it failed it: either way its end is dealt with."""
         if task.task_id in self._cancel_requested:
             return False
         try:
-            admission = self._recovery.requeue(task, outcome)
+            admission = self._recovery.requeue(task, outcome, self._start)
         except RequeueRefused as exc:
-            self._end(task, TaskState.FAILED, str(exc))
+            self._end(task, TaskState.FAILED, str(exc))  # its slot was given back to queue it
             return True
         if admission is None:
             return False
-        self._await_admission(task, admission)
+        self._watch_admission(task, admission)
         return True
 
-    def _await_admission(self, task: TaskRecord, admission: asyncio.Future[Admission]) -> None:
-        admission.add_done_callback(lambda future: self._admitted(task, future))
+    def _watch_admission(self, task: TaskRecord, admission: asyncio.Future[Admission]) -> None:
+        """Fails the task if it can never be admitted (the devices it could use left);
+        its admission itself starts it (`_start`, called by the dispatcher)."""
 
-    def _admitted(self, task: TaskRecord, future: asyncio.Future[Admission]) -> None:
-        if future.cancelled() or self._closing:
-            return  # withdrawn: the task was cancelled while queued
-        error = future.exception()
-        if isinstance(error, DeviceGone):
-            self._end(task, TaskState.FAILED, f"{error}; the task could run only there")
-            return
-        if error is not None:  # cannot happen; never leave the task hanging
-            self._end(task, TaskState.FAILED, f"could not be admitted: {error}")
-            return
-        admission = future.result()
-        if self._active.get(task.task_id) is not task or task.state is not TaskState.QUEUED:
-            # Cannot happen while the dispatcher and the manager agree; never run twice.
-            log.error("admission for unknown or non-queued task %s", task.task_id)
-            self._dispatcher.release(task.task_id)
-            return
-        self._start(task, admission)
+        def not_admitted(future: asyncio.Future[Admission]) -> None:
+            error = None if future.cancelled() else future.exception()
+            if isinstance(error, DeviceGone) and self._active.get(task.task_id) is task:
+                self._end(task, TaskState.FAILED, f"{error}; the task could run only there")
+
+        admission.add_done_callback(not_admitted)
 
     def _start(self, task: TaskRecord, admission: Admission) -> None:
+        if self._closing or self._active.get(task.task_id) is not task:
+            # Cannot happen while the dispatcher and the manager agree; never run twice.
+            log.error("admission for unknown or ended task %s", task.task_id)
+            self._dispatcher.release(task.task_id)
+            return
         task.state = TaskState.RUNNING
         task.assigned_device = admission.device
         task.start_time = time.time()

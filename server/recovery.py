@@ -7,15 +7,15 @@
   device could not take it) waits again, less that device if it is held now; training
   whose machine went away resumes from its last checkpoint on the other nodes.
 
-Recovery decides and queues; the task manager starts what is admitted and ends what
-cannot be queued again, so a task's end is written in one place.
+Recovery decides and queues; the task manager starts what is admitted (its `start`,
+called at the instant of admission) and ends what cannot be queued again, so a task's
+end is written in one place.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from engines.checkpoints import latest_checkpoint
@@ -31,19 +31,23 @@ from server.memory import MemoryPlanner
 from server.records import TaskKind, TaskRecord, TaskState
 from server.store import TaskStore
 
-log = logging.getLogger(__name__)
-
 
 class RequeueRefused(Exception):
     """A task could not be queued again; the message says why."""
 
 
+# Starts an admitted task; called by the dispatcher in the instant of its admission.
+Start = Callable[[TaskRecord, Admission], None]
+
+
 @dataclass(frozen=True)
-class Recovered:
-    """A task brought back: its admission to wait for, or why it failed instead."""
+class Unfinished:
+    """A task an earlier run left: why it goes back in the queue (`note`) and where it
+    may run, or why it fails instead (`failure`, after `note` if it has one)."""
 
     task: TaskRecord
-    admission: asyncio.Future[Admission] | None
+    note: str = ""
+    candidates: tuple[str, ...] = ()
     failure: str = ""
 
 
@@ -71,24 +75,18 @@ class Recovery:
         return latest_checkpoint(str(self._config.task_dir(task.task_id)))
 
     def queue_again(
-        self, task: TaskRecord, note: str, candidates: Sequence[str]
+        self, task: TaskRecord, note: str, candidates: Sequence[str], start: Start
     ) -> asyncio.Future[Admission]:
         """Puts `task` back in the queue for `candidates` with a fresh memory estimate;
-        its log says `note`. Raises RequeueRefused: before any change if it fits on
-        none of them, else after the task was marked QUEUED (its owner then fails it)."""
+        its log says `note`; `start` starts it when admitted. Raises RequeueRefused:
+        before any change if it fits on none of them, else after the task was marked
+        QUEUED (its owner then fails it)."""
         try:
             memory_bytes, fitting = self._planner.plan(task.shape(), candidates)
         except ServiceError as exc:
             raise RequeueRefused(exc.message) from None
         self._dispatcher.release(task.task_id)  # a job that never began may hold its slot
-        if task.state is TaskState.QUEUED:
-            self._journal.event(task, "log", note)
-        else:
-            task.state = TaskState.QUEUED
-            task.assigned_device = ""
-            task.start_time = None
-            self._journal.save(task)
-            self._journal.event(task, "state", note, state=TaskState.QUEUED, level="warning")
+        self.mark_queued(task, note)
         request = Request(
             job_id=task.task_id,
             kind=task.kind.slot,
@@ -97,48 +95,55 @@ class Recovery:
             memory_bytes=memory_bytes,
         )
         try:
-            return self._dispatcher.queue(request)
+            return self._dispatcher.queue(request, start=lambda a: start(task, a))
         except (QueueFull, ValueError) as exc:
             raise RequeueRefused(str(exc)) from None
 
-    def recover(self) -> list[Recovered]:
-        """Brings back the tasks an earlier run of the server left unfinished."""
-        recovered: list[Recovered] = []
-        notes: dict[str, str] = {}
-        tasks: list[TaskRecord] = []
+    def mark_queued(self, task: TaskRecord, note: str) -> None:
+        """Records that `task` waits again (a state event with `note`); for a task that
+        was waiting already, `note` is only logged."""
+        if task.state is TaskState.QUEUED:
+            self._journal.event(task, "log", note)
+            return
+        task.state = TaskState.QUEUED
+        task.assigned_device = ""
+        task.start_time = None
+        self._journal.save(task)
+        self._journal.event(task, "state", note, state=TaskState.QUEUED, level="warning")
+
+    def unfinished(self) -> list[Unfinished]:
+        """The tasks an earlier run of the server left unfinished, in submit order; a
+        task whose log shows it ended is repaired instead."""
+        found: list[Unfinished] = []
         for task in self._store.in_states([TaskState.RUNNING]):
             if self._journal.repair_from_log(task):
                 continue
             if task.kind is TaskKind.TRAINING:
                 checkpoint = self.checkpoint(task)
                 if checkpoint is None:
-                    recovered.append(Recovered(task, None, "interrupted by restart"))
+                    found.append(Unfinished(task, failure="interrupted by restart"))
                     continue
-                epoch = checkpoint[0]
-                notes[task.task_id] = f"interrupted by restart; will resume from epoch {epoch}"
+                note = f"interrupted by restart; will resume from epoch {checkpoint[0]}"
             else:
-                notes[task.task_id] = "interrupted by restart; queued to run again"
-            tasks.append(task)
+                note = "interrupted by restart; queued to run again"
+            found.append(Unfinished(task, note, self._devices.candidates(task.device)))
         for task in self._store.in_states([TaskState.QUEUED]):
             if not self._journal.repair_from_log(task):
-                notes[task.task_id] = "requeued after a server restart"
-                tasks.append(task)
-        for task in sorted(tasks, key=lambda t: t.create_time):  # in submit order
-            candidates = self._devices.candidates(task.device)
-            if not candidates:
-                reason = f"device {task.device} is no longer available"
-                recovered.append(Recovered(task, None, reason))
-                continue
-            try:
-                future = self.queue_again(task, notes[task.task_id], candidates)
-            except RequeueRefused as exc:
-                reason = f"could not be requeued after a restart: {exc}"
-                recovered.append(Recovered(task, None, reason))
-                continue
-            recovered.append(Recovered(task, future))
-        return recovered
+                note = "requeued after a server restart"
+                found.append(Unfinished(task, note, self._devices.candidates(task.device)))
+        found.sort(key=lambda u: u.task.create_time)
+        return [
+            u
+            if u.failure or u.candidates
+            else Unfinished(
+                u.task, u.note, failure=f"device {u.task.device} is no longer available"
+            )
+            for u in found
+        ]
 
-    def requeue(self, task: TaskRecord, outcome: JobOutcome) -> asyncio.Future[Admission] | None:
+    def requeue(
+        self, task: TaskRecord, outcome: JobOutcome, start: Start
+    ) -> asyncio.Future[Admission] | None:
         """Queues again a task whose job ended through no fault of its own (see the
         module docstring); None if it cannot be. Raises RequeueRefused after the task
         was marked QUEUED, if the queue would not take it."""
@@ -162,7 +167,7 @@ class Recovery:
         if not candidates:
             return None
         try:
-            return self.queue_again(task, note, candidates)
+            return self.queue_again(task, note, candidates, start)
         except RequeueRefused as exc:
             if task.state is not TaskState.QUEUED:
                 return None  # refused before any change: the job's own outcome stands

@@ -135,3 +135,46 @@ async def test_the_tick_runs_housekeeping_and_wakes_pass_waiters() -> None:
         await asyncio.wait_for(passed, timeout=10)
     finally:
         await dispatcher.close()
+
+
+@on_a_loop
+async def test_start_is_called_in_the_instant_of_admission_in_order() -> None:
+    dispatcher = _dispatcher()
+    started: list[str] = []
+    dispatcher.queue(_training("running"))
+    for job_id, priority in (("b", 5), ("a", 1)):
+        dispatcher.queue(_training(job_id, priority), start=lambda a: started.append(a.job_id))
+    dispatcher.release("running")
+    assert started == ["a"]  # before the loop turns: nothing can fall in between
+    dispatcher.release("a")
+    assert started == ["a", "b"]
+
+
+@on_a_loop
+async def test_a_device_left_while_busy_is_held_then_removed_at_its_last_release() -> None:
+    arbiter = Arbiter(
+        {"cpu": Limits(training=1, inference=1), "node-2/cpu": Limits(training=1, inference=1)},
+        max_waiting=10,
+    )
+    dispatcher = Dispatcher(arbiter, tick_interval_s=0.01)
+    dispatcher.queue(_training("there", devices=("node-2/cpu",)))
+    only_there = dispatcher.queue(_training("only-there", devices=("node-2/cpu",)))
+    dispatcher.remove_device("node-2/cpu", "node-2 left the Ray cluster")
+    assert "node-2/cpu" in arbiter.devices
+    assert arbiter.limits("node-2/cpu") == Limits(training=0, inference=0)  # held
+    assert not only_there.done()
+    dispatcher.release("there")
+    assert arbiter.devices == ("cpu",)
+    with pytest.raises(DeviceGone, match="node-2 left"):
+        only_there.result()
+
+
+@on_a_loop
+async def test_a_job_id_already_waiting_is_refused_and_the_first_keeps_its_place() -> None:
+    dispatcher = _dispatcher()
+    dispatcher.queue(_training("running"))
+    first = dispatcher.queue(_training("twice"))
+    with pytest.raises(ValueError, match="already waiting"):
+        dispatcher.queue(_training("twice"))
+    dispatcher.release("running")
+    assert first.result().job_id == "twice"
