@@ -13,7 +13,7 @@ import io
 import os
 import uuid
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import IO, Any
 
 import torch
@@ -23,7 +23,7 @@ from engines.artifact_info import (
     FORMAT,
     VERSION,
     ArtifactError,
-    Triple,
+    ArtifactInfo,
     check_file,
     parse,
     unreadable,
@@ -40,16 +40,9 @@ __all__ = [
 
 
 @dataclass(frozen=True)
-class ModelArtifact:
+class ModelArtifact(ArtifactInfo):
     """A loaded artifact: the model's description and its weights (on `map_location`)."""
 
-    architecture: str
-    classes: tuple[str, ...]
-    image_size: int
-    mean: Triple
-    std: Triple
-    epoch: int
-    metrics: Mapping[str, float]
     state_dict: Mapping[str, torch.Tensor] = field(repr=False)
     optimizer_state: Mapping[str, Any] | None = field(default=None, repr=False)
 
@@ -136,15 +129,8 @@ def save_artifact(
 
 def _parse(raw: object, path: str) -> ModelArtifact:
     parsed = parse(raw, path, lambda value: isinstance(value, torch.Tensor))
-    info = parsed.info
     return ModelArtifact(
-        architecture=info.architecture,
-        classes=info.classes,
-        image_size=info.image_size,
-        mean=info.mean,
-        std=info.std,
-        epoch=info.epoch,
-        metrics=info.metrics,
+        **{f.name: getattr(parsed.info, f.name) for f in fields(ArtifactInfo)},
         state_dict=parsed.state_dict,
         optimizer_state=parsed.optimizer_state,
     )
