@@ -93,3 +93,19 @@ class ServedProcess:
         traceback: TracebackType | None,
     ) -> None:
         self.stop()
+
+
+def children(pid: int) -> list[int]:
+    """Process ids whose parent is `pid` (a served server's workers)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+        except OSError:
+            continue
+        # The command name is in parentheses and may hold spaces: split after it.
+        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+            found.append(int(entry.name))
+    return found

@@ -10,25 +10,9 @@ from PIL import Image
 
 from tandem import Client
 from tandem.v1 import task_pb2
-from tests.harness.served import ServedProcess
+from tests.harness.served import ServedProcess, children
 
 SMALL = {"device": "cpu", "image_size": 16, "batch_size": 32}
-
-
-def children(pid: int) -> list[int]:
-    """Process ids whose parent is `pid`: the server's workers."""
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-        except OSError:
-            continue
-        # The command name is in parentheses and may hold spaces: split after it.
-        if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
-            found.append(int(entry.name))
-    return found
 
 
 def mapped_torch(pid: int) -> list[str]:
