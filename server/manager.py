@@ -298,9 +298,11 @@ class TaskManager:
         admission.add_done_callback(not_admitted)
 
     def _start(self, task: TaskRecord, admission: Admission) -> None:
-        if self._closing or self._active.get(task.task_id) is not task:
+        if self._closing:
+            return  # stopping: the task stays QUEUED for the next start
+        if self._active.get(task.task_id) is not task or task.state is not TaskState.QUEUED:
             # Cannot happen while the dispatcher and the manager agree; never run twice.
-            log.error("admission for unknown or ended task %s", task.task_id)
+            log.error("admission for unknown or non-queued task %s", task.task_id)
             self._dispatcher.release(task.task_id)
             return
         task.state = TaskState.RUNNING
