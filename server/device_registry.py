@@ -63,7 +63,8 @@ class DeviceRegistry:
 
     @property
     def devices(self) -> tuple[str, ...]:
-        return self._dispatcher.arbiter.devices
+        """Every device jobs may ask for (not those that are leaving)."""
+        return self._dispatcher.devices
 
     def limits(self, device: str) -> Limits:
         return self._dispatcher.arbiter.limits(device)

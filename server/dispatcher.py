@@ -133,14 +133,27 @@ class Dispatcher:
 
     # -- devices -----------------------------------------------------------------------
 
+    @property
+    def devices(self) -> tuple[str, ...]:
+        """The devices jobs may ask for: the arbiter's, less those that are leaving."""
+        return tuple(d for d in self._arbiter.devices if d not in self._leaving)
+
     def set_limits(self, device: str, *, training: int | None, inference: int | None) -> None:
+        """Changes a device's limits; a leaving device stays at 0 until it is gone."""
+        if device in self._leaving:
+            training = inference = 0
         self._hand_over(self._arbiter.set_limits(device, training=training, inference=inference))
 
     def add_devices(self, devices: Iterable[tuple[str, Limits]]) -> None:
-        """New devices; waiting jobs that may use them are admitted at once."""
+        """New devices (or leaving ones that are back); waiting jobs that may use them
+        are admitted at once."""
         for device, limits in devices:
             if device not in self._arbiter.devices:
                 self._arbiter.add_device(device, limits)
+            elif self._leaving.pop(device, None) is not None:
+                self._arbiter.set_limits(
+                    device, training=limits.training, inference=limits.inference
+                )
         self._hand_over(self._arbiter.tick())
 
     def remove_device(self, device: str, why: str) -> None:
@@ -151,7 +164,7 @@ class Dispatcher:
         if any(a.device == device for a in self._arbiter.running().values()):
             self._arbiter.limits(device)  # KeyError if unknown
             self._leaving[device] = why
-            self.set_limits(device, training=0, inference=0)
+            self._hand_over(self._arbiter.set_limits(device, training=0, inference=0))
             return
         self._leaving.pop(device, None)
         for job_id in self._arbiter.remove_device(device):

@@ -84,17 +84,19 @@ class TaskManager:
         for unfinished in self._recovery.unfinished():
             task = unfinished.task
             self._active[task.task_id] = task
-            if unfinished.failure:
-                if unfinished.note:  # say where it stood before saying why it fails
+            failure = unfinished.failure
+            if not failure:
+                try:
+                    admission = self._recovery.queue_again(
+                        task, unfinished.note, unfinished.candidates, self._start
+                    )
+                except RequeueRefused as exc:
+                    failure = f"could not be requeued after a restart: {exc}"
+            if failure:
+                if unfinished.note and task.state is TaskState.RUNNING:
+                    # An interrupted task says where it stood before why it fails.
                     self._recovery.mark_queued(task, unfinished.note)
-                self._end(task, TaskState.FAILED, unfinished.failure)
-                continue
-            try:
-                admission = self._recovery.queue_again(
-                    task, unfinished.note, unfinished.candidates, self._start
-                )
-            except RequeueRefused as exc:
-                self._end(task, TaskState.FAILED, f"could not be requeued after a restart: {exc}")
+                self._end(task, TaskState.FAILED, failure)
                 continue
             self._watch_admission(task, admission)
 
@@ -305,17 +307,17 @@ class TaskManager:
             log.error("admission for unknown or non-queued task %s", task.task_id)
             self._dispatcher.release(task.task_id)
             return
-        task.state = TaskState.RUNNING
-        task.assigned_device = admission.device
-        task.start_time = time.time()
-        self._journal.save(task)
-        running = f"running on {admission.device}"
-        self._journal.event(task, "state", running, state=TaskState.RUNNING)
-        failure = self._journal.failure(task.task_id)
-        if failure is not None:
-            self.job_finished(task.task_id, JobOutcome(Outcome.FAILED, error=failure))
-            return
         try:
+            task.state = TaskState.RUNNING
+            task.assigned_device = admission.device
+            task.start_time = time.time()
+            self._journal.save(task)
+            running = f"running on {admission.device}"
+            self._journal.event(task, "state", running, state=TaskState.RUNNING)
+            failure = self._journal.failure(task.task_id)
+            if failure is not None:
+                self.job_finished(task.task_id, JobOutcome(Outcome.FAILED, error=failure))
+                return
             self._executor.submit(self._job(task), self)
         except Exception as exc:
             log.exception("could not start task %s", task.task_id)

@@ -103,7 +103,7 @@ class Recovery:
         """Records that `task` waits again (a state event with `note`); for a task that
         was waiting already, `note` is only logged."""
         if task.state is TaskState.QUEUED:
-            self._journal.event(task, "log", note)
+            self._journal.event(task, "log", note)  # (a restart: it waited already)
             return
         task.state = TaskState.QUEUED
         task.assigned_device = ""

@@ -163,6 +163,9 @@ async def test_a_device_left_while_busy_is_held_then_removed_at_its_last_release
     assert "node-2/cpu" in arbiter.devices
     assert arbiter.limits("node-2/cpu") == Limits(training=0, inference=0)  # held
     assert not only_there.done()
+    assert dispatcher.devices == ("cpu",)  # nothing new may ask for it
+    dispatcher.set_limits("node-2/cpu", training=2, inference=None)  # UpdateLimits "cpu"
+    assert arbiter.limits("node-2/cpu") == Limits(training=0, inference=0)  # still held
     dispatcher.release("there")
     assert arbiter.devices == ("cpu",)
     with pytest.raises(DeviceGone, match="node-2 left"):
@@ -178,3 +181,16 @@ async def test_a_job_id_already_waiting_is_refused_and_the_first_keeps_its_place
         dispatcher.queue(_training("twice"))
     dispatcher.release("running")
     assert first.result().job_id == "twice"
+
+
+@on_a_loop
+async def test_a_leaving_device_that_comes_back_gets_its_limits_again() -> None:
+    arbiter = Arbiter({"node-2/cpu": Limits(training=1, inference=1)}, max_waiting=10)
+    dispatcher = Dispatcher(arbiter, tick_interval_s=0.01)
+    dispatcher.queue(_training("there", devices=("node-2/cpu",)))
+    dispatcher.remove_device("node-2/cpu", "node-2 is leaving")
+    dispatcher.add_devices([("node-2/cpu", Limits(training=2, inference=1))])
+    assert dispatcher.devices == ("node-2/cpu",)
+    assert arbiter.limits("node-2/cpu") == Limits(training=2, inference=1)
+    dispatcher.release("there")
+    assert arbiter.devices == ("node-2/cpu",)  # no longer leaving: kept
