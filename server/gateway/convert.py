@@ -16,7 +16,7 @@ from google.protobuf import json_format
 from google.protobuf.message import Message
 from pydantic import BaseModel
 
-from server.gateway.schemas import (
+from server.gateway.responses import (
     DeviceUsageOut,
     GpuMemoryOut,
     LimitsOut,

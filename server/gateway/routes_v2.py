@@ -19,18 +19,15 @@ from server.gateway.convert import (
 )
 from server.gateway.deps import RpcDep, SettingsDep
 from server.gateway.errors import error_responses
-from server.gateway.schemas import (
-    MAX_TEXT,
-    LimitsConfigBody,
+from server.gateway.responses import (
     LimitsConfigOut,
     PredictionOut,
     PredictOut,
-    Priority,
     ResourcesOut,
     TaskListOut,
     TaskOut,
-    TopK,
 )
+from server.gateway.schemas import MAX_TEXT, LimitsConfigBody, Priority, TopK
 from tandem.contract import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_PRIORITY,
