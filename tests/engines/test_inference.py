@@ -12,7 +12,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
 import torch
 from PIL import Image
@@ -28,9 +27,15 @@ from engines.datasets import (
     validate_inference_folder,
 )
 from engines.inference import predictions_path, run_inference
-from engines.jobs import InferenceJob, JobCancelled, JobError, JobEvent, Level, TrainingJob
+from engines.jobs import (
+    InferenceJob,
+    JobCancelled,
+    JobError,
+    JobEvent,
+    JobResult,
+    Level,
+)
 from engines.predict import Predictor
-from engines.training import train
 
 COLOURS = {"blue": (20, 40, 230), "green": (30, 200, 40), "red": (220, 30, 30)}
 IMAGE_SIZE = 16
@@ -393,47 +398,11 @@ def test_validate_inference_folder(tmp_path: Path, kind: str, problem: str | Non
 # --- real data ------------------------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def digits(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """scikit-learn's 1,797 8x8 handwritten digits as ImageFolders of grayscale PNGs:
-    every fifth image held out, the rest to train on."""
-    from sklearn.datasets import load_digits
-
-    root = tmp_path_factory.mktemp("digits")
-    data = load_digits()
-    for index, (image, label) in enumerate(zip(data.images, data.target, strict=True)):
-        split = "held_out" if index % 5 == 0 else "train"
-        folder = root / split / str(label)
-        folder.mkdir(parents=True, exist_ok=True)
-        Image.fromarray((image * (255 / 16)).astype(np.uint8)).save(folder / f"{index}.png")
-    return root
-
-
 def test_a_model_trained_on_digits_recognises_digits_it_never_saw(
-    tmp_path: Path, digits: Path
+    tmp_path: Path, digits: Path, digits_model: JobResult
 ) -> None:
-    # test_training's digits recipe (resnet18 at 16 px, three epochs of Adam at 1e-3) with
-    # batches of 64, not 32: about 18 s instead of 28 s on one core, and 0.89-0.97 held-out
-    # accuracy over seeds 0-3 (chance is 0.1).
-    trained = train(
-        TrainingJob(
-            task_id="t1",
-            model="resnet18",
-            dataset=str(digits / "train"),
-            epochs=3,
-            batch_size=64,
-            learning_rate=1e-3,
-            optimizer="adam",
-            image_size=16,
-            seed=0,
-            val_split=0.0,
-            device="cpu",
-            output_dir=str(tmp_path / "train"),
-            num_threads=1,
-        ),
-        Recorder(),
-        never,
-    )
+    # The session's digits run (tests/engines/conftest.py) never saw `held_out`.
+    trained = digits_model
     job = make_job(
         tmp_path, Path(trained.model_path), str(digits / "held_out"), batch_size=64, top_k=3
     )

@@ -7,14 +7,12 @@ import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from engines import artifacts, zoo
 from engines.datasets import load_dataset
-from engines.jobs import JobCancelled, JobError, JobEvent, TrainingJob
+from engines.jobs import JobCancelled, JobError, JobEvent, JobResult, TrainingJob
 from engines.training import checkpoint_path, model_path, train
 
 
@@ -203,34 +201,9 @@ def test_a_gpu_run_records_its_peak_memory(tmp_path: Path) -> None:
     assert artifacts.load_artifact(result.model_path).state_dict["fc.weight"].device.type == "cpu"
 
 
-@pytest.fixture(scope="module")
-def digits_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """scikit-learn's 1,797 8x8 handwritten digits as an ImageFolder of grayscale PNGs."""
-    from sklearn.datasets import load_digits
-
-    root = tmp_path_factory.mktemp("digits")
-    digits = load_digits()
-    for index, (image, label) in enumerate(zip(digits.images, digits.target, strict=True)):
-        folder = root / str(label)
-        folder.mkdir(exist_ok=True)
-        pixels = (image * (255 / 16)).astype(np.uint8)
-        Image.fromarray(pixels).save(folder / f"{index}.png")
-    return root
-
-
-def test_resnet18_learns_handwritten_digits(tmp_path: Path, digits_folder: Path) -> None:
-    # 16 px (the digits are 8x8) keeps this to seconds on one core. Three epochs of Adam
-    # reach 0.90 to 0.97 validation accuracy over seeds 0-3 (chance is 0.1); two epochs
-    # sometimes stop just above 0.8, too close to the bar to be a steady test.
-    job = make_job(
-        tmp_path,
-        dataset=str(digits_folder),
-        image_size=16,
-        epochs=3,
-        batch_size=32,
-        val_split=0.2,
-    )
-    result = train(job, Recorder(), never)
+def test_resnet18_learns_handwritten_digits(digits_model: JobResult) -> None:
+    # The session's digits run (tests/engines/conftest.py): chance is 0.1.
+    result = digits_model
     assert result.metrics["val_accuracy"] >= 0.8
     artifact = artifacts.load_artifact(result.model_path)
     assert artifact.classes == tuple(str(digit) for digit in range(10))
