@@ -16,6 +16,11 @@ from engines.artifact_info import read_info
 from engines.artifacts import ArtifactError, load_artifact, save_artifact
 from engines.zoo import build_model
 
+# The worker's loader and the server's torch-free reader of a model file refuse the same
+# bad files in the same words: every refusal test runs against both.
+Reader = Callable[[str], object]
+READERS = pytest.mark.parametrize("read", [load_artifact, read_info], ids=["worker", "server"])
+
 CLASSES = ["cat", "dog", "fish"]
 
 
@@ -90,8 +95,11 @@ class Payload:
         return (os.system, (f"touch {self.marker}",))
 
 
+@READERS
 @pytest.mark.parametrize("writer", ["pickle", "torch.save"])
-def test_a_file_carrying_code_is_refused_and_never_run(tmp_path: Path, writer: str) -> None:
+def test_a_file_carrying_code_is_refused_and_never_run(
+    tmp_path: Path, writer: str, read: Reader
+) -> None:
     marker = tmp_path / "marker"
     path = tmp_path / "evil.pt"
     payload = {"format": "tandem.model", "version": 1, "state_dict": Payload(marker)}
@@ -101,7 +109,7 @@ def test_a_file_carrying_code_is_refused_and_never_run(tmp_path: Path, writer: s
         torch.save(payload, path)
 
     with pytest.raises(ArtifactError, match="holds code rather than weights"):
-        load_artifact(str(path))
+        read(str(path))
     assert not marker.exists()
 
 
@@ -112,11 +120,12 @@ class Model:
         self.weights = [1.0, 2.0]
 
 
-def test_a_pickled_object_is_refused(tmp_path: Path) -> None:
+@READERS
+def test_a_pickled_object_is_refused(tmp_path: Path, read: Reader) -> None:
     path = tmp_path / "object.pt"
     torch.save(Model(), path)
     with pytest.raises(ArtifactError, match="cannot load model file"):
-        load_artifact(str(path))
+        read(str(path))
 
 
 @pytest.mark.parametrize(
@@ -124,11 +133,12 @@ def test_a_pickled_object_is_refused(tmp_path: Path) -> None:
     [b"", b"not a model at all\n" * 10, b"PK\x03\x04 truncated zip"],
     ids=["empty", "text", "truncated"],
 )
-def test_junk_is_refused(tmp_path: Path, content: bytes) -> None:
+@READERS
+def test_junk_is_refused(tmp_path: Path, content: bytes, read: Reader) -> None:
     path = tmp_path / "junk.pt"
     path.write_bytes(content)
     with pytest.raises(ArtifactError, match="cannot load model file"):
-        load_artifact(str(path))
+        read(str(path))
 
 
 def test_a_bare_state_dict_is_refused(tmp_path: Path) -> None:
@@ -152,9 +162,9 @@ def test_a_missing_file_is_an_artifact_error(tmp_path: Path) -> None:
         ({"state_dict": {"weight": [1.0]}}, "state_dict is not a table of tensors"),
     ],
 )
-@pytest.mark.parametrize("read", [load_artifact, read_info], ids=["worker", "server"])
+@READERS
 def test_a_damaged_artifact_is_refused(
-    tmp_path: Path, changes: dict[str, Any], message: str, read: Callable[[str], object]
+    tmp_path: Path, changes: dict[str, Any], message: str, read: Reader
 ) -> None:
     # The worker's loader and the server's torch-free reader refuse it in the same words.
     path = tmp_path / "model.pt"
@@ -200,42 +210,6 @@ def test_the_description_reads_from_the_legacy_format_too(tmp_path: Path) -> Non
     raw = torch.load(path, weights_only=True)
     torch.save(raw, path, _use_new_zipfile_serialization=False)
     assert read_info(str(path)).classes == load_artifact(str(path)).classes == tuple(CLASSES)
-
-
-@pytest.mark.parametrize("writer", ["pickle", "torch.save"])
-def test_the_description_of_a_file_carrying_code_is_refused_and_never_run(
-    tmp_path: Path, writer: str
-) -> None:
-    marker = tmp_path / "marker"
-    path = tmp_path / "evil.pt"
-    payload = {"format": "tandem.model", "version": 1, "state_dict": Payload(marker)}
-    if writer == "pickle":
-        path.write_bytes(pickle.dumps(payload, protocol=2))
-    else:
-        torch.save(payload, path)
-
-    with pytest.raises(ArtifactError, match="holds code rather than weights"):
-        read_info(str(path))
-    assert not marker.exists()
-
-
-def test_the_description_of_a_pickled_object_is_refused(tmp_path: Path) -> None:
-    path = tmp_path / "object.pt"
-    torch.save(Model(), path)
-    with pytest.raises(ArtifactError, match="cannot load model file"):
-        read_info(str(path))
-
-
-@pytest.mark.parametrize(
-    "content",
-    [b"", b"not a model at all\n" * 10, b"PK\x03\x04 truncated zip"],
-    ids=["empty", "text", "truncated"],
-)
-def test_the_description_of_junk_is_refused(tmp_path: Path, content: bytes) -> None:
-    path = tmp_path / "junk.pt"
-    path.write_bytes(content)
-    with pytest.raises(ArtifactError, match="cannot load model file"):
-        read_info(str(path))
 
 
 def test_the_description_of_a_bare_state_dict_or_a_missing_file_is_refused(
