@@ -65,7 +65,6 @@ class _Served:
     replies: dict[int, asyncio.Future[list[list[Prediction] | str]]] = field(default_factory=dict)
     batch_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     runner: asyncio.Task[None] | None = None
-    unloading: bool = False
 
     @property
     def busy(self) -> bool:
@@ -238,7 +237,6 @@ class ModelServer:
 
     def _unload(self, key: Key, served: _Served, why: str) -> None:
         log.info("unloading %s from %s: %s", served.model.path, served.device, why)
-        served.unloading = True
         self._served.pop(key, None)
         self._executor.cancel(served.job_id)
 
