@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 
+from tandem.contract import MAX_EVENTS_PER_MESSAGE
 from tandem.v1 import task_service_pb2, task_service_pb2_grpc
 
 __all__ = ["Receipt", "follow"]
@@ -66,12 +67,15 @@ async def _one(target: str, task_id: str, on_first: Callable[[], None]) -> list[
     options = [("grpc.use_local_subchannel_pool", 1)]
     async with grpc.aio.insecure_channel(target, options=options) as channel:
         stub = task_service_pb2_grpc.TaskServiceStub(channel)
-        request = task_service_pb2.LogsRequest(task_id=task_id, follow=True)
+        # Opted in to grouped events, as every client of the repo is.
+        request = task_service_pb2.LogsRequest(
+            task_id=task_id, follow=True, max_events_per_message=MAX_EVENTS_PER_MESSAGE
+        )
         async for response in stub.Logs(request, timeout=600):
             received = time.time()
-            event = response.event
-            sent = event.time.seconds + event.time.nanos * 1e-9
             if not receipts:
                 on_first()
-            receipts.append((event.seq, sent, received))
+            for event in response.events:
+                sent = event.time.seconds + event.time.nanos * 1e-9
+                receipts.append((event.seq, sent, received))
     return receipts

@@ -8,7 +8,9 @@ stream, end to end through gRPC.
 - Followers: 100 `Logs(follow=True)` streams, each on its own gRPC channel (its own
   connection, as separate clients would have), spread over 4 processes with one asyncio
   loop each (grpc and the stubs only), so the clients' own work is spread as it would
-  be over many clients and is not queued behind one interpreter lock.
+  be over many clients and is not queued behind one interpreter lock. Each opts in to
+  grouped events (`max_events_per_message`), as every client in the repo does: events
+  ready together reach it in one message, and each counts with that message's receipt.
 - Latency: the time a follower received the event (`time.time()` as the message comes
   off its stream) minus the event's timestamp, which the server stamps with
   `time.time()` when it logs the event: the moment the worker's message has come off

@@ -3,8 +3,9 @@
 The server process is the only writer, so sequence numbers are dense and ordered.
 While a task is active its events are also held in memory and followers read them
 by index: a follower is a cursor, not a queue, so a slow one costs nothing to the
-task or to other followers and is never dropped. Each append wakes the followers
-waiting for it through one shared future. After the task ends its log is read back
+task or to other followers and is never dropped; it takes every event past its cursor
+at once, so one that fell behind catches up in one batch. Each append wakes the
+followers waiting for it through one shared future. After the task ends its log is read back
 from the file.
 """
 
@@ -194,21 +195,27 @@ class EventLogs:
         for task_id in list(self._active):
             self.close(task_id)
 
-    async def follow(self, task_id: str, from_seq: int, follow: bool) -> AsyncIterator[StoredEvent]:
-        """Events with `seq >= from_seq`; with `follow`, live ones until the log closes."""
+    async def follow(
+        self, task_id: str, from_seq: int, follow: bool
+    ) -> AsyncIterator[list[StoredEvent]]:
+        """Events with `seq >= from_seq`; with `follow`, live ones until the log closes.
+        Yields them in batches, in order: each batch is every event there was to send
+        when it was taken (the history at first, then what arrived while the follower
+        waited or was sending), never empty."""
         log = self._active.get(task_id) or self._unflushed.get(task_id)
         if log is None:
-            for event in read_events(self.path(task_id)):
-                if event.seq >= from_seq:
-                    yield event
+            history = [event for event in read_events(self.path(task_id)) if event.seq >= from_seq]
+            if history:
+                yield history
             return
         # Index of the next event to send (seqs are dense unless a crash lost lines).
         cursor = bisect.bisect_left(log.events, from_seq, key=lambda e: e.seq)
         while True:
-            # Read by index from the shared list: no copy per follower.
-            while cursor < len(log.events):
-                yield log.events[cursor]
-                cursor += 1
+            if cursor < len(log.events):
+                batch = log.events[cursor:]
+                cursor += len(batch)
+                yield batch
+                continue  # more may have come while the batch was sent
             if log.closed or not follow:
                 return
             await log.wait_beyond(cursor)

@@ -14,7 +14,7 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tandem.contract import MAX_MESSAGE_BYTES
+from tandem.contract import MAX_EVENTS_PER_MESSAGE, MAX_MESSAGE_BYTES
 from tandem.v1 import (
     inference_service_pb2,
     inference_service_pb2_grpc,
@@ -157,9 +157,15 @@ class Rpc:
         return task
 
     def logs(self, task_id: str, from_seq: int, follow: bool) -> Any:
-        """The Logs stream call (a grpc.aio stream to `read()`); no deadline, since a task
-        may run for hours: the stream ends with the task, or when the client leaves."""
-        request = task_service_pb2.LogsRequest(task_id=task_id, from_seq=from_seq, follow=follow)
+        """The Logs stream call (a grpc.aio stream to `read()`), events grouped in
+        `LogsResponse.events`; no deadline, since a task may run for hours: the stream
+        ends with the task, or when the client leaves."""
+        request = task_service_pb2.LogsRequest(
+            task_id=task_id,
+            from_seq=from_seq,
+            follow=follow,
+            max_events_per_message=MAX_EVENTS_PER_MESSAGE,
+        )
         return self.backend.tasks.Logs(request, **self._opts(None))
 
     async def get_resources(self) -> resource_service_pb2.GetResourcesResponse:

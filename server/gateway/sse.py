@@ -83,8 +83,11 @@ async def stream(
             response, pending = pending.result(), None
             if response is grpc.aio.EOF:
                 return
-            event = response.event
-            yield message(event_json(event).model_dump(), event_id=event.seq)
+            # One SSE message per event, however the server grouped them.
+            yield b"".join(
+                message(event_json(event).model_dump(), event_id=event.seq)
+                for event in response.events or (response.event,)
+            )
     except grpc.RpcError as exc:
         # Headers are gone already: say what broke in the stream itself.
         status, text = rpc_error_detail(exc, target)

@@ -19,6 +19,10 @@ import (
 	"google.golang.org/protobuf/proto"
 )
 
+// maxEventsPerMessage opts in to events that are ready together arriving in one
+// LogsResponse (its Events); the most the server allows (tandem.contract in Python).
+const maxEventsPerMessage = 1000
+
 // terminal reports whether a task in state s has ended.
 func terminal(s tandemv1.TaskState) bool {
 	return s == tandemv1.TaskState_TASK_STATE_SUCCEEDED ||
@@ -35,7 +39,10 @@ func trainAndFollow(ctx context.Context, conn *grpc.ClientConn, req *tandemv1.Tr
 	}
 	taskID := submitted.GetTask().GetTaskId()
 	fmt.Fprintf(out, "submitted %s\n", taskID)
-	stream, err := tandemv1.NewTaskServiceClient(conn).Logs(ctx, &tandemv1.LogsRequest{TaskId: taskID})
+	stream, err := tandemv1.NewTaskServiceClient(conn).Logs(ctx, &tandemv1.LogsRequest{
+		TaskId:              taskID,
+		MaxEventsPerMessage: maxEventsPerMessage,
+	})
 	if err != nil {
 		return tandemv1.TaskState_TASK_STATE_UNSPECIFIED, fmt.Errorf("logs: %w", err)
 	}
@@ -48,10 +55,16 @@ func trainAndFollow(ctx context.Context, conn *grpc.ClientConn, req *tandemv1.Tr
 		if err != nil {
 			return final, fmt.Errorf("logs: %w", err)
 		}
-		event := resp.GetEvent()
-		fmt.Fprintf(out, "[%4d] %s\n", event.GetSeq(), event.GetMessage())
-		if terminal(event.GetState()) {
-			final = event.GetState()
+		events := resp.GetEvents()
+		if len(events) == 0 {
+			// A server older than max_events_per_message sends one event alone.
+			events = []*tandemv1.TaskEvent{resp.GetEvent()}
+		}
+		for _, event := range events {
+			fmt.Fprintf(out, "[%4d] %s\n", event.GetSeq(), event.GetMessage())
+			if terminal(event.GetState()) {
+				final = event.GetState()
+			}
 		}
 	}
 }

@@ -30,6 +30,8 @@ type TaskServiceClient interface {
 	// after the task's terminal state event (at once if the task has already ended);
 	// without it, after the stored events. A client that lost its stream resumes
 	// with `from_seq` = last seen `seq` + 1 and neither misses nor repeats an event.
+	// Clients that set `max_events_per_message` get events that are ready together
+	// in one message (`LogsResponse.events`); others get one event per message.
 	Logs(ctx context.Context, in *LogsRequest, opts ...grpc.CallOption) (TaskService_LogsClient, error)
 }
 
@@ -117,6 +119,8 @@ type TaskServiceServer interface {
 	// after the task's terminal state event (at once if the task has already ended);
 	// without it, after the stored events. A client that lost its stream resumes
 	// with `from_seq` = last seen `seq` + 1 and neither misses nor repeats an event.
+	// Clients that set `max_events_per_message` get events that are ready together
+	// in one message (`LogsResponse.events`); others get one event per message.
 	Logs(*LogsRequest, TaskService_LogsServer) error
 	mustEmbedUnimplementedTaskServiceServer()
 }

@@ -160,20 +160,24 @@ class Client:
         failing_since: float | None = None
         while True:
             request = task_service_pb2.LogsRequest(
-                task_id=task_id, from_seq=next_seq, follow=follow
+                task_id=task_id,
+                from_seq=next_seq,
+                follow=follow,
+                max_events_per_message=contract.MAX_EVENTS_PER_MESSAGE,
             )
             stream = self._tasks.Logs(request, metadata=self._metadata)
             broken: grpc.RpcError | None = None
             try:
                 for response in stream:
-                    event = response.event
                     failing_since = None
-                    if event.seq < next_seq:
-                        continue  # never repeat an event
-                    next_seq = event.seq + 1
-                    yield event
-                    if follow and event.state in TERMINAL_STATES:
-                        return
+                    # A server older than `max_events_per_message` sends `event` alone.
+                    for event in response.events or (response.event,):
+                        if event.seq < next_seq:
+                            continue  # never repeat an event
+                        next_seq = event.seq + 1
+                        yield event
+                        if follow and event.state in TERMINAL_STATES:
+                            return
                 if not follow:
                     return  # the history, as asked
                 # Following, yet no terminal state event: either the server is going

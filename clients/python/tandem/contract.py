@@ -18,6 +18,14 @@ from typing import Final
 # event of an ended task's log carries one of them.
 TERMINAL_STATE_NAMES: Final = ("SUCCEEDED", "FAILED", "CANCELLED")
 
+# -- logs -----------------------------------------------------------------------------
+
+# `LogsRequest.max_events_per_message`: 0 sends one event per message (in `event`),
+# 1 .. MAX_EVENTS_PER_MESSAGE groups the events ready together (in `events`).
+MAX_EVENTS_PER_MESSAGE: Final = 1000
+# A grouped message is closed before it passes this size (one event may be larger).
+MAX_LOGS_MESSAGE_BYTES: Final = 1024 * 1024
+
 # -- every submit ---------------------------------------------------------------------
 
 # Lower runs first; equal priorities run in submit order.
@@ -146,6 +154,15 @@ def check_limit(device: str, kind: str, value: int) -> int:
     if not 0 <= value <= MAX_LIMIT:
         raise OutOfRange(
             f"max_concurrent[{device!r}].{kind} must be between 0 and {MAX_LIMIT}, got {value}"
+        )
+    return value
+
+
+def check_events_per_message(value: int) -> int:
+    """`max_events_per_message`; 0 means one event per message, the old way."""
+    if not 0 <= value <= MAX_EVENTS_PER_MESSAGE:
+        raise OutOfRange(
+            f"max_events_per_message must be between 0 and {MAX_EVENTS_PER_MESSAGE}, got {value}"
         )
     return value
 

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from tandem.v1 import task_pb2 as tandem_dot_v1_dot_task__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctandem/v1/task_service.proto\x12\ttandem.v1\x1a\x14tandem/v1/task.proto\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"0\n\x0fGetTaskResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.tandem.v1.Task\"\x99\x01\n\x10ListTasksRequest\x12$\n\x06states\x18\x01 \x03(\x0e\x32\x14.tandem.v1.TaskState\x12!\n\x04kind\x18\x02 \x01(\x0e\x32\x13.tandem.v1.TaskKind\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x15\n\rpage_per_kind\x18\x05 \x01(\x08\"\xe1\x01\n\x11ListTasksResponse\x12\x1e\n\x05tasks\x18\x01 \x03(\x0b\x32\x0f.tandem.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\x12;\n\x0bkind_totals\x18\x04 \x03(\x0b\x32&.tandem.v1.ListTasksResponse.KindTotal\x1a\x42\n\tKindTotal\x12!\n\x04kind\x18\x01 \x01(\x0e\x32\x13.tandem.v1.TaskKind\x12\x12\n\ntotal_size\x18\x02 \x01(\x05\"$\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"3\n\x12\x43\x61ncelTaskResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.tandem.v1.Task\"P\n\x0bLogsRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08\x66rom_seq\x18\x02 \x01(\x03\x12\x13\n\x06\x66ollow\x18\x03 \x01(\x08H\x00\x88\x01\x01\x42\t\n\x07_follow\"3\n\x0cLogsResponse\x12#\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x14.tandem.v1.TaskEvent2\x9d\x02\n\x0bTaskService\x12@\n\x07GetTask\x12\x19.tandem.v1.GetTaskRequest\x1a\x1a.tandem.v1.GetTaskResponse\x12\x46\n\tListTasks\x12\x1b.tandem.v1.ListTasksRequest\x1a\x1c.tandem.v1.ListTasksResponse\x12I\n\nCancelTask\x12\x1c.tandem.v1.CancelTaskRequest\x1a\x1d.tandem.v1.CancelTaskResponse\x12\x39\n\x04Logs\x12\x16.tandem.v1.LogsRequest\x1a\x17.tandem.v1.LogsResponse0\x01\x42:Z8github.com/tandem-ml/tandem/clients/go/tandemv1;tandemv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ctandem/v1/task_service.proto\x12\ttandem.v1\x1a\x14tandem/v1/task.proto\"!\n\x0eGetTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"0\n\x0fGetTaskResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.tandem.v1.Task\"\x99\x01\n\x10ListTasksRequest\x12$\n\x06states\x18\x01 \x03(\x0e\x32\x14.tandem.v1.TaskState\x12!\n\x04kind\x18\x02 \x01(\x0e\x32\x13.tandem.v1.TaskKind\x12\x11\n\tpage_size\x18\x03 \x01(\x05\x12\x12\n\npage_token\x18\x04 \x01(\t\x12\x15\n\rpage_per_kind\x18\x05 \x01(\x08\"\xe1\x01\n\x11ListTasksResponse\x12\x1e\n\x05tasks\x18\x01 \x03(\x0b\x32\x0f.tandem.v1.Task\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\x12\x12\n\ntotal_size\x18\x03 \x01(\x05\x12;\n\x0bkind_totals\x18\x04 \x03(\x0b\x32&.tandem.v1.ListTasksResponse.KindTotal\x1a\x42\n\tKindTotal\x12!\n\x04kind\x18\x01 \x01(\x0e\x32\x13.tandem.v1.TaskKind\x12\x12\n\ntotal_size\x18\x02 \x01(\x05\"$\n\x11\x43\x61ncelTaskRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\"3\n\x12\x43\x61ncelTaskResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.tandem.v1.Task\"p\n\x0bLogsRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x10\n\x08\x66rom_seq\x18\x02 \x01(\x03\x12\x13\n\x06\x66ollow\x18\x03 \x01(\x08H\x00\x88\x01\x01\x12\x1e\n\x16max_events_per_message\x18\x04 \x01(\x05\x42\t\n\x07_follow\"Y\n\x0cLogsResponse\x12#\n\x05\x65vent\x18\x01 \x01(\x0b\x32\x14.tandem.v1.TaskEvent\x12$\n\x06\x65vents\x18\x02 \x03(\x0b\x32\x14.tandem.v1.TaskEvent2\x9d\x02\n\x0bTaskService\x12@\n\x07GetTask\x12\x19.tandem.v1.GetTaskRequest\x1a\x1a.tandem.v1.GetTaskResponse\x12\x46\n\tListTasks\x12\x1b.tandem.v1.ListTasksRequest\x1a\x1c.tandem.v1.ListTasksResponse\x12I\n\nCancelTask\x12\x1c.tandem.v1.CancelTaskRequest\x1a\x1d.tandem.v1.CancelTaskResponse\x12\x39\n\x04Logs\x12\x16.tandem.v1.LogsRequest\x1a\x17.tandem.v1.LogsResponse0\x01\x42:Z8github.com/tandem-ml/tandem/clients/go/tandemv1;tandemv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -48,9 +48,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CANCELTASKRESPONSE']._serialized_start=572
   _globals['_CANCELTASKRESPONSE']._serialized_end=623
   _globals['_LOGSREQUEST']._serialized_start=625
-  _globals['_LOGSREQUEST']._serialized_end=705
-  _globals['_LOGSRESPONSE']._serialized_start=707
-  _globals['_LOGSRESPONSE']._serialized_end=758
-  _globals['_TASKSERVICE']._serialized_start=761
-  _globals['_TASKSERVICE']._serialized_end=1046
+  _globals['_LOGSREQUEST']._serialized_end=737
+  _globals['_LOGSRESPONSE']._serialized_start=739
+  _globals['_LOGSRESPONSE']._serialized_end=828
+  _globals['_TASKSERVICE']._serialized_start=831
+  _globals['_TASKSERVICE']._serialized_end=1116
 # @@protoc_insertion_point(module_scope)

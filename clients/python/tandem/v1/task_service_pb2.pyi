@@ -65,17 +65,21 @@ class CancelTaskResponse(_message.Message):
     def __init__(self, task: _Optional[_Union[_task_pb2.Task, _Mapping]] = ...) -> None: ...
 
 class LogsRequest(_message.Message):
-    __slots__ = ("task_id", "from_seq", "follow")
+    __slots__ = ("task_id", "from_seq", "follow", "max_events_per_message")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     FROM_SEQ_FIELD_NUMBER: _ClassVar[int]
     FOLLOW_FIELD_NUMBER: _ClassVar[int]
+    MAX_EVENTS_PER_MESSAGE_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     from_seq: int
     follow: bool
-    def __init__(self, task_id: _Optional[str] = ..., from_seq: _Optional[int] = ..., follow: _Optional[bool] = ...) -> None: ...
+    max_events_per_message: int
+    def __init__(self, task_id: _Optional[str] = ..., from_seq: _Optional[int] = ..., follow: _Optional[bool] = ..., max_events_per_message: _Optional[int] = ...) -> None: ...
 
 class LogsResponse(_message.Message):
-    __slots__ = ("event",)
+    __slots__ = ("event", "events")
     EVENT_FIELD_NUMBER: _ClassVar[int]
+    EVENTS_FIELD_NUMBER: _ClassVar[int]
     event: _task_pb2.TaskEvent
-    def __init__(self, event: _Optional[_Union[_task_pb2.TaskEvent, _Mapping]] = ...) -> None: ...
+    events: _containers.RepeatedCompositeFieldContainer[_task_pb2.TaskEvent]
+    def __init__(self, event: _Optional[_Union[_task_pb2.TaskEvent, _Mapping]] = ..., events: _Optional[_Iterable[_Union[_task_pb2.TaskEvent, _Mapping]]] = ...) -> None: ...

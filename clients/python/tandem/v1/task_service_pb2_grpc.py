@@ -90,6 +90,8 @@ class TaskServiceServicer:
         after the task's terminal state event (at once if the task has already ended);
         without it, after the stored events. A client that lost its stream resumes
         with `from_seq` = last seen `seq` + 1 and neither misses nor repeats an event.
+        Clients that set `max_events_per_message` get events that are ready together
+        in one message (`LogsResponse.events`); others get one event per message.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
