@@ -73,6 +73,11 @@ class Executor(Protocol):
         """Asks a running job to stop; it is stopped by force after the grace period.
         A job that is not running is ignored."""
 
+    def set_threads(self, task_id: str, threads: int) -> None:
+        """Gives a running job `threads` intra-op threads, taken up at its next batch
+        boundary (a serving job: before its next forward pass). A job that is not
+        running is ignored."""
+
     def send(self, task_id: str, message: PredictBatch) -> bool:
         """Sends a prediction batch to the serving job `task_id`; False if it is not
         running (its end is, or will be, reported to its sink)."""

@@ -314,6 +314,8 @@ class _Run:
             "images": float(self.done),
             "images_per_sec": self.done / max(seconds, 1e-9),
             "errors": float(self.errors),
+            # The CPU threads it runs on now: they follow the jobs sharing the device.
+            "threads": float(torch.get_num_threads()),
         }
         if not final:
             metrics["images_total"] = float(self.total)

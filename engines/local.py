@@ -19,7 +19,15 @@ from engines.executor import JobOutcome, JobSink, Outcome, ServingSink
 from engines.executor_core import Background, Run, RunTable, WarmPool
 from engines.jobs import InferenceJob, ServeJob, TrainingJob
 from engines.process import WorkerProcess
-from engines.protocol import CancelJob, FromWorker, Job, PredictBatch, RunJob, WorkerReady
+from engines.protocol import (
+    CancelJob,
+    FromWorker,
+    Job,
+    PredictBatch,
+    RunJob,
+    SetThreads,
+    WorkerReady,
+)
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +41,11 @@ class LocalExecutor:
         prewarm: Mapping[str, int] | None = None,
         max_idle: int = 4,
         cancel_grace_s: float = 10.0,
+        environment: Mapping[str, str] | None = None,
     ) -> None:
         self._prewarm = dict(prewarm or {})
+        # Set in each worker before it imports torch (OMP_WAIT_POLICY, say).
+        self._environment = dict(environment or {})
         self._runs: RunTable[Run[WorkerProcess]] = RunTable(
             cancel_grace_s=cancel_grace_s,
             noun="worker",
@@ -61,6 +72,11 @@ class LocalExecutor:
 
     def cancel(self, task_id: str) -> None:
         self._runs.cancel(task_id)
+
+    def set_threads(self, task_id: str, threads: int) -> None:
+        run = self._runs.get(task_id)
+        if run is not None:
+            run.worker.send(SetThreads(task_id, threads))
 
     def send(self, task_id: str, message: PredictBatch) -> bool:
         run = self._runs.get(task_id)
@@ -111,7 +127,7 @@ class LocalExecutor:
 
     def _spawn(self, device: str) -> WorkerProcess:
         assert self._loop is not None, "start() the executor first"
-        worker = WorkerProcess(device)
+        worker = WorkerProcess(device, environment=self._environment)
         worker.start()
         self._workers.add(worker)
         assert worker.conn is not None

@@ -8,6 +8,7 @@ killed outright; the caller reports the job's end.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ctypes
 import itertools
 import multiprocessing
@@ -15,6 +16,7 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Iterator, Mapping
 from multiprocessing.connection import Connection
 from multiprocessing.context import SpawnContext, SpawnProcess
 
@@ -29,6 +31,25 @@ def _worker_entry(conn: Connection, parent_pid: int) -> None:
     """The child's first steps: bind its life to the server's, then run the worker."""
     _die_with_parent(parent_pid)
     worker_main(conn)
+
+
+@contextlib.contextmanager
+def _environment(variables: Mapping[str, str]) -> Iterator[None]:
+    """`variables` set in this process while a child is spawned, then as they were.
+
+    A spawned child starts with its parent's environment, and that is the only way to
+    set what a library reads when it loads: the child may import torch (and OpenMP)
+    while it unpickles its `__main__`, before any code of ours runs there."""
+    saved = {name: os.environ.get(name) for name in variables}
+    os.environ.update(variables)
+    try:
+        yield
+    finally:
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -49,8 +70,14 @@ def _die_with_parent(parent_pid: int) -> None:
 class WorkerProcess:
     """One spawned worker, dedicated to a device."""
 
-    def __init__(self, device: str, ctx: SpawnContext | None = None) -> None:
+    def __init__(
+        self,
+        device: str,
+        ctx: SpawnContext | None = None,
+        environment: Mapping[str, str] | None = None,
+    ) -> None:
         self.device = device
+        self._environment = dict(environment or {})
         self.worker_id = next(_ids)
         self._ctx = ctx or multiprocessing.get_context("spawn")
         self.conn: Connection | None = None
@@ -70,7 +97,8 @@ class WorkerProcess:
         process = self._ctx.Process(
             target=_worker_entry, args=(child, os.getpid()), name=self.name, daemon=True
         )
-        process.start()
+        with _environment(self._environment):
+            process.start()
         # Drop the parent's copy of the child's end so the child's death reads as EOF.
         child.close()
         self.conn, self.process = parent, process

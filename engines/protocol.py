@@ -1,7 +1,7 @@
 """Messages on the pipe between the server (parent) and a worker process (child).
 
-Parent -> child: `RunJob`, `CancelJob`, `Shutdown`, and `PredictBatch` to a worker
-serving a model.
+Parent -> child: `RunJob`, `CancelJob`, `SetThreads`, `Shutdown`, and `PredictBatch`
+to a worker serving a model.
 Child -> parent: `WorkerReady` once torch is imported, then for each job any number
 of `JobEventMsg` (and `PredictReply`, one per `PredictBatch`, for a serving job)
 followed by exactly one of `JobDone`, `JobFailed`, `JobCancelledMsg`.
@@ -25,6 +25,14 @@ class RunJob:
 @dataclass(frozen=True)
 class CancelJob:
     task_id: str
+
+
+@dataclass(frozen=True)
+class SetThreads:
+    """The job's new intra-op thread count, for its next batch or forward pass."""
+
+    task_id: str
+    threads: int
 
 
 @dataclass(frozen=True)
@@ -82,5 +90,5 @@ class JobCancelledMsg:
     task_id: str
 
 
-ToWorker = RunJob | CancelJob | Shutdown | PredictBatch
+ToWorker = RunJob | CancelJob | SetThreads | Shutdown | PredictBatch
 FromWorker = WorkerReady | JobEventMsg | PredictReply | JobDone | JobFailed | JobCancelledMsg

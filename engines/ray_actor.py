@@ -28,7 +28,15 @@ from collections import deque
 from collections.abc import Callable
 from itertools import islice
 
-from engines.jobs import InferenceJob, JobCancelled, JobError, JobEvent, JobResult, ServeJob
+from engines.jobs import (
+    InferenceJob,
+    JobCancelled,
+    JobError,
+    JobEvent,
+    JobResult,
+    ServeJob,
+    TrainingJob,
+)
 from engines.protocol import (
     FromWorker,
     Job,
@@ -39,7 +47,7 @@ from engines.protocol import (
     PredictBatch,
     PredictReply,
 )
-from engines.worker import answer, preload, run_batch_job, settle
+from engines.worker import answer, preload, run_batch_job, settle, use_threads
 
 Numbered = tuple[int, FromWorker]
 FINAL = (JobDone, JobFailed, JobCancelledMsg)
@@ -93,6 +101,9 @@ class DeviceActor:
         self._loaded = threading.Event()  # a serving job's model is ready (or never will be)
         self._predictor: object = None
         self._answered = 0
+        # The running job's thread count, as last set by the server.
+        self._threads = 1
+        self._taken = 0  # threads the forward passes in flight hold
         self._early_cancels: dict[str, None] = {}  # ordered: the oldest goes first
 
     def pid(self) -> int:
@@ -110,6 +121,7 @@ class DeviceActor:
                 if self._thread.is_alive():
                     raise RuntimeError(f"{self._where()} still runs task {self._task_id}")
             self._task_id = job.task_id
+            self._threads = job.num_threads
             self._mailbox = Mailbox()
             self._cancel = threading.Event()
             self._loaded = threading.Event()
@@ -143,13 +155,31 @@ class DeviceActor:
                 while len(self._early_cancels) > EARLY_CANCELS:
                     del self._early_cancels[next(iter(self._early_cancels))]
 
+    def set_threads(self, task_id: str, threads: int) -> None:
+        """The running job's new thread count, taken up at its next batch boundary (a
+        serving job: its next forward pass)."""
+        with self._lock:
+            if task_id == self._task_id:
+                self._threads = threads
+
     def predict(self, batch: PredictBatch) -> PredictReply:
         """Answers a batch with the model the serving job `batch.task_id` holds."""
+        import torch
+
         self._loaded.wait()
         predictor = self._predictor
         if batch.task_id != self._task_id or predictor is None:
             raise JobError(f"{self._where()} holds no model for {batch.task_id}")
-        reply = answer(predictor, batch)  # type: ignore[arg-type]
+        with self._lock:  # the threads are a budget, as in ForwardPasses
+            threads = max(1, self._threads - self._taken)
+            self._taken += threads
+        try:
+            torch.get_num_threads()  # settles this thread's count first (see ForwardPasses)
+            torch.set_num_threads(threads)
+            reply = answer(predictor, batch)  # type: ignore[arg-type]
+        finally:
+            with self._lock:
+                self._taken -= threads
         self._answered += len(batch.images)
         return reply
 
@@ -169,7 +199,9 @@ class DeviceActor:
             elif isinstance(job, ServeJob):
                 final = settle(job.task_id, lambda: self._serve(job, model, emit))
             else:
-                final = settle(job.task_id, lambda: run_batch_job(job, emit, self._cancel.is_set))
+                final = settle(
+                    job.task_id, lambda: run_batch_job(job, emit, self._should_stop(job, emit))
+                )
         except BaseException as exc:  # SystemExit, KeyboardInterrupt: the end is still told
             reason = f"the job was stopped by {type(exc).__name__}"
             final = JobFailed(job.task_id, reason, traceback.format_exc())
@@ -204,6 +236,24 @@ class DeviceActor:
         emit(JobEvent(f"serving {job.model_path} on {self._where()}"))
         self._cancel.wait()
         raise JobCancelled(f"unloaded after {self._answered} predictions")
+
+    def _should_stop(
+        self, job: TrainingJob | InferenceJob, emit: Callable[[JobEvent], None]
+    ) -> Callable[[], bool]:
+        """The batch job's check before each batch: cancelled? It also takes up a new
+        thread count there, on the job's own thread."""
+        using = job.num_threads
+
+        def should_stop() -> bool:
+            nonlocal using
+            if self._cancel.is_set():
+                return True
+            if self._threads != using:
+                using = self._threads
+                emit(use_threads(using))
+            return False
+
+        return should_stop
 
     def _where(self) -> str:
         return f"{self._node}/{self._device}"

@@ -110,6 +110,9 @@ class _Run(Run[_Actor]):
     # Set once the actor has the job: calls about it (predict) must not overtake it.
     started: asyncio.Event = field(default_factory=asyncio.Event)
     sent: bool = False  # the job was sent to the actor: it may have begun
+    # The thread count last given by the server; sent with the job, or after its start
+    # (an actor drops a count for a job it does not hold yet).
+    threads: int | None = None
 
 
 class RayExecutor:
@@ -162,6 +165,14 @@ class RayExecutor:
 
     def cancel(self, task_id: str) -> None:
         self._runs.cancel(task_id)
+
+    def set_threads(self, task_id: str, threads: int) -> None:
+        run = self._runs.get(task_id)
+        if run is None or run.done:
+            return
+        run.threads = threads
+        if run.started.is_set():
+            run.worker.handle.set_threads.remote(task_id, threads)
 
     def send(self, task_id: str, message: PredictBatch) -> bool:
         run = self._runs.get(task_id)
@@ -244,10 +255,13 @@ class RayExecutor:
             model = None
             if isinstance(run.job, ServeJob):
                 model = await asyncio.to_thread(self._model_ref, run.job.model_path)
-            job = replace(run.job, device=local)
+            threads = run.threads or run.job.num_threads
+            job = replace(run.job, device=local, num_threads=threads)
             run.sent = True
             await _unless_unreachable(handle.start, job, model)
             run.started.set()
+            if run.threads is not None and run.threads != threads:  # changed meanwhile
+                handle.set_threads.remote(task_id, run.threads)
             after = 0
             while not run.done:
                 batch = await _unless_unreachable(handle.poll, task_id, after, POLL_WAIT_S)

@@ -260,6 +260,8 @@ class _Run:
             metrics["val_loss"], metrics["val_accuracy"] = self._validate(self.val_loader)
         metrics["images_per_sec"] = totals.images / max(train_seconds, 1e-9)
         metrics["progress"] = epoch / self.job.epochs
+        # The CPU threads it runs on now: they follow the jobs sharing the device.
+        metrics["threads"] = float(torch.get_num_threads())
         self.emit(JobEvent(_epoch_line(epoch, self.job.epochs, metrics), metrics=metrics))
         return metrics
 
@@ -298,6 +300,7 @@ class _Run:
             "accuracy": totals.accuracy(),
             "images_per_sec": totals.images / max(seconds, 1e-9),
             "progress": (epoch - 1 + batch / self.batches) / self.job.epochs,
+            "threads": float(torch.get_num_threads()),
         }
         self.emit(
             JobEvent(

@@ -1,10 +1,11 @@
 """The worker process: imports torch once, then runs jobs sent by the server, one at
 a time, reporting events and the outcome over its pipe.
 
-A training or inference job notices a cancel request at its next batch boundary
-(`should_stop` polls the pipe without blocking). A serving job answers prediction
-batches until it is cancelled. If the server goes away the pipe breaks and the
-worker exits.
+A training or inference job notices a cancel request, and a new thread count, at its
+next batch boundary (`should_stop` polls the pipe without blocking). A serving job
+answers prediction batches until it is cancelled, several at once when they come
+together (`ForwardPasses`). If the server goes away the pipe breaks and the worker
+exits.
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from engines.jobs import (
     JobError,
     JobEvent,
     JobResult,
+    Level,
     Prediction,
     ServeJob,
     TrainingJob,
@@ -40,6 +42,7 @@ from engines.protocol import (
     PredictBatch,
     PredictReply,
     RunJob,
+    SetThreads,
     Shutdown,
     WorkerReady,
 )
@@ -53,30 +56,62 @@ class ServerGone(Exception):
 
 
 class _Control:
-    """What the server asked of the running job: stop it, and maybe exit afterwards."""
+    """What the server asked of the running job: stop it (and maybe exit afterwards),
+    or run on another number of threads."""
 
     def __init__(self, conn: Connection, task_id: str) -> None:
         self.conn = conn
         self.task_id = task_id
         self.cancelled = False
         self.shutdown = False
+        # A thread count the job has not taken up yet.
+        self.threads: int | None = None
+        # Serving jobs answer from several threads: one message on the pipe at a time.
+        self.sending = threading.Lock()
 
     def note(self, message: object) -> None:
         if isinstance(message, CancelJob) and message.task_id == self.task_id:
             self.cancelled = True
+        elif isinstance(message, SetThreads) and message.task_id == self.task_id:
+            self.threads = message.threads
         elif isinstance(message, Shutdown):
             self.cancelled = self.shutdown = True
 
     def should_stop(self) -> bool:
+        """Reads what the server sent; called by a batch job on its own thread before
+        each batch, where it also takes up a new thread count."""
         try:
             while self.conn.poll():
                 self.note(self.conn.recv())
         except (EOFError, OSError):
             raise ServerGone from None
+        if self.threads is not None and not self.cancelled:
+            threads, self.threads = self.threads, None
+            self.emit(use_threads(threads))
         return self.cancelled
 
     def emit(self, event: JobEvent) -> None:
-        _send(self.conn, JobEventMsg(self.task_id, event))
+        self.send(JobEventMsg(self.task_id, event))
+
+    def send(self, message: object) -> None:
+        with self.sending:
+            _send(self.conn, message)
+
+
+def use_threads(threads: int) -> JobEvent:
+    """Sets the calling thread's torch intra-op threads (OpenMP keeps the count per
+    thread: the job's own thread must call this); returns the event that says so."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    return JobEvent(
+        f"now on {threads} CPU thread{'s' if threads != 1 else ''} (was {before}): "
+        "the device's cores are shared by the jobs running there",
+        # Debug: it changes as jobs come and go (and served models idle and wake).
+        level=Level.DEBUG,
+        metrics={"threads": float(threads)},
+    )
 
 
 def worker_main(conn: Connection) -> None:
@@ -211,6 +246,77 @@ def _execute(job: Job, control: _Control) -> JobResult:
     return run_batch_job(job, control.emit, control.should_stop)
 
 
+# How often an idle serving job looks whether one of its passes broke.
+_FAILURE_CHECK_S = 0.5
+# The most forward passes a served model runs at once (`predict_max_streams` is capped
+# at it).
+MAX_FORWARD_PASSES = 16
+
+
+class ForwardPasses:
+    """A served model's batches, each answered on a thread of its own, so that batches
+    sent together run at once: small batches scale better across passes than across
+    intra-op threads (bench/README.md, "Replicas or threads").
+
+    The model's threads are a budget: a pass takes what is free when it starts (a lone
+    pass takes them all) and gives it back when it ends. A pass that starts while others
+    hold every thread takes one more, so the model runs at most one thread over its
+    share per extra pass, until the passes that started first end.
+    """
+
+    def __init__(
+        self, predictor: Predictor, threads: int, reply: Callable[[PredictReply], None]
+    ) -> None:
+        self._predictor = predictor
+        self.threads = threads
+        self._reply = reply
+        self._lock = threading.Lock()
+        self._taken = 0
+        self.answered = 0
+        # What broke a pass (a bug, no memory, a reply that cannot be sent): the job
+        # fails with it.
+        self.failure: BaseException | None = None
+        # More passes than this never come at once: the server caps a model's streams
+        # at `contract`'s most (config checks it).
+        self._pool = ThreadPoolExecutor(
+            max_workers=MAX_FORWARD_PASSES, thread_name_prefix="tandem-forward"
+        )
+
+    def submit(self, batch: PredictBatch) -> None:
+        self._pool.submit(self._answer, batch)
+
+    def close(self) -> None:
+        """Waits for the passes in flight (their replies still go out)."""
+        self._pool.shutdown(wait=True)
+
+    def _answer(self, batch: PredictBatch) -> None:
+        try:
+            self._reply(self._forward(batch))
+        except ServerGone:
+            pass  # the main loop sees the pipe break too
+        except BaseException as exc:
+            self.failure = exc
+
+    def _forward(self, batch: PredictBatch) -> PredictReply:
+        import torch
+
+        with self._lock:
+            threads = max(1, self.threads - self._taken)
+            self._taken += threads
+        try:
+            # OpenMP's count is per thread; torch applies its last global count to a
+            # thread's first parallel region, so settle that first, then set ours.
+            torch.get_num_threads()
+            torch.set_num_threads(threads)
+            reply = answer(self._predictor, batch)
+        finally:
+            with self._lock:
+                self._taken -= threads
+        with self._lock:
+            self.answered += len(batch.images)
+        return reply
+
+
 def _serve(job: ServeJob, control: _Control) -> JobResult:
     """Holds the model and answers `PredictBatch`es until cancelled."""
     import torch
@@ -224,18 +330,27 @@ def _serve(job: ServeJob, control: _Control) -> JobResult:
     except ArtifactError as exc:
         raise JobError(str(exc)) from None
     control.emit(JobEvent(f"serving {job.model_path} on {job.device}"))
-    answered = 0
-    while not control.cancelled:
-        try:
-            message = control.conn.recv()
-        except (EOFError, OSError):
-            raise ServerGone from None
-        if isinstance(message, PredictBatch) and message.task_id == job.task_id:
-            _send(control.conn, answer(predictor, message))
-            answered += len(message.images)
-        else:
-            control.note(message)
-    raise JobCancelled(f"unloaded after {answered} predictions")
+    passes = ForwardPasses(predictor, job.num_threads, control.send)
+    try:
+        while not control.cancelled:
+            if passes.failure is not None:
+                raise passes.failure
+            try:
+                # Waits in slices, so that a pass that broke ends the job while idle.
+                if not control.conn.poll(_FAILURE_CHECK_S):
+                    continue
+                message = control.conn.recv()
+            except (EOFError, OSError):
+                raise ServerGone from None
+            if isinstance(message, PredictBatch) and message.task_id == job.task_id:
+                passes.submit(message)
+            elif isinstance(message, SetThreads) and message.task_id == job.task_id:
+                passes.threads = message.threads
+            else:
+                control.note(message)
+    finally:
+        passes.close()
+    raise JobCancelled(f"unloaded after {passes.answered} predictions")
 
 
 def _send(conn: Connection, message: object) -> None:

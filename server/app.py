@@ -33,10 +33,11 @@ from server.metrics import Metrics
 from server.recovery import Recovery
 from server.servicers.inference import InferenceServicer
 from server.servicers.resources import ResourceServicer
-from server.servicers.tasks import TaskServicer
+from server.servicers.tasks import TaskServicer, add_task_service
 from server.servicers.training import TrainingServicer
 from server.serving import ModelServer
 from server.store import TaskStore
+from server.thread_share import ThreadShare
 from server.tls import PrivateSocket, TlsFiles
 from tandem.contract import MAX_MESSAGE_BYTES
 from tandem.v1 import (
@@ -45,7 +46,6 @@ from tandem.v1 import (
     resource_service_pb2,
     resource_service_pb2_grpc,
     task_service_pb2,
-    task_service_pb2_grpc,
     training_service_pb2,
     training_service_pb2_grpc,
 )
@@ -70,6 +70,8 @@ class Service:
     dispatcher: Dispatcher
     devices: DeviceRegistry
     model_server: ModelServer
+    # The CPU threads of every running job, as the device's cores are shared now.
+    threads: ThreadShare
     executor: Executor
     metrics: Metrics
     store: TaskStore
@@ -140,7 +142,8 @@ async def create_server(
             tick_interval_s=max(0.05, min(1.0, config.aging_interval_s / 10)),
             housekeeping=[journal.flush],
         )
-        devices = DeviceRegistry(store, dispatcher, cores=backend.cores)
+        devices = DeviceRegistry(store, dispatcher)
+        threads = ThreadShare(backend.cores, backend.executor.set_threads)
         planner = MemoryPlanner(store, gate)
         metrics = Metrics(arbiter.statistics, backend.inventory)
         manager = TaskManager(
@@ -151,10 +154,11 @@ async def create_server(
             devices,
             Recovery(config, store, journal, dispatcher, devices, planner),
             backend.executor,
+            threads,
             planner,
             metrics,
         )
-        model_server = ModelServer(config, dispatcher, devices, planner, backend.executor)
+        model_server = ModelServer(config, dispatcher, planner, threads, backend.executor)
         server = grpc.aio.server(
             interceptors=[TokenAuth(config.auth_token)] if config.auth_token else [],
             options=[
@@ -200,6 +204,7 @@ async def create_server(
             dispatcher,
             devices,
             model_server,
+            threads,
             backend.executor,
             metrics,
             store,
@@ -233,7 +238,7 @@ def _add_servicers(
         ),
         server,
     )
-    task_service_pb2_grpc.add_TaskServiceServicer_to_server(TaskServicer(manager), server)
+    add_task_service(TaskServicer(manager), server)
     resource_service_pb2_grpc.add_ResourceServiceServicer_to_server(
         ResourceServicer(devices, devices.statistics, inventory), server
     )

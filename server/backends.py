@@ -51,10 +51,11 @@ async def _local_backend(
     executor = LocalExecutor(
         prewarm={"cpu": config.prewarm_workers} if config.prewarm_workers else {},
         cancel_grace_s=config.cancel_grace_s,
+        environment=worker_environment(config),
     )
     stack.push_async_callback(executor.close)
     await executor.start()
-    return Backend(executor, inventory, default_limits(len(inventory.gpus())), _local_cores)
+    return Backend(executor, inventory, default_limits(len(inventory.gpus())), local_cores)
 
 
 async def _ray_backend(config: ServerConfig, stack: AsyncExitStack) -> Backend:
@@ -74,5 +75,16 @@ async def _ray_backend(config: ServerConfig, stack: AsyncExitStack) -> Backend:
     )
 
 
-def _local_cores(device: str) -> int:
+def worker_environment(config: ServerConfig) -> dict[str, str]:
+    """Variables a worker sets before it loads torch (OpenMP reads them only then)."""
+    if config.omp_wait_policy:
+        return {"OMP_WAIT_POLICY": config.omp_wait_policy.upper()}
+    return {}
+
+
+def local_cores(device: str) -> int:
+    """The CPUs this process may run on (a container's or `taskset`'s share, not the
+    machine's): the cores CPU jobs share."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0)) or 1
     return os.cpu_count() or 1

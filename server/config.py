@@ -9,6 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engines.worker import MAX_FORWARD_PASSES
 from tandem.contract import DEFAULT_GRPC_PORT, DEFAULT_HTTP_PORT
 
 DEFAULT_HOST = "127.0.0.1"
@@ -46,6 +47,15 @@ class ServerConfig:
     # even with no wait; the default wait of 0 favours latency.
     predict_max_batch: int = 32
     predict_max_wait_s: float = 0.0
+    # A served model runs up to this many batches at once (never more than its threads),
+    # each forward pass on a thread of its own with a part of the model's threads:
+    # small batches scale better across passes than across intra-op threads
+    # (bench/README.md, "Replicas or threads").
+    predict_max_streams: int = 4
+    # OMP_WAIT_POLICY for worker processes ("passive", "active"; "" leaves OpenMP's
+    # default): whether idle OpenMP threads spin, taking cores from the jobs beside them
+    # (bench/README.md, "OpenMP's spin-waiting").
+    omp_wait_policy: str = ""
     # A served model idle this long gives its inference slot back.
     serve_idle_s: float = 60.0
     # Models held loaded at once (least recently used is unloaded first).
@@ -160,6 +170,12 @@ def load(
             env, "TANDEM_PREDICT_MAX_WAIT_MS", DEFAULTS.predict_max_wait_s * 1000
         )
         / 1000,
+        predict_max_streams=_streams(
+            _env_int(env, "TANDEM_PREDICT_MAX_STREAMS", DEFAULTS.predict_max_streams)
+        ),
+        omp_wait_policy=_omp_wait_policy(
+            env.get("TANDEM_OMP_WAIT_POLICY", DEFAULTS.omp_wait_policy)
+        ),
         serve_idle_s=_positive(
             "serve idle", _env_float(env, "TANDEM_SERVE_IDLE_S", DEFAULTS.serve_idle_s)
         ),
@@ -220,10 +236,28 @@ def _tls_pair(cert: str | None, key: str | None) -> tuple[Path | None, Path | No
 EXECUTORS = ("local", "ray")
 
 
+OMP_WAIT_POLICIES = ("", "passive", "active")
+
+
+def _streams(value: int) -> int:
+    if not 1 <= value <= MAX_FORWARD_PASSES:
+        raise ValueError(
+            f"TANDEM_PREDICT_MAX_STREAMS must be 1 to {MAX_FORWARD_PASSES}, got {value}"
+        )
+    return value
+
+
 def _executor(name: str) -> str:
     if name.strip().lower() not in EXECUTORS:
         raise ValueError(f"the executor must be local or ray, got {name!r}")
     return name.strip().lower()
+
+
+def _omp_wait_policy(value: str) -> str:
+    policy = value.strip().lower()
+    if policy not in OMP_WAIT_POLICIES:
+        raise ValueError(f"TANDEM_OMP_WAIT_POLICY must be passive, active or empty, got {value!r}")
+    return policy
 
 
 def _positive(what: str, value: float) -> float:

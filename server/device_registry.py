@@ -1,4 +1,4 @@
-"""The device registry: which devices there are, their limits, and threads per job.
+"""The device registry: which devices there are, and their limits.
 
 Limits changed by `UpdateLimits` are saved in the store per device and per group
 (`cuda` for every GPU, `cpu` for every node's CPU on a cluster), so that they survive a
@@ -10,10 +10,10 @@ its limits too, and reports them back.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 from scheduler import DEFAULT_CPU_LIMITS, DEFAULT_GPU_LIMITS, ArbiterStatistics, Kind, Limits
-from scheduler.devices import CPU, device_group, is_gpu, resolve_among
+from scheduler.devices import CPU, device_group, resolve_among
 from server.dispatcher import Dispatcher
 from server.errors import not_found
 from server.store import TaskStore
@@ -53,12 +53,9 @@ def groups_of(device: str) -> list[str]:
 class DeviceRegistry:
     """Devices and their limits, kept in step with the arbiter and the store."""
 
-    def __init__(
-        self, store: TaskStore, dispatcher: Dispatcher, *, cores: Callable[[str], int]
-    ) -> None:
+    def __init__(self, store: TaskStore, dispatcher: Dispatcher) -> None:
         self._store = store
         self._dispatcher = dispatcher
-        self._cores = cores
         self._saved = store.load_limits()
 
     @property
@@ -138,17 +135,3 @@ class DeviceRegistry:
                 self._dispatcher.remove_device(device, why)
             except (KeyError, ValueError) as exc:
                 log.error("cannot remove device %s: %s", device, exc)
-
-    # -- threads -------------------------------------------------------------------------
-
-    def threads_for(self, device: str, kind: Kind) -> int:
-        """Intra-op threads per job: the cores shared by the slots that may run at once,
-        so a full device does not oversubscribe the CPU. `device` is concrete, or a
-        request (`cpu` on a cluster) that stands for its first candidate."""
-        if device not in self.devices:
-            device = resolve_among(device, self.devices)[0]
-        cores = self._cores(device)
-        if is_gpu(device):
-            return min(4, cores)  # a GPU job needs threads only to feed the GPU
-        limit = self.limits(device).of(kind)
-        return max(1, cores // max(1, limit))

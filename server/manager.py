@@ -32,6 +32,7 @@ from server.metrics import Metrics
 from server.records import TaskKind, TaskRecord, TaskState
 from server.recovery import Recovery, RequeueRefused
 from server.store import TaskPage, TaskStore
+from server.thread_share import Role, ThreadShare
 from server.validation import Submission
 
 log = logging.getLogger(__name__)
@@ -56,6 +57,7 @@ class TaskManager:
         devices: DeviceRegistry,
         recovery: Recovery,
         executor: Executor,
+        threads: ThreadShare,
         planner: MemoryPlanner,
         metrics: Metrics,
     ) -> None:
@@ -66,6 +68,7 @@ class TaskManager:
         self._devices = devices
         self._recovery = recovery
         self._executor = executor
+        self._threads = threads
         self._planner = planner
         self._metrics = metrics
         # QUEUED and RUNNING tasks; ended tasks are read from the store.
@@ -200,7 +203,8 @@ class TaskManager:
             self._executor.cancel(task_id)
         return self._snapshot(task)
 
-    def follow(self, task_id: str, from_seq: int, follow: bool) -> AsyncIterator[StoredEvent]:
+    def follow(self, task_id: str, from_seq: int, follow: bool) -> AsyncIterator[list[StoredEvent]]:
+        """The task's events in batches (see `EventLogs.follow`)."""
         self.get(task_id)  # NOT_FOUND before the stream starts
         return self._journal.logs.follow(task_id, from_seq, follow)
 
@@ -234,6 +238,9 @@ class TaskManager:
             self._executor.cancel(task_id)
 
     def job_finished(self, task_id: str, outcome: JobOutcome) -> None:
+        # The job has stopped computing, whatever comes of its task: its cores go to
+        # the jobs beside it.
+        self._threads.leave(task_id)
         task = self._active.get(task_id)
         if task is None or self._closing:
             return
@@ -330,7 +337,7 @@ class TaskManager:
         return job_for(
             task,
             output_dir=str(self._config.task_dir(task.task_id)),
-            num_threads=self._devices.threads_for(task.assigned_device, task.kind.slot),
+            num_threads=self._threads.join(task.task_id, task.assigned_device, Role.BATCH),
             # A task interrupted by a restart left checkpoints: carry on from the last.
             resume_from=checkpoint[1] if checkpoint else "",
         )

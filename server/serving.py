@@ -5,10 +5,16 @@ for as long as it is loaded; it gets that slot from the arbiter like any task, a
 priority of the request that loads it. Requests for a loaded model go straight to its
 worker and never queue behind batch tasks.
 
-Batching: each served model has one batch in flight at a time. Requests that arrive
-while it runs form the next batch (up to `predict_max_batch`), so under load requests
-share forward passes, and a lone request never waits for company (unless
-`predict_max_wait_s` asks for it).
+Batching: a request that finds a free stream goes at once (with whatever waits beside
+it, up to `predict_max_batch`); requests that arrive while every stream is busy form
+the next batch. A model has as many streams as it has CPU threads, at most
+`predict_max_streams`: its worker runs the batches in flight at once, the threads
+split between them. So under load requests share forward passes, and a lone request
+never waits for company (unless `predict_max_wait_s` asks for it).
+
+Threads: a served model's share of its device's cores follows the jobs running there
+(`ThreadShare`); one that has been idle for `IDLE_SHARE_S` gives its share to the
+batch jobs beside it until its next request.
 
 A served model gives its slot back when it has been idle for `serve_idle_s`, when a
 more urgent task waits for its slot (checked after every pass of the arbiter), or when
@@ -19,11 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import uuid
 from collections import OrderedDict
-from dataclasses import dataclass, field
 
 import grpc
 
@@ -31,44 +35,24 @@ from engines.executor import Executor, JobOutcome, Outcome
 from engines.jobs import JobEvent, Prediction, ServeJob
 from engines.protocol import PredictBatch, PredictReply
 from scheduler import Admission, Kind, QueueFull, Request
+from scheduler.devices import is_gpu
 from scheduler.memory import Shape
 from server.config import ServerConfig
-from server.device_registry import DeviceRegistry
 from server.dispatcher import DeviceGone, Dispatcher
-from server.errors import ServiceError, failed_precondition, invalid_argument, resource_exhausted
+from server.errors import ServiceError, failed_precondition, resource_exhausted
 from server.memory import MemoryPlanner
 from server.models import ModelInfo
+from server.served_model import Pending, Results, ServedModel, answer_all
+from server.thread_share import Role, ThreadShare
 
 log = logging.getLogger(__name__)
 
 Key = tuple[str, tuple[str, ...]]  # (model file, candidate devices)
 
-
-@dataclass
-class _Pending:
-    image: bytes
-    top_k: int
-    future: asyncio.Future[list[Prediction]]
-
-
-@dataclass
-class _Served:
-    """One loaded (or loading) model."""
-
-    job_id: str
-    model: ModelInfo
-    priority: int
-    last_used: float
-    device: str = ""
-    queue: asyncio.Queue[_Pending] = field(default_factory=asyncio.Queue)
-    in_flight: list[_Pending] = field(default_factory=list)
-    replies: dict[int, asyncio.Future[list[list[Prediction] | str]]] = field(default_factory=dict)
-    batch_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
-    runner: asyncio.Task[None] | None = None
-
-    @property
-    def busy(self) -> bool:
-        return bool(self.in_flight) or not self.queue.empty()
+# A served model idle this long gives its share of the cores to the batch jobs beside
+# it (until its next request): long enough not to swap counts between two requests of
+# a steady caller, short enough that an idle model leaves training its cores.
+IDLE_SHARE_S = 3.0
 
 
 class ModelServer:
@@ -78,22 +62,24 @@ class ModelServer:
         self,
         config: ServerConfig,
         dispatcher: Dispatcher,
-        devices: DeviceRegistry,
         planner: MemoryPlanner,
+        threads: ThreadShare,
         executor: Executor,
     ) -> None:
         self._config = config
         self._dispatcher = dispatcher
-        self._devices = devices
         self._planner = planner
+        self._threads = threads
         self._executor = executor
         self._maintainer: asyncio.Task[None] | None = None
-        self._served: OrderedDict[Key, _Served] = OrderedDict()
-        self._by_job: dict[str, _Served] = {}
+        self._served: OrderedDict[Key, ServedModel] = OrderedDict()
+        self._by_job: dict[str, ServedModel] = {}
         self._closed = False
-        # Forward passes run and images answered, for operators and tests.
+        # Forward passes run, images answered, and the most batches a model had in
+        # flight at once, for operators and tests.
         self.batches = 0
         self.images = 0
+        self.most_in_flight = 0
 
     async def predict(
         self,
@@ -112,7 +98,7 @@ class ModelServer:
             served = self._load(key, model, candidates, priority)
         self._served.move_to_end(key)
         loop = asyncio.get_running_loop()
-        pending = _Pending(image, top_k, loop.create_future())
+        pending = Pending(image, top_k, loop.create_future())
         served.queue.put_nowait(pending)
         try:
             return await pending.future, served.device
@@ -121,7 +107,7 @@ class ModelServer:
 
     def maintain(self) -> None:
         """Gives back the slots of served models that are idle too long, or whose slot a
-        more urgent task is waiting for."""
+        more urgent task is waiting for, and the cores of those idle for a moment."""
         now = asyncio.get_running_loop().time()
         arbiter = self._dispatcher.arbiter
         for key, served in list(self._served.items()):
@@ -132,6 +118,12 @@ class ModelServer:
                 self._unload(key, served, f"a more urgent task (priority {urgent}) needs its slot")
             elif now - served.last_used >= self._config.serve_idle_s:
                 self._unload(key, served, f"idle for {self._config.serve_idle_s:g} s")
+            elif now - served.last_used >= IDLE_SHARE_S:
+                self._threads.pause(served.job_id)
+
+    def waiting(self) -> int:
+        """Requests waiting for a batch, over every served model (for operators and tests)."""
+        return sum(served.queue.qsize() for served in self._served.values())
 
     def loaded(self) -> list[tuple[str, str, str]]:
         """(job id, model file, device) of every served model (for operators and tests)."""
@@ -150,8 +142,9 @@ class ModelServer:
                 await self._maintainer
         served = list(self._by_job.values())
         for entry in served:
-            self._fail_all(entry, _unavailable("the server is shutting down; retry"))
+            entry.fail_all(_unavailable("the server is shutting down; retry"))
         runners = [entry.runner for entry in served if entry.runner is not None]
+        runners += [task for entry in served for task in entry.answering]
         for runner in runners:
             runner.cancel()
         await asyncio.gather(*runners, return_exceptions=True)
@@ -168,6 +161,7 @@ class ModelServer:
             future.set_result(reply.results)
 
     def job_finished(self, task_id: str, outcome: JobOutcome) -> None:
+        self._threads.leave(task_id)
         served = self._by_job.pop(task_id, None)
         if served is None:
             return
@@ -179,7 +173,7 @@ class ModelServer:
         else:
             log.warning("served model %s ended: %s", served.model.path, outcome.error)
             error = _unavailable(f"the worker serving the model stopped ({outcome.error}); retry")
-        self._fail_all(served, error)
+        served.fail_all(error)
         if served.runner is not None:
             served.runner.cancel()
         self._dispatcher.release(task_id)
@@ -205,10 +199,10 @@ class ModelServer:
 
     def _load(
         self, key: Key, model: ModelInfo, candidates: tuple[str, ...], priority: int
-    ) -> _Served:
+    ) -> ServedModel:
         if len(self._served) >= self._config.max_served_models:
             self._make_room()
-        served = _Served(
+        served = ServedModel(
             job_id=f"serve-{uuid.uuid4().hex[:12]}",
             model=model,
             priority=priority,
@@ -228,19 +222,19 @@ class ModelServer:
             f"all {self._config.max_served_models} served models are busy; retry shortly"
         )
 
-    def _stop_serving(self, served: _Served, why: str) -> None:
+    def _stop_serving(self, served: ServedModel, why: str) -> None:
         for key, entry in list(self._served.items()):
             if entry is served:
                 self._unload(key, served, why)
                 return
         self._executor.cancel(served.job_id)
 
-    def _unload(self, key: Key, served: _Served, why: str) -> None:
+    def _unload(self, key: Key, served: ServedModel, why: str) -> None:
         log.info("unloading %s from %s: %s", served.model.path, served.device, why)
         self._served.pop(key, None)
         self._executor.cancel(served.job_id)
 
-    async def _run(self, served: _Served, candidates: tuple[str, ...]) -> None:
+    async def _run(self, served: ServedModel, candidates: tuple[str, ...]) -> None:
         """Gets a slot, starts the serving job, then feeds it batches until it ends."""
         try:
             shape = Shape(
@@ -267,12 +261,13 @@ class ModelServer:
             task_id=served.job_id,
             model_path=served.model.path,
             device=admission.device,
-            num_threads=self._devices.threads_for(admission.device, Kind.INFERENCE),
+            num_threads=self._threads.join(served.job_id, admission.device, Role.SERVING),
         )
         try:
             self._executor.serve(job, self)
         except Exception as exc:
             log.exception("could not start serving %s", served.model.path)
+            self._threads.leave(served.job_id)
             self._dispatcher.release(served.job_id)
             self._abandon(served, _unavailable(f"could not load the model: {exc}"))
             return
@@ -283,72 +278,81 @@ class ModelServer:
         except Exception:
             # A bug, not a user error: fail what waits, give the slot back, stay usable.
             log.exception("serving %s failed", served.model.path)
-            self._fail_all(served, ServiceError(grpc.StatusCode.INTERNAL, "prediction failed"))
+            served.fail_all(ServiceError(grpc.StatusCode.INTERNAL, "prediction failed"))
             self._stop_serving(served, "its batch loop failed")
 
-    async def _batches(self, served: _Served) -> None:
+    def _streams(self, served: ServedModel) -> int:
+        """Batches the model may have in flight: one per thread it has, within the cap;
+        one on a GPU, where the memory admitted for the model is one batch's."""
+        if is_gpu(served.device):
+            return 1
+        threads = self._threads.threads(served.job_id) or 1
+        return max(1, min(self._config.predict_max_streams, threads))
+
+    async def _batches(self, served: ServedModel) -> None:
+        """Gathers requests into batches and sends each to the worker as soon as one of
+        the model's streams is free; `_answer` hands each batch's answers back."""
         loop = asyncio.get_running_loop()
-        max_batch = self._config.predict_max_batch
         while True:
-            batch = [await served.queue.get()]
-            # Collecting counts as busy: an idle check must not unload under this batch.
-            served.in_flight = batch
-            deadline = loop.time() + self._config.predict_max_wait_s
-            while len(batch) < max_batch:
-                if not served.queue.empty():
-                    batch.append(served.queue.get_nowait())
-                    continue
-                remaining = deadline - loop.time()
-                if remaining <= 0:
-                    break
-                try:
-                    batch.append(await asyncio.wait_for(served.queue.get(), remaining))
-                except TimeoutError:
-                    break
-            batch = [p for p in batch if not p.future.done()]  # callers that gave up
-            served.in_flight = batch
+            while len(served.in_flight) >= self._streams(served):
+                served.answered.clear()
+                await served.answered.wait()
+            batch = await served.gather(
+                self._config.predict_max_batch, self._config.predict_max_wait_s
+            )
             if not batch:
                 continue
             batch_id = next(served.batch_ids)
-            reply: asyncio.Future[list[list[Prediction] | str]] = loop.create_future()
+            reply: asyncio.Future[Results] = loop.create_future()
             served.replies[batch_id] = reply
+            served.in_flight[batch_id] = batch
+            served.gathering = []
+            self.most_in_flight = max(self.most_in_flight, len(served.in_flight))
+            # An idle model gets its cores back first: the new count goes down the
+            # pipe ahead of the batch.
+            self._threads.resume(served.job_id)
             top_k = max(p.top_k for p in batch)
             message = PredictBatch(served.job_id, batch_id, [p.image for p in batch], top_k)
             if not self._executor.send(served.job_id, message):
                 return  # the job is ending; job_finished fails what is pending
-            results = await reply
-            self.batches += 1
-            self.images += len(batch)
-            served.in_flight = []
-            served.last_used = loop.time()
-            for pending, result in zip(batch, results, strict=True):
-                if pending.future.done():
-                    continue
-                if isinstance(result, str):
-                    pending.future.set_exception(invalid_argument(result))
-                else:
-                    pending.future.set_result(result[: pending.top_k])
+            task = asyncio.create_task(self._answer(served, batch_id, batch, reply))
+            served.answering.add(task)
+            task.add_done_callback(served.answering.discard)
 
-    def _abandon(self, served: _Served, error: ServiceError) -> None:
+    async def _answer(
+        self,
+        served: ServedModel,
+        batch_id: int,
+        batch: list[Pending],
+        reply: asyncio.Future[Results],
+    ) -> None:
+        try:
+            results = await reply
+        except asyncio.CancelledError:
+            if reply.cancelled():
+                return  # the job ended: job_finished has failed the batch's callers
+            raise
+        served.in_flight.pop(batch_id, None)
+        served.last_used = asyncio.get_running_loop().time()
+        served.answered.set()
+        self.batches += 1
+        self.images += len(batch)
+        try:
+            answer_all(batch, results)
+        except Exception:  # a reply out of step with its batch: a bug, never a hang
+            log.exception("serving %s: a bad reply to batch %d", served.model.path, batch_id)
+            error = ServiceError(grpc.StatusCode.INTERNAL, "prediction failed")
+            for pending in batch:
+                if not pending.future.done():
+                    pending.future.set_exception(error)
+
+    def _abandon(self, served: ServedModel, error: ServiceError) -> None:
         """The model never got a slot: fail what waits for it and forget it."""
         self._by_job.pop(served.job_id, None)
         for key, entry in list(self._served.items()):
             if entry is served:
                 del self._served[key]
-        self._fail_all(served, error)
-
-    @staticmethod
-    def _fail_all(served: _Served, error: ServiceError) -> None:
-        pending = list(served.in_flight)
-        while not served.queue.empty():
-            pending.append(served.queue.get_nowait())
-        for item in pending:
-            if not item.future.done():
-                item.future.set_exception(error)
-        for future in served.replies.values():
-            if not future.done():
-                future.cancel()
-        served.in_flight = []
+        served.fail_all(error)
 
 
 def _unavailable(message: str) -> ServiceError:
