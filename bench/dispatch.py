@@ -35,11 +35,18 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from bench.harness import LOCAL, Tandem, event_time, figure, percentile, torch_threads
+from bench.harness import (
+    DEFAULT_THREADS,
+    LOCAL,
+    Tandem,
+    event_time,
+    figure,
+    percentile,
+    torch_threads,
+)
 from bench.report import Goal
 from engines import training
 from engines.jobs import JobEvent, TrainingJob
-from scheduler import Kind
 from tandem.v1 import task_pb2
 
 __all__ = ["FULL", "GOALS", "SMOKE", "Settings", "dispatch_seconds", "measure", "run"]
@@ -77,7 +84,6 @@ def measure(settings: Settings, executor: str = LOCAL) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="tandem-bench-dispatch-") as tmp:
         with Tandem(Path(tmp) / "warm", executor=executor, prewarm_workers=1) as tandem:
             tandem.wait_workers_ready("cpu", 1)
-            threads = tandem.threads_for("cpu", Kind.TRAINING)
             first = _sample(tandem)
             warm = [_sample(tandem) for _ in range(settings.warm)]
         cold = []
@@ -85,7 +91,8 @@ def measure(settings: Settings, executor: str = LOCAL) -> dict[str, float]:
             data_dir = Path(tmp) / f"cold-{index}"
             with Tandem(data_dir, executor=executor, prewarm_workers=0) as tandem:
                 cold.append(_sample(tandem))
-        setup = [_job_setup(Path(tmp) / "setup", threads) for _ in range(settings.setup)]
+        # A lone task gets every core from the server's thread share: torch's default.
+        setup = [_job_setup(Path(tmp) / "setup", DEFAULT_THREADS) for _ in range(settings.setup)]
     figures = {
         "dispatch_warm_ms": statistics.median(warm) * 1000,
         "dispatch_warm_p90_ms": percentile(warm, 90) * 1000,

@@ -9,8 +9,9 @@
   other than `local` get its name after their prefix (`figure`).
 - Inputs made on the spot, seeded: a photo-like PNG, an ImageFolder of such PNGs, a
   random-init model artifact. Nothing is downloaded.
-- `percentile`, `concurrent_calls`, `torch_threads`: the arithmetic and the thread
-  settings that every comparison needs done the same way on both sides.
+- `percentile`, `concurrent_calls`, `torch_threads`, `DEFAULT_THREADS`: the arithmetic
+  and the thread settings that every comparison needs done the same way on both sides.
+- `TandemClient`: the same calls on a channel to any Tandem (a `tandem serve` process).
 """
 
 from __future__ import annotations
@@ -33,7 +34,6 @@ from PIL import Image
 from engines import zoo
 from engines.artifacts import save_artifact
 from engines.datasets import IMAGENET_MEAN, IMAGENET_STD
-from scheduler import Kind
 from server.config import ServerConfig, load
 from tandem.v1 import (
     inference_service_pb2,
@@ -50,15 +50,19 @@ from tandem.v1 import (
 from tests.harness.threaded import ServerThread
 
 __all__ = [
+    "DEFAULT_THREADS",
     "LOCAL",
     "SEED",
     "Tandem",
+    "TandemClient",
     "concurrent_calls",
     "event_time",
     "figure",
+    "in_batch_loop",
     "latency",
     "make_png",
     "percentile",
+    "progress_images_per_s",
     "save_model",
     "torch_threads",
     "write_image_folder",
@@ -68,6 +72,11 @@ LOCAL = "local"
 SEED = 20261128
 # Generous: on a loaded 2-core machine a worker's first import of torch alone can take 15 s.
 CALL_TIMEOUT_S = 600.0
+# torch's own intra-op thread count in a fresh process (every core, unless OMP_NUM_THREADS
+# says otherwise), read before anything here sets it: what a bare loop gets by default.
+DEFAULT_THREADS = torch.get_num_threads()
+# The job ids the server's thread share gives served models.
+SERVED_PREFIX = "serve-"
 
 
 def figure(name: str, executor: str) -> str:
@@ -93,61 +102,19 @@ def server_config(data_dir: Path, *, executor: str = LOCAL, **overrides: Any) ->
     return config
 
 
-class Tandem:
-    """A running Tandem server in this process and sync stubs on one channel to it."""
+class TandemClient:
+    """Sync stubs on one channel to a running Tandem, and the few calls the benchmarks
+    make (submit, follow a task's events, cancel, change limits)."""
 
-    def __init__(self, data_dir: Path, *, executor: str = LOCAL, **overrides: Any) -> None:
-        self.executor = executor
-        self.server = ServerThread(server_config(data_dir, executor=executor, **overrides))
-        self.server.start()
-        self.channel = grpc.insecure_channel(f"127.0.0.1:{self.server.port}")
+    def __init__(self, address: str) -> None:
+        self.channel = grpc.insecure_channel(address)
         self.training = training_service_pb2_grpc.TrainingServiceStub(self.channel)
         self.inference = inference_service_pb2_grpc.InferenceServiceStub(self.channel)
         self.tasks = task_service_pb2_grpc.TaskServiceStub(self.channel)
         self.resources = resource_service_pb2_grpc.ResourceServiceStub(self.channel)
 
-    def __enter__(self) -> Tandem:
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self.close()
-
     def close(self) -> None:
         self.channel.close()
-        self.server.stop()
-
-    @property
-    def port(self) -> int:
-        return self.server.port
-
-    def threads_for(self, device: str, kind: Kind) -> int:
-        """The torch threads the server gives a job of `kind` on `device`."""
-        service = self.server.service
-        assert service is not None
-        return self.server.call(lambda: service.devices.threads_for(device, kind))
-
-    def wait_workers_ready(
-        self, device: str, count: int, timeout_s: float = CALL_TIMEOUT_S
-    ) -> None:
-        """Returns once `count` idle workers of the local pool on `device` have imported
-        torch and said so. Other executors keep their own pools: nothing to wait for."""
-        service = self.server.service
-        assert service is not None
-        executor = service.executor
-        # The local pool's readiness is not part of any API (a worker still starting just
-        # takes its first job a little later), so the benchmark reads the pool itself.
-        idle = getattr(executor, "_idle", None)
-        if not isinstance(idle, dict):
-            return
-
-        def ready() -> int:
-            return sum(1 for worker in idle.get(device, []) if worker.ready)
-
-        deadline = time.monotonic() + timeout_s
-        while self.server.call(ready) < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{count} {device} workers not ready after {timeout_s:g} s")
-            time.sleep(0.05)
 
     def train(self, **fields: Any) -> task_pb2.Task:
         request = training_service_pb2.TrainRequest(**fields)
@@ -204,9 +171,103 @@ class Tandem:
         self.resources.UpdateLimits(request, timeout=CALL_TIMEOUT_S)
 
 
+class Tandem(TandemClient):
+    """A running Tandem server in this process and sync stubs on one channel to it."""
+
+    def __init__(self, data_dir: Path, *, executor: str = LOCAL, **overrides: Any) -> None:
+        self.executor = executor
+        self.server = ServerThread(server_config(data_dir, executor=executor, **overrides))
+        self.server.start()
+        super().__init__(f"127.0.0.1:{self.server.port}")
+
+    def __enter__(self) -> Tandem:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        super().close()
+        self.server.stop()
+
+    @property
+    def port(self) -> int:
+        return self.server.port
+
+    def thread_shares(self) -> dict[str, int]:
+        """Job or task id -> the intra-op threads the server gives it now, for every
+        running job (served models are `serve-...`)."""
+        service = self.server.service
+        assert service is not None
+        return self.server.call(service.threads.snapshot)
+
+    def served_threads(self) -> int:
+        """The threads of the one model this server serves now."""
+        served = [n for job, n in self.thread_shares().items() if job.startswith(SERVED_PREFIX)]
+        if len(served) != 1:
+            raise RuntimeError(f"expected one served model, the server has {len(served)}")
+        return served[0]
+
+    def wait_workers_ready(
+        self, device: str, count: int, timeout_s: float = CALL_TIMEOUT_S
+    ) -> None:
+        """Returns once `count` idle workers of the local pool on `device` have imported
+        torch and said so. Other executors keep their own pools: nothing to wait for."""
+        service = self.server.service
+        assert service is not None
+        executor = service.executor
+        # The local pool's readiness is not part of any API (a worker still starting just
+        # takes its first job a little later), so the benchmark reads the pool itself.
+        idle = getattr(executor, "_idle", None)
+        if not isinstance(idle, dict):
+            return
+
+        def ready() -> int:
+            return sum(1 for worker in idle.get(device, []) if worker.ready)
+
+        deadline = time.monotonic() + timeout_s
+        while self.server.call(ready) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{count} {device} workers not ready after {timeout_s:g} s")
+            time.sleep(0.05)
+
+
 def event_time(event: task_pb2.TaskEvent) -> float:
     """The event's timestamp (the server's `time.time()` when it logged it), in seconds."""
     return event.time.seconds + event.time.nanos * 1e-9
+
+
+def progress_images_per_s(
+    events: list[task_pb2.TaskEvent], started: float, ended: float, batch_size: int
+) -> float:
+    """A training task's images/s between `started` and `ended` (`time.time()`, as the
+    server's event timestamps): batches done between its first and last progress event
+    in that span (events come every 0.5 s at most, at batch ends), or, with fewer than
+    two events there, the running rate of the epoch at its last progress event."""
+    progress = [
+        event
+        for event in events
+        if event.type == task_pb2.EVENT_TYPE_METRICS and "batch" in event.metrics
+    ]
+    if not progress:
+        raise RuntimeError("the training task reported no progress")
+    inside = [event for event in progress if started <= event_time(event) <= ended]
+    if len(inside) < 2 or inside[0].metrics["epoch"] != inside[-1].metrics["epoch"]:
+        return progress[-1].metrics["images_per_sec"]
+    first, last = inside[0], inside[-1]
+    batches = last.metrics["batch"] - first.metrics["batch"]
+    return batches * batch_size / (event_time(last) - event_time(first))
+
+
+def in_batch_loop(event: task_pb2.TaskEvent) -> bool:
+    """Whether `event` is a training task's first progress event (its batch loop runs);
+    raises if the task ended before it got there (for `TandemClient.wait_for`)."""
+    if event.type == task_pb2.EVENT_TYPE_STATE and event.state not in (
+        task_pb2.TASK_STATE_QUEUED,
+        task_pb2.TASK_STATE_RUNNING,
+    ):
+        raise RuntimeError(f"the training task ended before its batch loop: {event.message}")
+    return event.type == task_pb2.EVENT_TYPE_METRICS and "batch" in event.metrics
 
 
 def make_png(size: int, seed: int = SEED) -> bytes:

@@ -8,16 +8,21 @@ decode, the resize/crop/normalise transform and the forward pass, in-process and
 Tandem alike.
 
 - In-process baseline: `Predictor(artifact, "cpu").predict_images([png], 5)` in a loop
-  (decode + preprocess + forward at batch 1, top-5), with `torch.set_num_threads` set to
-  what the server gives its serving worker (`TaskManager.threads_for("cpu", inference)`:
-  the cores shared by the CPU's inference slots, `cpu_count // 4` at the default limits,
-  at least 1), so both sides get the same cores for the forward pass.
+  (decode + preprocess + forward at batch 1, top-5) with torch's default threads (every
+  core): the machine's limit. Pinned: the same with `torch.set_num_threads` set to the
+  threads the server gives its served model (`service.threads.snapshot()`), measured
+  only when that count is not the default (else the default loop stands for both).
+- Bare batched: `predict_images([png] * 8, 5)` in a loop with every core, answers/s:
+  what 8 callers at once could get from this machine with no server at all.
 - Tandem: the server runs in this process on its own event loop thread (as the tests'
   `ServerThread` does), port 0, one prewarmed CPU worker, default Predict settings
-  (max batch 32, no batching wait). Sync gRPC stubs call `Predict` with `model_path`,
-  `device="cpu"`, `top_k=5`: one caller in sequence (concurrency 1: latency and
-  throughput), then eight threads sharing one channel (concurrency 8: throughput).
-  A warm-up loads the model first.
+  (max batch 32, no batching wait, `predict_max_streams` batches at once). Sync gRPC
+  stubs call `Predict` with `model_path`, `device="cpu"`, `top_k=5`: one caller in
+  sequence (concurrency 1: latency and throughput), then eight threads sharing one
+  channel (concurrency 8: throughput). A warm-up loads the model first.
+- One stream: a second server, the same but `predict_max_streams=1` (one batch at a
+  time in the served model, all its threads on it), for replicas-or-threads
+  (bench/README.md, "Replicas or threads").
 - Floor: a `Predict` the servicer refuses at its first check (a GIF signature on the
   same 100 KB of image), each after the server sat idle as long as one forward pass:
   gRPC's round trip for this request with Tandem's own work cut to the minimum.
@@ -28,11 +33,11 @@ Ray executor: `bench/ray_executor.py`); its figures then carry the executor's na
 
 Each round: concurrency 1 as in-process and Tandem calls in turns, call by call (so a
 slow moment of a shared machine falls on both sides alike, and the p50 difference is
-not a drift between two blocks), then concurrency 8, then the floor. Latencies are
-pooled over the rounds. Throughput at concurrency 1 is calls over the time spent in
-them; at concurrency 8, calls over the wall time of the blocks. `time.perf_counter`
-times everything; the served model's own counters give the images per forward pass
-at concurrency 8.
+not a drift between two blocks), then blocks of concurrency 8 (Tandem, one stream, bare
+batched; the order reversed every round), then the floor. Latencies are pooled over the
+rounds. Throughput at concurrency 1 is calls over the time spent in them; at
+concurrency 8, calls over the wall time of the blocks. `time.perf_counter` times
+everything; the served models' own counters give the images per forward pass.
 """
 
 from __future__ import annotations
@@ -47,8 +52,10 @@ from pathlib import Path
 import grpc
 
 from bench.harness import (
+    DEFAULT_THREADS,
     LOCAL,
     Tandem,
+    TandemClient,
     concurrent_calls,
     figure,
     latency,
@@ -60,7 +67,6 @@ from bench.harness import (
 from bench.report import Goal
 from engines.artifacts import load_artifact
 from engines.predict import Predictor
-from scheduler import Kind
 from tandem.v1 import inference_service_pb2
 
 __all__ = [
@@ -82,7 +88,9 @@ CONCURRENCY = 8
 
 GOALS = (
     Goal("predict_p50_overhead_ms", maximum=2.0),
-    Goal("predict_c8_vs_inprocess", minimum=1.0),
+    Goal("predict_p50_over_floor_ms", maximum=0.5),
+    Goal("predict_c8_vs_inprocess_pinned", minimum=1.0),
+    Goal("predict_c8_vs_bare_batched", minimum=0.9),
 )
 
 
@@ -98,7 +106,8 @@ class Settings:
     warmup: int
 
 
-# 300 latencies per side at c1 (the p99 is about the 4th slowest); about 90 s in all.
+# 300 latencies per side at c1 (the p99 is about the 4th slowest); 480 answers per side at
+# c8 (Tandem, one stream, bare batched); about 2 min in all.
 FULL = Settings(
     image_size=224,
     rounds=3,
@@ -123,7 +132,7 @@ def save_predict_model(data_dir: Path, image_size: int) -> Path:
     return save_model(path, ARCHITECTURE, NUM_CLASSES, image_size)
 
 
-def predict_call(tandem: Tandem, model_path: Path, png: bytes) -> Callable[[], None]:
+def predict_call(tandem: TandemClient, model_path: Path, png: bytes) -> Callable[[], None]:
     """One Predict of `png` by `model_path` on the CPU, top-5, checked."""
     request = inference_service_pb2.PredictRequest(
         model_path=str(model_path), image=png, top_k=TOP_K, device="cpu"
@@ -138,17 +147,22 @@ def predict_call(tandem: Tandem, model_path: Path, png: bytes) -> Callable[[], N
 
 
 def measure(settings: Settings, executor: str = LOCAL) -> dict[str, float]:
-    """Both sides measured in turns; see the module docstring. Served through `executor`
+    """Every side measured in turns; see the module docstring. Served through `executor`
     (figures of an executor other than the local one carry its name)."""
     png = make_png(224)
     with tempfile.TemporaryDirectory(prefix="tandem-bench-predict-") as tmp:
         data_dir = Path(tmp) / "data"
         model_path = save_predict_model(data_dir, settings.image_size)
-        with Tandem(data_dir, executor=executor, prewarm_workers=1) as tandem:
-            service = tandem.server.service
-            assert service is not None
-            threads = tandem.threads_for("cpu", Kind.INFERENCE)
-            remote = predict_call(tandem, model_path, png)
+        with (
+            Tandem(data_dir, executor=executor, prewarm_workers=1) as tandem,
+            Tandem(
+                Path(tmp) / "one-stream",
+                executor=executor,
+                prewarm_workers=1,
+                predict_max_streams=1,
+                model_roots=(data_dir,),
+            ) as one_stream,
+        ):
             # Refused by the servicer's first check (not a PNG or JPEG signature): the
             # same request size through gRPC and into Tandem's handler, and nothing else.
             refused = inference_service_pb2.PredictRequest(
@@ -170,67 +184,142 @@ def measure(settings: Settings, executor: str = LOCAL) -> dict[str, float]:
                 (answer,) = predictor.predict_images([png], TOP_K)
                 assert isinstance(answer, list) and len(answer) == TOP_K
 
-            model_server = service.model_server
-            server = tandem.server
+            def batched() -> None:
+                answers = predictor.predict_images([png] * CONCURRENCY, TOP_K)
+                assert len(answers) == CONCURRENCY
 
-            def answered() -> tuple[int, int]:
-                return server.call(lambda: (model_server.batches, model_server.images))
-
-            with torch_threads(threads):
-                figures = _rounds(settings, local, remote, floor, answered)
+            sides = _Sides(
+                local=local,
+                batched=batched,
+                remote=predict_call(tandem, model_path, png),
+                one_stream=predict_call(one_stream, model_path, png),
+                floor=floor,
+                answered=_answered(tandem),
+                one_stream_answered=_answered(one_stream),
+                served_threads=tandem.served_threads,
+            )
+            with torch_threads(DEFAULT_THREADS):
+                figures = _rounds(settings, sides)
     return {figure(name, executor): value for name, value in figures.items()}
 
 
-def _rounds(
-    settings: Settings,
-    local: Callable[[], None],
-    remote: Callable[[], None],
-    floor: Callable[[], None],
-    answered: Callable[[], tuple[int, int]],
-) -> dict[str, float]:
+def _answered(tandem: Tandem) -> Callable[[], tuple[int, int]]:
+    """The served models' counters: (forward passes, images) so far."""
+    service = tandem.server.service
+    assert service is not None
+    model_server = service.model_server
+    server = tandem.server
+    return lambda: server.call(lambda: (model_server.batches, model_server.images))
+
+
+@dataclass(frozen=True)
+class _Sides:
+    """The calls a round makes."""
+
+    local: Callable[[], None]
+    batched: Callable[[], None]
+    remote: Callable[[], None]
+    one_stream: Callable[[], None]
+    floor: Callable[[], None]
+    answered: Callable[[], tuple[int, int]]
+    one_stream_answered: Callable[[], tuple[int, int]]
+    served_threads: Callable[[], int]
+
+
+class _C8:
+    """Seconds and the served model's (forward passes, images) of one side's c8 blocks."""
+
+    def __init__(self, call: Callable[[], None], answered: Callable[[], tuple[int, int]]):
+        self.call = call
+        self.answered = answered
+        self.seconds = 0.0
+        self.batches = 0
+        self.images = 0
+
+    def block(self, calls: int) -> None:
+        batches, images = self.answered()
+        self.seconds += concurrent_calls(self.call, calls, CONCURRENCY)
+        after = self.answered()
+        self.batches += after[0] - batches
+        self.images += after[1] - images
+
+
+def _rounds(settings: Settings, sides: _Sides) -> dict[str, float]:
     warmup_latencies = []
     for _ in range(settings.warmup):  # the first Predict loads the model in the worker
-        warmup_latencies.append(latency(local))
-        remote()
-        floor()
-    concurrent_calls(remote, CONCURRENCY * settings.warmup, CONCURRENCY)
+        warmup_latencies.append(latency(sides.local))
+        sides.remote()
+        sides.one_stream()
+        sides.floor()
+        sides.batched()
+    concurrent_calls(sides.remote, CONCURRENCY * settings.warmup, CONCURRENCY)
+    concurrent_calls(sides.one_stream, CONCURRENCY * settings.warmup, CONCURRENCY)
+    # The served model's share of the cores, while it is the only job on the device.
+    served_threads = sides.served_threads()
+    pinned = served_threads != DEFAULT_THREADS
+
+    def local_pinned() -> None:
+        with torch_threads(served_threads):
+            sides.local()
+
     # The floor's calls come after the server sat idle as long as a forward pass keeps
     # it waiting, since how long the threads on the path slept changes how fast they wake.
     gap_s = statistics.median(warmup_latencies)
     local_latencies: list[float] = []
+    pinned_latencies: list[float] = []
     remote_latencies: list[float] = []
     floor_latencies: list[float] = []
-    c8_time = 0.0
-    c8_batches = c8_images = 0
-    for _ in range(settings.rounds):
+    c8 = _C8(sides.remote, sides.answered)
+    one_stream = _C8(sides.one_stream, sides.one_stream_answered)
+    bare_batches = settings.c8_calls // CONCURRENCY
+    bare_seconds = 0.0
+    for round_ in range(settings.rounds):
         # Call by call in turns, so the machine's slow moments fall on both sides alike.
         for _ in range(settings.c1_calls):
-            local_latencies.append(latency(local))
-            remote_latencies.append(latency(remote))
-        batches, images = answered()
-        c8_time += concurrent_calls(remote, settings.c8_calls, CONCURRENCY)
-        after = answered()
-        c8_batches += after[0] - batches
-        c8_images += after[1] - images
+            local_latencies.append(latency(sides.local))
+            remote_latencies.append(latency(sides.remote))
+            if pinned:
+                pinned_latencies.append(latency(local_pinned))
+        # Blocks at concurrency 8, ABBA: the order reversed every round.
+        order = ("tandem", "one_stream", "bare")
+        for side in order if round_ % 2 == 0 else reversed(order):
+            if side == "tandem":
+                c8.block(settings.c8_calls)
+            elif side == "one_stream":
+                one_stream.block(settings.c8_calls)
+            else:
+                bare_seconds += sum(latency(sides.batched) for _ in range(bare_batches))
         for _ in range(settings.floor_calls):
             time.sleep(gap_s)
-            floor_latencies.append(latency(floor))
+            floor_latencies.append(latency(sides.floor))
 
     def ms(values: list[float], q: float) -> float:
         return percentile(values, q) * 1000
 
     inprocess_per_s = len(local_latencies) / sum(local_latencies)
-    c8_per_s = settings.rounds * settings.c8_calls / c8_time
+    pinned_per_s = len(pinned_latencies) / sum(pinned_latencies) if pinned else inprocess_per_s
+    calls = settings.rounds * settings.c8_calls
+    c8_per_s = calls / c8.seconds
+    bare_per_s = settings.rounds * bare_batches * CONCURRENCY / bare_seconds
+    overhead_ms = ms(remote_latencies, 50) - ms(local_latencies, 50)
     return {
         "predict_p50_ms": ms(remote_latencies, 50),
         "predict_p99_ms": ms(remote_latencies, 99),
         "inprocess_p50_ms": ms(local_latencies, 50),
         "inprocess_p99_ms": ms(local_latencies, 99),
-        "predict_p50_overhead_ms": ms(remote_latencies, 50) - ms(local_latencies, 50),
+        "predict_p50_overhead_ms": overhead_ms,
         "predict_floor_p50_ms": ms(floor_latencies, 50),
+        "predict_p50_over_floor_ms": overhead_ms - ms(floor_latencies, 50),
         "predict_c1_per_s": len(remote_latencies) / sum(remote_latencies),
         "predict_c8_per_s": c8_per_s,
         "inprocess_c1_per_s": inprocess_per_s,
-        "predict_c8_vs_inprocess": c8_per_s / inprocess_per_s,
-        "predict_c8_images_per_batch": c8_images / c8_batches,
+        "inprocess_pinned_c1_per_s": pinned_per_s,
+        "predict_c8_vs_inprocess_pinned": c8_per_s / pinned_per_s,
+        "predict_bare_batched_per_s": bare_per_s,
+        "predict_c8_vs_bare_batched": c8_per_s / bare_per_s,
+        "predict_c8_images_per_batch": c8.images / c8.batches,
+        "predict_c8_streams1_per_s": calls / one_stream.seconds,
+        "predict_c8_streams1_images_per_batch": one_stream.images / one_stream.batches,
+        "predict_c8_vs_streams1": one_stream.seconds / c8.seconds,
+        "predict_serve_threads": float(served_threads),
     }

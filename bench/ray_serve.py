@@ -1,9 +1,10 @@
-"""Predict at concurrency 8 against Ray Serve serving the same model on the same machine.
+"""Predict at concurrency 8 against Ray Serve serving the same model on the same machine,
+configured as its users would for this machine.
 
 Both serve the Predict benchmark's model file (a random-init resnet18 at 224 px, 1,000
 classes, seeded) on the CPU, and both answer each request by decoding its PNG,
 resizing, cropping and normalising it, running the forward pass in eval mode and
-taking the top 5: Ray Serve's replica does it with the very same
+taking the top 5: Ray Serve's replicas do it with the very same
 `engines.predict.Predictor`, so the work per image is identical and what differs is
 the serving around it.
 
@@ -12,16 +13,23 @@ the serving around it.
   8 threads sharing one channel, as in `bench/predict.py`.
 - Ray Serve (`ray[serve]` from requirements-bench.txt): a local Ray instance of its own
   (`address="local"`, never a cluster found on the machine; no dashboard, usage stats
-  off, its temp dir a short folder under /tmp removed afterwards) with one replica of a
-  deployment that batches like Tandem does (`@serve.batch`, up to 8, no wait, room for
-  32 requests in flight) and gives torch the same thread count as Tandem's serving
-  worker (`TaskManager.threads_for("cpu", inference)`). 8 threads POST the PNG bytes to
-  Serve's HTTP proxy, each on a keep-alive connection of its own.
-- Turns: both services are up for the whole run; blocks of calls alternate between
-  them, the order flipped every round, so each pays for the other's idle processes and
-  both meet the machine's slow spells. Throughput is calls over the blocks' wall time.
+  off, its temp dir a short folder under /tmp removed afterwards) running one
+  application per configuration, every replica batching like Tandem does
+  (`@serve.batch`, up to 8, no wait, room for 32 requests in flight):
+  - all cores: one replica with `num_cpus` = every core and torch's default threads;
+  - per core: `os.cpu_count()` replicas of one CPU and one torch thread each;
+  - pinned: one replica with the threads Tandem gives its served model
+    (`service.threads.snapshot()`), only when that is not torch's default (else the
+    all-cores application stands for it).
+  Ray's logical CPUs are raised to the replicas' total so every application is up at
+  once; they reserve nothing, they only let Ray place the replicas. 8 threads POST the
+  PNG bytes to Serve's HTTP proxy, each on a keep-alive connection of its own.
+- Turns: every service is up for the whole run; blocks of calls go round them, the
+  order reversed every round, so each pays for the others' idle processes and all meet
+  the machine's slow spells. Throughput is calls over the blocks' wall time.
 
-`predict_c8_vs_ray_serve` is Tandem's throughput over Ray Serve's.
+`predict_c8_vs_ray_serve_best` is Tandem's throughput over the better of Ray Serve's
+all-cores and per-core configurations; `predict_c8_vs_ray_serve_pinned` over the pinned one.
 """
 
 from __future__ import annotations
@@ -35,30 +43,31 @@ import shutil
 import socket
 import tempfile
 import threading
-from collections.abc import Iterator
-from contextlib import closing, contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from packaging.requirements import Requirement
 
-from bench.harness import Tandem, concurrent_calls, make_png
+from bench.harness import DEFAULT_THREADS, Tandem, concurrent_calls, make_png
 from bench.predict import TOP_K, predict_call, save_predict_model
 from bench.report import Goal, Unavailable
-from scheduler import Kind
 
 __all__ = ["FULL", "GOALS", "SMOKE", "Settings", "measure", "run", "unavailable"]
 
 CONCURRENCY = 8
-ROUTE = "/classify"
 # A path under /tmp as short as can be: Ray puts Unix sockets in its temp dir, and a
 # socket path may not be longer than 107 bytes.
 RAY_TEMP_PREFIX = "/tmp/tandem-bench-"
 # Ray's minimum; the benchmark stores nothing in the object store.
 OBJECT_STORE_BYTES = 80 * 1024**2
 
-GOALS = (Goal("predict_c8_vs_ray_serve", minimum=1.5),)
+GOALS = (
+    Goal("predict_c8_vs_ray_serve_best", minimum=1.5),
+    Goal("predict_c8_vs_ray_serve_pinned", minimum=1.5),
+)
 
 
 @dataclass(frozen=True)
@@ -71,7 +80,8 @@ class Settings:
     warmup: int
 
 
-# 480 calls per side, ~30 s each at ~16/s on this VM; plus Ray's start, about 1.5 min.
+# 480 calls per side, ~25 s each at ~20/s on this VM; plus Ray's start and its replicas'
+# imports of torch, about 2.5 min.
 FULL = Settings(image_size=224, rounds=4, calls=120, warmup=24)
 SMOKE = Settings(image_size=224, rounds=1, calls=8, warmup=8)
 
@@ -81,38 +91,75 @@ def run(smoke: bool) -> dict[str, float]:
     return measure(SMOKE if smoke else FULL)
 
 
+@dataclass(frozen=True)
+class _Application:
+    """One Ray Serve configuration: its route, replicas, and each replica's CPUs and
+    torch threads (None: torch's default)."""
+
+    name: str
+    replicas: int
+    cpus: int
+    threads: int | None
+
+    @property
+    def route(self) -> str:
+        return f"/{self.name}"
+
+
 def measure(settings: Settings) -> dict[str, float]:
-    """Both services up, blocks of 8 concurrent callers in turns; see the docstring."""
+    """Every service up, blocks of 8 concurrent callers in turns; see the docstring."""
     ray, serve = _import_serve()  # before anything starts: Unavailable if it cannot run
     png = make_png(224)
+    cores = os.cpu_count() or 1
     with tempfile.TemporaryDirectory(prefix="tandem-bench-ray-serve-") as tmp:
         data_dir = Path(tmp) / "data"
         model_path = save_predict_model(data_dir, settings.image_size)
         with Tandem(data_dir, prewarm_workers=1) as tandem:
-            threads = tandem.threads_for("cpu", Kind.INFERENCE)
             tandem_call = predict_call(tandem, model_path, png)
-            with (
-                _ray_serve(ray, serve, model_path, threads) as port,
-                closing(_HttpCaller(port, png)) as ray_call,
-            ):
-                for call in (tandem_call, ray_call):
-                    concurrent_calls(call, settings.warmup, CONCURRENCY)
-                tandem_s = ray_s = 0.0
-                for round_ in range(settings.rounds):
-                    # ABBA: the side that went second in one round goes first in the next.
-                    if round_ % 2 == 0:
-                        tandem_s += concurrent_calls(tandem_call, settings.calls, CONCURRENCY)
-                        ray_s += concurrent_calls(ray_call, settings.calls, CONCURRENCY)
-                    else:
-                        ray_s += concurrent_calls(ray_call, settings.calls, CONCURRENCY)
-                        tandem_s += concurrent_calls(tandem_call, settings.calls, CONCURRENCY)
-    calls = settings.rounds * settings.calls
+            concurrent_calls(tandem_call, settings.warmup, CONCURRENCY)
+            served_threads = tandem.served_threads()
+            applications = [
+                _Application("all-cores", replicas=1, cpus=cores, threads=None),
+                _Application("per-core", replicas=cores, cpus=1, threads=1),
+            ]
+            if served_threads != DEFAULT_THREADS:
+                applications.append(
+                    _Application("pinned", 1, cpus=served_threads, threads=served_threads)
+                )
+            with _ray_serve(ray, serve, model_path, applications) as (port, replica_threads):
+                callers = {app.name: _HttpCaller(port, app.route, png) for app in applications}
+                try:
+                    seconds = _in_turns(settings, {"tandem": tandem_call, **callers})
+                finally:
+                    for caller in callers.values():
+                        caller.close()
+    per_s = {name: settings.rounds * settings.calls / s for name, s in seconds.items()}
+    pinned = per_s.get("pinned", per_s["all-cores"])
+    best = max(per_s["all-cores"], per_s["per-core"])
     return {
-        "ray_serve_c8_per_s": calls / ray_s,
-        "ray_serve_tandem_c8_per_s": calls / tandem_s,
-        "predict_c8_vs_ray_serve": ray_s / tandem_s,
-        "ray_serve_threads": float(threads),
+        "ray_serve_tandem_c8_per_s": per_s["tandem"],
+        "ray_serve_all_cores_c8_per_s": per_s["all-cores"],
+        "ray_serve_per_core_c8_per_s": per_s["per-core"],
+        "ray_serve_pinned_c8_per_s": pinned,
+        "predict_c8_vs_ray_serve_best": per_s["tandem"] / best,
+        "predict_c8_vs_ray_serve_pinned": per_s["tandem"] / pinned,
+        "ray_serve_threads": float(served_threads),
+        "ray_serve_all_cores_threads": float(replica_threads["all-cores"]),
+        "ray_serve_per_core_replicas": float(cores),
     }
+
+
+def _in_turns(settings: Settings, calls: dict[str, Callable[[], None]]) -> dict[str, float]:
+    """Seconds of each side's blocks: a warm-up block each, then rounds in turns, the
+    order reversed every round (ABBA)."""
+    for call in calls.values():
+        concurrent_calls(call, settings.warmup, CONCURRENCY)
+    seconds = dict.fromkeys(calls, 0.0)
+    order = list(calls)
+    for round_ in range(settings.rounds):
+        for name in order if round_ % 2 == 0 else reversed(order):
+            seconds[name] += concurrent_calls(calls[name], settings.calls, CONCURRENCY)
+    return seconds
 
 
 def unavailable() -> str | None:
@@ -157,8 +204,12 @@ def _import_serve() -> tuple[Any, Any]:
 
 
 @contextmanager
-def _ray_serve(ray: Any, serve: Any, model_path: Path, threads: int) -> Iterator[int]:
-    """A local Ray instance serving the model over HTTP; yields the HTTP port."""
+def _ray_serve(
+    ray: Any, serve: Any, model_path: Path, applications: list[_Application]
+) -> Iterator[tuple[int, dict[str, int]]]:
+    """A local Ray instance serving the model over HTTP, one application (route) per
+    configuration; yields the HTTP port and each application's torch threads (as one
+    of its replicas reports them)."""
     # Serve logs every start and deployment at INFO; the table is what matters here.
     logging.getLogger("ray.serve").setLevel(logging.WARNING)
     temp_dir = tempfile.mkdtemp(prefix=RAY_TEMP_PREFIX)
@@ -166,7 +217,7 @@ def _ray_serve(ray: Any, serve: Any, model_path: Path, threads: int) -> Iterator
     try:
         ray.init(
             address="local",
-            num_cpus=os.cpu_count() or 1,
+            num_cpus=sum(app.replicas * app.cpus for app in applications),
             include_dashboard=False,
             object_store_memory=OBJECT_STORE_BYTES,
             log_to_driver=False,
@@ -175,15 +226,23 @@ def _ray_serve(ray: Any, serve: Any, model_path: Path, threads: int) -> Iterator
         )
         try:
             serve.start(http_options={"host": "127.0.0.1", "port": port})
-            deployment = serve.deployment(
-                name="classifier",
-                num_replicas=1,
-                max_ongoing_requests=32,
-                ray_actor_options={"num_cpus": 1},
-            )(_classifier_class(serve))
-            app = deployment.bind(str(model_path), threads, TOP_K)
-            serve.run(app, name="bench", route_prefix=ROUTE)
-            yield port
+            threads = {}
+            for app in applications:
+                deployment = serve.deployment(
+                    name="classifier",
+                    num_replicas=app.replicas,
+                    max_ongoing_requests=32,
+                    # Ray sets OMP_NUM_THREADS to these CPUs in the replica, as a user's
+                    # num_cpus would: torch's default threads then follow it.
+                    ray_actor_options={"num_cpus": app.cpus},
+                )(_classifier_class(serve))
+                handle = serve.run(
+                    deployment.bind(str(model_path), app.threads, TOP_K),
+                    name=app.name,
+                    route_prefix=app.route,
+                )
+                threads[app.name] = handle.threads.remote().result()
+            yield port, threads
         finally:
             serve.shutdown()
             ray.shutdown()
@@ -196,14 +255,21 @@ def _classifier_class(serve: Any) -> type:
     value (the replica need not import `bench`) and `bench` loads without Ray."""
 
     class Classifier:
-        def __init__(self, model_path: str, threads: int, top_k: int) -> None:
+        def __init__(self, model_path: str, threads: int | None, top_k: int) -> None:
             import torch
 
             from engines.predict import from_path
 
-            torch.set_num_threads(threads)
+            if threads is not None:
+                torch.set_num_threads(threads)
             self.predictor = from_path(model_path, "cpu")
             self.top_k = top_k
+
+        def threads(self) -> int:
+            import torch
+
+            count: int = torch.get_num_threads()
+            return count
 
         @serve.batch(max_batch_size=CONCURRENCY, batch_wait_timeout_s=0.0)  # type: ignore[untyped-decorator]
         async def classify(self, images: list[bytes]) -> list[list[dict[str, Any]]]:
@@ -233,8 +299,9 @@ class _HttpCaller:
     """POSTs `png` to the deployment and checks the answer: a keep-alive connection per
     calling thread, all closed by `close`."""
 
-    def __init__(self, port: int, png: bytes) -> None:
+    def __init__(self, port: int, route: str, png: bytes) -> None:
         self.port = port
+        self.route = route
         self.png = png
         self._local = threading.local()
         self._lock = threading.Lock()
@@ -248,7 +315,7 @@ class _HttpCaller:
             with self._lock:
                 self._connections.append(connection)
         connection.request(
-            "POST", ROUTE, body=self.png, headers={"Content-Type": "application/octet-stream"}
+            "POST", self.route, body=self.png, headers={"Content-Type": "application/octet-stream"}
         )
         response = connection.getresponse()
         body = response.read()

@@ -21,6 +21,7 @@ from bench import (
     predict,
     ray_executor,
     ray_serve,
+    scaling,
     scheduler,
     throughput,
 )
@@ -55,6 +56,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     ray_serve,
     isolation,
     throughput,
+    scaling,
     # Minutes at full size (1,000 tasks): last, so the quick figures come first.
     load,
 )

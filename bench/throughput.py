@@ -1,30 +1,34 @@
 """Images per second of training and batch inference in Tandem against the same loop in a
-bare script: same model, batch, image size, device (the CPU) and torch thread count.
+bare script: same model, batch, image size and device (the CPU).
 
 - Data: an ImageFolder of generated PNGs (4 classes, photo-like colour blobs plus pixel
   noise) in the data dir of a real Tandem server, so both sides pay for PNG decoding
   and the resize/crop/normalise transform in the loop, as a real dataset does.
 - Tandem: a `Train` task (resnet18, 64 px, batch 32, SGD, no validation split) or an
-  `Infer` task (a random-init resnet18 artifact at 224 px, batch 32, top-5) run by the
-  server's warm CPU worker. Its images/s are the task's own metrics: for training, each
-  epoch's `images_per_sec` event (the epoch's images over the time of its batch loop,
-  checkpoints excluded); for inference, the finished task's `images_per_sec` (the whole
-  pass: reading, predicting and writing the predictions file).
+  `Infer` task (a random-init resnet18 artifact at 224 px, batch 32, top-5) run alone by
+  the server's warm CPU worker. Its images/s and threads are the task's own metrics: for
+  training, each epoch's `images_per_sec` and `threads` (the epoch's images over the
+  time of its batch loop, checkpoints excluded); for inference, the finished task's
+  (the whole pass: reading, predicting and writing the predictions file).
 - Bare script: the same loop written the plain way (torchvision `ImageFolder`, a
   `DataLoader` without worker processes, forward/backward/step; for inference the files
   opened and batched by hand, top-k written as JSON lines), timed over the same span, in
   a spawned process of its own (as the worker is one), reused across rounds as the
-  worker is. It runs with the thread count the server gives the task
-  (`TaskManager.threads_for`: the CPU's cores shared by the kind's slots), since a loop
-  with more threads than Tandem grants measures the grant, not Tandem, and at the nice
-  value the worker gives a batch job (`engines.worker.BATCH_NICE`), since on a machine
-  busy with other work a loop at a higher priority measures the priority.
-- Turns: each round runs one Tandem task and one bare run back to back, the order flipped
-  every round (ABBA), so a slow spell of a shared machine falls on both sides. The
-  first epoch of a training run warms up (allocations, first touch of the weights) and
-  is not counted on either side; an inference pass is counted whole on both.
+  worker is, at the nice value the worker gives a batch job
+  (`engines.worker.BATCH_NICE`), since on a machine busy with other work a loop at a
+  higher priority measures the priority. It runs twice per round:
+  - with torch's default threads (every core, no `torch.set_num_threads`): the
+    machine's limit, what a lone job should reach (`..._lone_vs_bare`);
+  - pinned to the threads the Tandem task ran with (its `threads` metric), which
+    measures Tandem's own overhead apart from its thread share (`..._pinned_ratio`).
+    When that count is torch's default the two runs would be the same run, so the
+    default one stands for both.
+- Turns: each round runs the sides back to back, the order reversed every round
+  (ABBA), so a slow spell of a shared machine falls on every side. The first epoch of
+  a training run warms up (allocations, first touch of the weights) and is not counted
+  on either side; an inference pass is counted whole on both.
 
-The ratio is Tandem's images/s over the bare script's, round by round; the figure is the
+Each ratio is Tandem's images/s over a bare side's, round by round; the figure is the
 median of the rounds' ratios (1.0: the service costs nothing over the loop it runs), and
 the images/s figures are each side's median.
 """
@@ -32,6 +36,7 @@ the images/s figures are each side's median.
 from __future__ import annotations
 
 import json
+import math
 import multiprocessing
 import statistics
 import tempfile
@@ -52,7 +57,6 @@ from bench.report import Goal
 from engines.artifacts import load_artifact
 from engines.datasets import IMAGENET_MEAN, IMAGENET_STD
 from engines.worker import lower_thread_priority
-from scheduler import Kind
 from tandem.v1 import task_pb2
 
 __all__ = ["FULL", "GOALS", "SMOKE", "Settings", "bare_inference", "bare_training", "run"]
@@ -64,8 +68,10 @@ TOP_K = 5
 LEARNING_RATE = 0.01
 
 GOALS = (
-    Goal("train_throughput_ratio", minimum=0.97),
-    Goal("infer_throughput_ratio", minimum=0.97),
+    Goal("train_lone_vs_bare", minimum=0.95),
+    Goal("train_pinned_ratio", minimum=0.97),
+    Goal("infer_lone_vs_bare", minimum=0.95),
+    Goal("infer_pinned_ratio", minimum=0.97),
 )
 
 
@@ -86,9 +92,9 @@ class Settings:
 
 
 # On this 2-core VM at one thread: a training epoch of 240 images at 64 px is about 3 s
-# and an inference pass over 64 images at 224 px about 4 s, so each side gets about
-# 30 s of counted time in each comparison; about 4 min in all, with the warm-up epochs,
-# checkpoints and task starts.
+# and an inference pass over 64 images at 224 px about 4 s (less with both cores), so
+# each side gets about 30 s of counted time in each comparison; about 4 min in all, with
+# the warm-up epochs, checkpoints and task starts (more where a pinned run is needed).
 FULL = Settings(
     train_image_size=64,
     train_batch=32,
@@ -120,25 +126,39 @@ def run(smoke: bool) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class _Rounds:
-    """Images/s of each side in each round (index i of both lists: round i)."""
+    """Each side's images/s in each round (index i of every list: round i), and the
+    threads the Tandem task ran with."""
 
     tandem: list[float]
     bare: list[float]
+    pinned: list[float]
+    threads: list[float]
+    bare_threads: int
 
     def figures(self, prefix: str) -> dict[str, float]:
-        # Medians, and the ratio as the median of each round's own ratio: the two runs
-        # of a round are back to back, so a slow spell that hits one round's pair
-        # moves one ratio out of several instead of a total.
-        ratios = [t / b for t, b in zip(self.tandem, self.bare, strict=True)]
+        # Medians, and each ratio as the median of each round's own ratio: the runs of
+        # a round are back to back, so a slow spell that hits one round moves one ratio
+        # out of several instead of a total.
+        def ratio(bare: list[float]) -> float:
+            return statistics.median(t / b for t, b in zip(self.tandem, bare, strict=True))
+
         return {
             f"{prefix}_tandem_images_per_s": statistics.median(self.tandem),
             f"{prefix}_bare_images_per_s": statistics.median(self.bare),
-            f"{prefix}_throughput_ratio": statistics.median(ratios),
+            f"{prefix}_bare_pinned_images_per_s": statistics.median(self.pinned),
+            f"{prefix}_lone_vs_bare": ratio(self.bare),
+            f"{prefix}_pinned_ratio": ratio(self.pinned),
+            f"{prefix}_threads": statistics.median(self.threads),
+            f"{prefix}_bare_threads": float(self.bare_threads),
         }
 
 
+# A bare run: threads to pin it to, or None for torch's default; returns images/s.
+_Bare = Callable[[int | None], float]
+
+
 def measure(settings: Settings) -> dict[str, float]:
-    """Training then inference, each in rounds of both sides; see the module docstring."""
+    """Training then inference, each in rounds of every side; see the module docstring."""
     spawn = multiprocessing.get_context("spawn")
     with (
         tempfile.TemporaryDirectory(prefix="tandem-bench-throughput-") as tmp,
@@ -163,35 +183,41 @@ def measure(settings: Settings) -> dict[str, float]:
         model_path = save_model(
             data_dir / "models" / "infer.pt", INFER_MODEL, CLASSES, settings.infer_image_size
         )
-        bare_ready.result()
+        bare_threads = bare_ready.result()
         with Tandem(data_dir, prewarm_workers=1) as tandem:
-            train_threads = tandem.threads_for("cpu", Kind.TRAINING)
-            infer_threads = tandem.threads_for("cpu", Kind.INFERENCE)
-            train = _compare_training(tandem, bare, train_folder, settings, train_threads)
+            train = _compare_training(tandem, bare, train_folder, settings, bare_threads)
             infer = _compare_inference(
-                tandem, bare, infer_folder, model_path, Path(tmp), settings, infer_threads
+                tandem, bare, infer_folder, model_path, Path(tmp), settings, bare_threads
             )
-    return {
-        **train.figures("train"),
-        "train_threads": float(train_threads),
-        **infer.figures("infer"),
-        "infer_threads": float(infer_threads),
-    }
+    return {**train.figures("train"), **infer.figures("infer")}
 
 
-def _in_turns(rounds: int, tandem: Callable[[], float], bare: Callable[[], float]) -> _Rounds:
-    """Each side's images/s in each round; ABBA: the side second in one round is first
-    in the next."""
+def _in_turns(
+    rounds: int, tandem: Callable[[], tuple[float, float]], bare: _Bare, bare_threads: int
+) -> _Rounds:
+    """Each side's images/s in each round. `tandem` returns (images/s, threads it ran
+    with). ABBA: round 0 runs Tandem, bare, pinned; round 1 the reverse, and so on.
+    Round 0 starts with Tandem, so the pinned count is known by the pinned run's turn."""
     served: list[float] = []
     plain: list[float] = []
+    pinned: list[float] = []
+    threads: list[float] = []
     for round_ in range(rounds):
-        if round_ % 2 == 0:
-            served.append(tandem())
-            plain.append(bare())
-        else:
-            plain.append(bare())
-            served.append(tandem())
-    return _Rounds(served, plain)
+        order = ("tandem", "bare", "pinned")
+        for side in order if round_ % 2 == 0 else reversed(order):
+            if side == "tandem":
+                rate, count = tandem()
+                served.append(rate)
+                threads.append(count)
+            elif side == "bare":
+                plain.append(bare(None))
+            else:
+                count = round(statistics.median(threads))
+                # At torch's default count the pinned run is the default run: one is enough.
+                pinned.append(bare(count) if count != bare_threads else math.nan)
+    # NaN marks a pinned run that the same round's default run stands for.
+    pinned = [b if math.isnan(p) else p for p, b in zip(pinned, plain, strict=True)]
+    return _Rounds(served, plain, pinned, threads, bare_threads)
 
 
 def _counted(rates: list[float], images: int) -> float:
@@ -201,11 +227,11 @@ def _counted(rates: list[float], images: int) -> float:
 
 
 def _compare_training(
-    tandem: Tandem, bare: ProcessPoolExecutor, folder: Path, settings: Settings, threads: int
+    tandem: Tandem, bare: ProcessPoolExecutor, folder: Path, settings: Settings, bare_threads: int
 ) -> _Rounds:
     images = CLASSES * settings.train_per_class
 
-    def run_tandem() -> float:
+    def run_tandem() -> tuple[float, float]:
         task = tandem.train(
             model=TRAIN_MODEL,
             dataset=str(folder),
@@ -218,13 +244,14 @@ def _compare_training(
             seed=SEED,
             val_split=0.0,
         )
-        rates = _epoch_rates(tandem.events(task.task_id))
-        if len(rates) != settings.train_epochs:
+        epochs = _epoch_metrics(tandem.events(task.task_id))
+        if len(epochs) != settings.train_epochs:
             state = task_pb2.TaskState.Name(tandem.get(task.task_id).state)
-            raise RuntimeError(f"training task {task.task_id} ended {state} after {rates}")
-        return _counted(rates, images)
+            raise RuntimeError(f"training task {task.task_id} ended {state} after {epochs}")
+        rate = _counted([epoch["images_per_sec"] for epoch in epochs], images)
+        return rate, statistics.mean(epoch["threads"] for epoch in epochs[1:])
 
-    def run_bare() -> float:
+    def run_bare(threads: int | None) -> float:
         rates = bare.submit(
             bare_training,
             str(folder),
@@ -236,14 +263,14 @@ def _compare_training(
         ).result()
         return _counted(rates, images)
 
-    return _in_turns(settings.train_rounds, run_tandem, run_bare)
+    return _in_turns(settings.train_rounds, run_tandem, run_bare, bare_threads)
 
 
-def _epoch_rates(events: list[task_pb2.TaskEvent]) -> list[float]:
-    """images/s of each epoch, from the end-of-epoch metrics events (progress events
+def _epoch_metrics(events: list[task_pb2.TaskEvent]) -> list[dict[str, float]]:
+    """The metrics of each epoch, from the end-of-epoch metrics events (progress events
     carry a `batch` too)."""
     return [
-        event.metrics["images_per_sec"]
+        dict(event.metrics)
         for event in events
         if event.type == task_pb2.EVENT_TYPE_METRICS
         and "images_per_sec" in event.metrics
@@ -258,9 +285,9 @@ def _compare_inference(
     model_path: Path,
     scratch: Path,
     settings: Settings,
-    threads: int,
+    bare_threads: int,
 ) -> _Rounds:
-    def run_tandem() -> float:
+    def run_tandem() -> tuple[float, float]:
         task = tandem.infer(
             model_path=str(model_path),
             dataset=str(folder),
@@ -268,9 +295,10 @@ def _compare_inference(
             top_k=TOP_K,
             device="cpu",
         )
-        return tandem.succeeded(task.task_id).metrics["images_per_sec"]
+        metrics = tandem.succeeded(task.task_id).metrics
+        return metrics["images_per_sec"], metrics["threads"]
 
-    def run_bare() -> float:
+    def run_bare(threads: int | None) -> float:
         return bare.submit(
             bare_inference,
             str(folder),
@@ -280,14 +308,25 @@ def _compare_inference(
             str(scratch / "bare-predictions.jsonl"),
         ).result()
 
-    return _in_turns(settings.infer_rounds, run_tandem, run_bare)
+    return _in_turns(settings.infer_rounds, run_tandem, run_bare, bare_threads)
 
 
 # -- the bare script: runs in its own spawned process ------------------------------------
 
 
-def _warm_up() -> None:
-    """Nothing: unpickling this function imported the module, torch and torchvision."""
+# Read when the bare process imports this module, before anything sets it.
+_DEFAULT_THREADS = torch.get_num_threads()
+
+
+def _warm_up() -> int:
+    """torch's default threads here; unpickling this function imported the module, torch
+    and torchvision."""
+    return _DEFAULT_THREADS
+
+
+def _use_threads(threads: int | None) -> None:
+    # The process is reused across runs: put the default back for a default run.
+    torch.set_num_threads(_DEFAULT_THREADS if threads is None else threads)
 
 
 def _as_nice_as_a_batch_job() -> None:
@@ -297,11 +336,17 @@ def _as_nice_as_a_batch_job() -> None:
 
 
 def bare_training(
-    folder: str, model_name: str, image_size: int, batch_size: int, epochs: int, threads: int
+    folder: str,
+    model_name: str,
+    image_size: int,
+    batch_size: int,
+    epochs: int,
+    threads: int | None,
 ) -> list[float]:
-    """images/s of each epoch of a plain training loop over the ImageFolder `folder`."""
+    """images/s of each epoch of a plain training loop over the ImageFolder `folder`, with
+    `threads` intra-op threads (None: torch's default)."""
     _as_nice_as_a_batch_job()
-    torch.set_num_threads(threads)
+    _use_threads(threads)
     torch.manual_seed(SEED)
     transform = transforms.Compose(
         [
@@ -337,11 +382,13 @@ def bare_training(
     return rates
 
 
-def bare_inference(folder: str, model_path: str, batch_size: int, threads: int, out: str) -> float:
+def bare_inference(
+    folder: str, model_path: str, batch_size: int, threads: int | None, out: str
+) -> float:
     """images/s of one plain pass of batch inference over the ImageFolder `folder`, the
-    top-k of each image written to `out` as a JSON line."""
+    top-k of each image written to `out` as a JSON line; `threads` as `bare_training`."""
     _as_nice_as_a_batch_job()
-    torch.set_num_threads(threads)
+    _use_threads(threads)
     artifact = load_artifact(model_path)
     model = torchvision.models.get_model(
         artifact.architecture, weights=None, num_classes=artifact.num_classes

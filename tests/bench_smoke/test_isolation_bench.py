@@ -1,5 +1,6 @@
 """The isolation benchmark runs end to end (a real server serving Predict, a real
-training task beside it) on a handful of calls and reports every figure.
+training task beside it, under each OpenMP wait policy) on a handful of calls and
+reports every figure.
 
 Only the shape of the result is checked: timings belong to `make bench`, not to tests.
 """
@@ -10,6 +11,7 @@ import math
 
 from bench import isolation as isolation_bench
 from bench.registry import BENCHMARKS
+from server.config import OMP_WAIT_POLICIES
 
 FIGURES = {
     "isolation_idle_p50_ms",
@@ -18,8 +20,13 @@ FIGURES = {
     "isolation_busy_p99_ms",
     "isolation_p50_ratio",
     "isolation_p99_ratio",
+    "isolation_train_images_per_s",
     "isolation_train_threads",
     "isolation_serve_threads",
+} | {
+    f"isolation_omp_{policy or 'unset'}_{name}"
+    for policy in OMP_WAIT_POLICIES
+    for name in ("p50_ratio", "p99_ratio", "train_images_per_s")
 }
 
 

@@ -20,14 +20,22 @@ FIGURES = {
     "inprocess_p99_ms",
     "predict_p50_overhead_ms",
     "predict_floor_p50_ms",
+    "predict_p50_over_floor_ms",
     "predict_c1_per_s",
     "predict_c8_per_s",
     "inprocess_c1_per_s",
-    "predict_c8_vs_inprocess",
+    "inprocess_pinned_c1_per_s",
+    "predict_c8_vs_inprocess_pinned",
+    "predict_bare_batched_per_s",
+    "predict_c8_vs_bare_batched",
     "predict_c8_images_per_batch",
+    "predict_c8_streams1_per_s",
+    "predict_c8_streams1_images_per_batch",
+    "predict_c8_vs_streams1",
+    "predict_serve_threads",
 }
-# A difference of two latencies: on a handful of calls it may come out at or below zero.
-SIGNED = {"predict_p50_overhead_ms"}
+# Differences of latencies: on a handful of calls they may come out at or below zero.
+SIGNED = {"predict_p50_overhead_ms", "predict_p50_over_floor_ms"}
 
 
 def test_smoke_run_reports_every_figure_as_a_finite_number() -> None:

@@ -1,5 +1,6 @@
 """The Ray Serve comparison runs end to end (Tandem and a local Ray Serve serving the same
-resnet18, 8 callers each) on a handful of calls and reports every figure.
+resnet18, 8 callers each; Ray Serve as one replica with every core and as one
+replica per core) on a handful of calls and reports every figure.
 
 Ray Serve is a bench-only package (requirements-bench.txt, installed by `make bench`):
 without it the smoke run is skipped with the reason, as the runner skips the benchmark.
@@ -16,10 +17,15 @@ from bench import ray_serve as ray_serve_bench
 from bench.registry import BENCHMARKS
 
 FIGURES = {
-    "ray_serve_c8_per_s",
     "ray_serve_tandem_c8_per_s",
-    "predict_c8_vs_ray_serve",
+    "ray_serve_all_cores_c8_per_s",
+    "ray_serve_per_core_c8_per_s",
+    "ray_serve_pinned_c8_per_s",
+    "predict_c8_vs_ray_serve_best",
+    "predict_c8_vs_ray_serve_pinned",
     "ray_serve_threads",
+    "ray_serve_all_cores_threads",
+    "ray_serve_per_core_replicas",
 }
 
 

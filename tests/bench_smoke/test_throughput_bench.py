@@ -13,14 +13,17 @@ from bench.registry import BENCHMARKS
 from tandem.v1 import task_pb2
 
 FIGURES = {
-    "train_tandem_images_per_s",
-    "train_bare_images_per_s",
-    "train_throughput_ratio",
-    "train_threads",
-    "infer_tandem_images_per_s",
-    "infer_bare_images_per_s",
-    "infer_throughput_ratio",
-    "infer_threads",
+    f"{prefix}_{name}"
+    for prefix in ("train", "infer")
+    for name in (
+        "tandem_images_per_s",
+        "bare_images_per_s",
+        "bare_pinned_images_per_s",
+        "lone_vs_bare",
+        "pinned_ratio",
+        "threads",
+        "bare_threads",
+    )
 }
 
 
@@ -38,16 +41,18 @@ def test_every_goal_names_a_figure_the_benchmark_reports() -> None:
     assert {goal.figure for goal in throughput_bench.GOALS} <= FIGURES
 
 
-def test_epoch_rates_come_from_end_of_epoch_metrics_only() -> None:
+def test_epoch_metrics_come_from_end_of_epoch_events_only() -> None:
     def metrics(**values: float) -> task_pb2.TaskEvent:
         return task_pb2.TaskEvent(type=task_pb2.EVENT_TYPE_METRICS, metrics=values)
 
     events = [
         task_pb2.TaskEvent(type=task_pb2.EVENT_TYPE_LOG, message="training resnet18"),
-        metrics(epoch=1, batch=3, images_per_sec=10.0),  # progress within the epoch
-        metrics(epoch=1, images_per_sec=11.0),
-        metrics(epoch=2, batch=3, images_per_sec=12.0),
-        metrics(epoch=2, images_per_sec=13.0),
+        metrics(epoch=1, batch=3, images_per_sec=10.0, threads=2.0),  # within the epoch
+        metrics(epoch=1, images_per_sec=11.0, threads=2.0),
+        metrics(epoch=2, batch=3, images_per_sec=12.0, threads=1.0),
+        metrics(epoch=2, images_per_sec=13.0, threads=1.0),
     ]
 
-    assert throughput_bench._epoch_rates(events) == [11.0, 13.0]
+    epochs = throughput_bench._epoch_metrics(events)
+    assert [epoch["images_per_sec"] for epoch in epochs] == [11.0, 13.0]
+    assert [epoch["threads"] for epoch in epochs] == [2.0, 1.0]
