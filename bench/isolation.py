@@ -139,8 +139,8 @@ class _Blocks:
             f"{prefix}_p50_ratio": self.ms(self.busy, 50) / self.ms(self.idle, 50),
             f"{prefix}_p99_ratio": self.ms(self.busy, 99) / self.ms(self.idle, 99),
             f"{prefix}_train_images_per_s": statistics.median(self.train_rates),
-            f"{prefix}_train_threads": statistics.median(self.train_threads),
-            f"{prefix}_serve_threads": statistics.median(self.serve_threads),
+            f"{prefix}_train_threads": float(statistics.median(self.train_threads)),
+            f"{prefix}_serve_threads": float(statistics.median(self.serve_threads)),
         }
 
 

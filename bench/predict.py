@@ -22,7 +22,9 @@ Tandem alike.
   channel (concurrency 8: throughput). A warm-up loads the model first.
 - One stream: a second server, the same but `predict_max_streams=1` (one batch at a
   time in the served model, all its threads on it), for replicas-or-threads
-  (bench/README.md, "Replicas or threads").
+  (bench/README.md, "Replicas or threads"). Local executor only: a process joins one
+  Ray cluster once, so through Ray a single server runs, and the batches in flight are
+  the serving path's, the same on either executor.
 - Floor: a `Predict` the servicer refuses at its first check (a GIF signature on the
   same 100 KB of image), each after the server sat idle as long as one forward pass:
   gRPC's round trip for this request with Tandem's own work cut to the minimum.
@@ -46,6 +48,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -72,6 +75,7 @@ from tandem.v1 import inference_service_pb2
 __all__ = [
     "FULL",
     "GOALS",
+    "ONE_STREAM_FIGURES",
     "SMOKE",
     "Settings",
     "make_png",
@@ -85,6 +89,15 @@ ARCHITECTURE = "resnet18"
 NUM_CLASSES = 1000
 TOP_K = 5
 CONCURRENCY = 8
+
+# Figures of the one-stream server, measured with the local executor only.
+ONE_STREAM_FIGURES = frozenset(
+    {
+        "predict_c8_streams1_per_s",
+        "predict_c8_streams1_images_per_batch",
+        "predict_c8_vs_streams1",
+    }
+)
 
 GOALS = (
     Goal("predict_p50_overhead_ms", maximum=2.0),
@@ -153,16 +166,21 @@ def measure(settings: Settings, executor: str = LOCAL) -> dict[str, float]:
     with tempfile.TemporaryDirectory(prefix="tandem-bench-predict-") as tmp:
         data_dir = Path(tmp) / "data"
         model_path = save_predict_model(data_dir, settings.image_size)
-        with (
-            Tandem(data_dir, executor=executor, prewarm_workers=1) as tandem,
-            Tandem(
-                Path(tmp) / "one-stream",
-                executor=executor,
-                prewarm_workers=1,
-                predict_max_streams=1,
-                model_roots=(data_dir,),
-            ) as one_stream,
-        ):
+        with ExitStack() as stack:
+            tandem = stack.enter_context(
+                Tandem(data_dir, executor=executor, prewarm_workers=1)
+            )
+            one_stream = None
+            if executor == LOCAL:
+                one_stream = stack.enter_context(
+                    Tandem(
+                        Path(tmp) / "one-stream",
+                        executor=executor,
+                        prewarm_workers=1,
+                        predict_max_streams=1,
+                        model_roots=(data_dir,),
+                    )
+                )
             # Refused by the servicer's first check (not a PNG or JPEG signature): the
             # same request size through gRPC and into Tandem's handler, and nothing else.
             refused = inference_service_pb2.PredictRequest(
@@ -192,10 +210,13 @@ def measure(settings: Settings, executor: str = LOCAL) -> dict[str, float]:
                 local=local,
                 batched=batched,
                 remote=predict_call(tandem, model_path, png),
-                one_stream=predict_call(one_stream, model_path, png),
                 floor=floor,
                 answered=_answered(tandem),
-                one_stream_answered=_answered(one_stream),
+                one_stream=(
+                    None
+                    if one_stream is None
+                    else _C8(predict_call(one_stream, model_path, png), _answered(one_stream))
+                ),
                 served_threads=tandem.served_threads,
             )
             with torch_threads(DEFAULT_THREADS):
@@ -210,20 +231,6 @@ def _answered(tandem: Tandem) -> Callable[[], tuple[int, int]]:
     model_server = service.model_server
     server = tandem.server
     return lambda: server.call(lambda: (model_server.batches, model_server.images))
-
-
-@dataclass(frozen=True)
-class _Sides:
-    """The calls a round makes."""
-
-    local: Callable[[], None]
-    batched: Callable[[], None]
-    remote: Callable[[], None]
-    one_stream: Callable[[], None]
-    floor: Callable[[], None]
-    answered: Callable[[], tuple[int, int]]
-    one_stream_answered: Callable[[], tuple[int, int]]
-    served_threads: Callable[[], int]
 
 
 class _C8:
@@ -244,16 +251,31 @@ class _C8:
         self.images += after[1] - images
 
 
+@dataclass(frozen=True)
+class _Sides:
+    """The calls a round makes."""
+
+    local: Callable[[], None]
+    batched: Callable[[], None]
+    remote: Callable[[], None]
+    floor: Callable[[], None]
+    answered: Callable[[], tuple[int, int]]
+    one_stream: _C8 | None  # a second server at predict_max_streams=1, when there is one
+    served_threads: Callable[[], int]
+
+
 def _rounds(settings: Settings, sides: _Sides) -> dict[str, float]:
     warmup_latencies = []
     for _ in range(settings.warmup):  # the first Predict loads the model in the worker
         warmup_latencies.append(latency(sides.local))
         sides.remote()
-        sides.one_stream()
+        if sides.one_stream is not None:
+            sides.one_stream.call()
         sides.floor()
         sides.batched()
     concurrent_calls(sides.remote, CONCURRENCY * settings.warmup, CONCURRENCY)
-    concurrent_calls(sides.one_stream, CONCURRENCY * settings.warmup, CONCURRENCY)
+    if sides.one_stream is not None:
+        concurrent_calls(sides.one_stream.call, CONCURRENCY * settings.warmup, CONCURRENCY)
     # The served model's share of the cores, while it is the only job on the device.
     served_threads = sides.served_threads()
     pinned = served_threads != DEFAULT_THREADS
@@ -270,7 +292,7 @@ def _rounds(settings: Settings, sides: _Sides) -> dict[str, float]:
     remote_latencies: list[float] = []
     floor_latencies: list[float] = []
     c8 = _C8(sides.remote, sides.answered)
-    one_stream = _C8(sides.one_stream, sides.one_stream_answered)
+    one_stream = sides.one_stream
     bare_batches = settings.c8_calls // CONCURRENCY
     bare_seconds = 0.0
     for round_ in range(settings.rounds):
@@ -281,11 +303,11 @@ def _rounds(settings: Settings, sides: _Sides) -> dict[str, float]:
             if pinned:
                 pinned_latencies.append(latency(local_pinned))
         # Blocks at concurrency 8, ABBA: the order reversed every round.
-        order = ("tandem", "one_stream", "bare")
+        order = ("tandem", "one_stream", "bare") if one_stream is not None else ("tandem", "bare")
         for side in order if round_ % 2 == 0 else reversed(order):
             if side == "tandem":
                 c8.block(settings.c8_calls)
-            elif side == "one_stream":
+            elif side == "one_stream" and one_stream is not None:
                 one_stream.block(settings.c8_calls)
             else:
                 bare_seconds += sum(latency(sides.batched) for _ in range(bare_batches))
@@ -302,7 +324,7 @@ def _rounds(settings: Settings, sides: _Sides) -> dict[str, float]:
     c8_per_s = calls / c8.seconds
     bare_per_s = settings.rounds * bare_batches * CONCURRENCY / bare_seconds
     overhead_ms = ms(remote_latencies, 50) - ms(local_latencies, 50)
-    return {
+    figures = {
         "predict_p50_ms": ms(remote_latencies, 50),
         "predict_p99_ms": ms(remote_latencies, 99),
         "inprocess_p50_ms": ms(local_latencies, 50),
@@ -318,8 +340,10 @@ def _rounds(settings: Settings, sides: _Sides) -> dict[str, float]:
         "predict_bare_batched_per_s": bare_per_s,
         "predict_c8_vs_bare_batched": c8_per_s / bare_per_s,
         "predict_c8_images_per_batch": c8.images / c8.batches,
-        "predict_c8_streams1_per_s": calls / one_stream.seconds,
-        "predict_c8_streams1_images_per_batch": one_stream.images / one_stream.batches,
-        "predict_c8_vs_streams1": one_stream.seconds / c8.seconds,
         "predict_serve_threads": float(served_threads),
     }
+    if one_stream is not None:
+        figures["predict_c8_streams1_per_s"] = calls / one_stream.seconds
+        figures["predict_c8_streams1_images_per_batch"] = one_stream.images / one_stream.batches
+        figures["predict_c8_vs_streams1"] = one_stream.seconds / c8.seconds
+    return figures
