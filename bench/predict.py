@@ -167,9 +167,7 @@ def measure(settings: Settings, executor: str = LOCAL) -> dict[str, float]:
         data_dir = Path(tmp) / "data"
         model_path = save_predict_model(data_dir, settings.image_size)
         with ExitStack() as stack:
-            tandem = stack.enter_context(
-                Tandem(data_dir, executor=executor, prewarm_workers=1)
-            )
+            tandem = stack.enter_context(Tandem(data_dir, executor=executor, prewarm_workers=1))
             one_stream = None
             if executor == LOCAL:
                 one_stream = stack.enter_context(
