@@ -293,6 +293,14 @@ def _rounds(settings: Settings, sides: _Sides) -> dict[str, float]:
     one_stream = sides.one_stream
     bare_batches = settings.c8_calls // CONCURRENCY
     bare_seconds = 0.0
+
+    def bare_block() -> None:
+        nonlocal bare_seconds
+        bare_seconds += sum(latency(sides.batched) for _ in range(bare_batches))
+
+    blocks = [lambda: c8.block(settings.c8_calls), bare_block]
+    if one_stream is not None:
+        blocks.insert(1, lambda: one_stream.block(settings.c8_calls))
     for round_ in range(settings.rounds):
         # Call by call in turns, so the machine's slow moments fall on both sides alike.
         for _ in range(settings.c1_calls):
@@ -301,14 +309,8 @@ def _rounds(settings: Settings, sides: _Sides) -> dict[str, float]:
             if pinned:
                 pinned_latencies.append(latency(local_pinned))
         # Blocks at concurrency 8, ABBA: the order reversed every round.
-        order = ("tandem", "one_stream", "bare") if one_stream is not None else ("tandem", "bare")
-        for side in order if round_ % 2 == 0 else reversed(order):
-            if side == "tandem":
-                c8.block(settings.c8_calls)
-            elif side == "one_stream" and one_stream is not None:
-                one_stream.block(settings.c8_calls)
-            else:
-                bare_seconds += sum(latency(sides.batched) for _ in range(bare_batches))
+        for block in blocks if round_ % 2 == 0 else reversed(blocks):
+            block()
         for _ in range(settings.floor_calls):
             time.sleep(gap_s)
             floor_latencies.append(latency(sides.floor))
