@@ -82,12 +82,14 @@ class Client:
         self._reconnect_timeout = reconnect_timeout
         self._metadata = (("authorization", f"Bearer {token}"),) if token else ()
         self._channel = _channel(address, tls=tls, ca_cert=ca_cert)
+        self._closed = False  # set by close(): a CANCELLED stream is then not resumed
         self._training = training_service_pb2_grpc.TrainingServiceStub(self._channel)
         self._inference = inference_service_pb2_grpc.InferenceServiceStub(self._channel)
         self._tasks = task_service_pb2_grpc.TaskServiceStub(self._channel)
         self._resources = resource_service_pb2_grpc.ResourceServiceStub(self._channel)
 
     def close(self) -> None:
+        self._closed = True
         self._channel.close()
 
     def __enter__(self) -> Client:
@@ -186,7 +188,13 @@ class Client:
                 if self._has_ended(task_id):
                     return
             except grpc.RpcError as error:
-                if error.code() != grpc.StatusCode.UNAVAILABLE:
+                # A server shutting down cancels the streams still open when its grace
+                # period ends (CANCELLED, not UNAVAILABLE): broken too, unless it was
+                # this client that closed its channel.
+                resumable = error.code() is grpc.StatusCode.UNAVAILABLE or (
+                    error.code() is grpc.StatusCode.CANCELLED and not self._closed
+                )
+                if not resumable:
                     raise from_rpc_error(error) from error
                 broken = error
             finally:
