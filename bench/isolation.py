@@ -124,7 +124,11 @@ class _Blocks:
         return percentile(state, q) * 1000
 
     def policy_figures(self, prefix: str) -> dict[str, float]:
+        # The ratios alone hide a policy that slows the idle side: the latencies too.
         return {
+            f"{prefix}_idle_p50_ms": self.ms(self.idle, 50),
+            f"{prefix}_busy_p50_ms": self.ms(self.busy, 50),
+            f"{prefix}_busy_p99_ms": self.ms(self.busy, 99),
             f"{prefix}_p50_ratio": self.ms(self.busy, 50) / self.ms(self.idle, 50),
             f"{prefix}_p99_ratio": self.ms(self.busy, 99) / self.ms(self.idle, 99),
             f"{prefix}_train_images_per_s": statistics.median(self.train_rates),

@@ -28,6 +28,7 @@ from collections import deque
 from collections.abc import Callable
 from itertools import islice
 
+from engines.forward_lanes import ForwardLanes, LanesClosed
 from engines.jobs import (
     InferenceJob,
     JobCancelled,
@@ -47,7 +48,14 @@ from engines.protocol import (
     PredictBatch,
     PredictReply,
 )
-from engines.worker import answer, preload, run_batch_job, settle, use_threads
+from engines.worker import (
+    MAX_FORWARD_PASSES,
+    answer,
+    preload,
+    run_batch_job,
+    settle,
+    use_threads,
+)
 
 Numbered = tuple[int, FromWorker]
 FINAL = (JobDone, JobFailed, JobCancelledMsg)
@@ -103,7 +111,8 @@ class DeviceActor:
         self._answered = 0
         # The running job's thread count, as last set by the server.
         self._threads = 1
-        self._taken = 0  # threads the forward passes in flight hold
+        # A serving job's forward lanes (its model loaded on the wide one).
+        self._lanes: ForwardLanes | None = None
         self._early_cancels: dict[str, None] = {}  # ordered: the oldest goes first
 
     def pid(self) -> int:
@@ -161,25 +170,21 @@ class DeviceActor:
         with self._lock:
             if task_id == self._task_id:
                 self._threads = threads
+                if self._lanes is not None:
+                    self._lanes.set_threads(threads)
 
     def predict(self, batch: PredictBatch) -> PredictReply:
         """Answers a batch with the model the serving job `batch.task_id` holds."""
-        import torch
-
         self._loaded.wait()
-        predictor = self._predictor
-        if batch.task_id != self._task_id or predictor is None:
+        predictor, lanes = self._predictor, self._lanes
+        if batch.task_id != self._task_id or predictor is None or lanes is None:
             raise JobError(f"{self._where()} holds no model for {batch.task_id}")
-        with self._lock:  # the threads are a budget, as in ForwardPasses
-            threads = max(1, self._threads - self._taken)
-            self._taken += threads
+        # On the model's lanes, as in the local worker (engines/forward_lanes.py).
         try:
-            torch.get_num_threads()  # settles this thread's count first (see ForwardPasses)
-            torch.set_num_threads(threads)
-            reply = answer(predictor, batch)  # type: ignore[arg-type]
-        finally:
-            with self._lock:
-                self._taken -= threads
+            pass_ = lanes.submit(lambda: answer(predictor, batch))  # type: ignore[arg-type]
+        except LanesClosed:
+            raise JobError(f"{self._where()} is unloading the model of {batch.task_id}") from None
+        reply = pass_.result()
         self._answered += len(batch.images)
         return reply
 
@@ -219,22 +224,31 @@ class DeviceActor:
     def _serve(
         self, job: ServeJob, model: bytes | None, emit: Callable[[JobEvent], None]
     ) -> JobResult:
-        import torch
-
         from engines.artifacts import ArtifactError
         from engines.predict import from_bytes, from_path
 
-        torch.set_num_threads(job.num_threads)
+        lanes = ForwardLanes(job.num_threads, MAX_FORWARD_PASSES)
         try:
-            if model is None:
-                self._predictor = from_path(job.model_path, job.device)
-            else:
-                self._predictor = from_bytes(model, job.model_path, job.device)
-        except ArtifactError as exc:
-            raise JobError(str(exc)) from None
-        self._loaded.set()
-        emit(JobEvent(f"serving {job.model_path} on {self._where()}"))
-        self._cancel.wait()
+            try:
+                # Loaded on the wide lane, whose OpenMP threads the passes use.
+                if model is None:
+                    predictor = lanes.call(lambda: from_path(job.model_path, job.device))
+                else:
+                    data = model
+                    predictor = lanes.call(lambda: from_bytes(data, job.model_path, job.device))
+            except ArtifactError as exc:
+                raise JobError(str(exc)) from None
+            with self._lock:
+                self._predictor = predictor
+                self._lanes = lanes
+                lanes.set_threads(self._threads)
+            self._loaded.set()
+            emit(JobEvent(f"serving {job.model_path} on {self._where()}"))
+            self._cancel.wait()
+        finally:
+            with self._lock:
+                self._lanes = None
+            lanes.close()
         raise JobCancelled(f"unloaded after {self._answered} predictions")
 
     def _should_stop(

@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
+from engines.forward_lanes import ForwardLanes
 from engines.jobs import (
     InferenceJob,
     JobCancelled,
@@ -254,83 +255,58 @@ MAX_FORWARD_PASSES = 16
 
 
 class ForwardPasses:
-    """A served model's batches, each answered on a thread of its own, so that batches
-    sent together run at once: small batches scale better across passes than across
-    intra-op threads (bench/README.md, "Replicas or threads").
-
-    The model's threads are a budget: a pass takes what is free when it starts (a lone
-    pass takes them all) and gives it back when it ends. A pass that starts while others
-    hold every thread takes one more, so the model runs at most one thread over its
-    share per extra pass, until the passes that started first end.
-    """
+    """A served model's batches, answered on its forward lanes (`ForwardLanes`): one pass
+    with all the model's threads when a batch finds it idle, one-thread passes side by
+    side while batches wait together (small batches scale better across passes than
+    across intra-op threads: bench/README.md, "Replicas or threads"). Each reply goes out
+    from the lane that made it."""
 
     def __init__(
-        self, predictor: Predictor, threads: int, reply: Callable[[PredictReply], None]
+        self, lanes: ForwardLanes, predictor: Predictor, reply: Callable[[PredictReply], None]
     ) -> None:
+        self._lanes = lanes
         self._predictor = predictor
-        self.threads = threads
         self._reply = reply
         self._lock = threading.Lock()
-        self._taken = 0
         self.answered = 0
         # What broke a pass (a bug, no memory, a reply that cannot be sent): the job
         # fails with it.
         self.failure: BaseException | None = None
-        # More passes than this never come at once: the server caps a model's streams
-        # at `contract`'s most (config checks it).
-        self._pool = ThreadPoolExecutor(
-            max_workers=MAX_FORWARD_PASSES, thread_name_prefix="tandem-forward"
-        )
 
     def submit(self, batch: PredictBatch) -> None:
-        self._pool.submit(self._answer, batch)
-
-    def close(self) -> None:
-        """Waits for the passes in flight (their replies still go out)."""
-        self._pool.shutdown(wait=True)
+        self._lanes.submit(lambda: self._answer(batch))
 
     def _answer(self, batch: PredictBatch) -> None:
         try:
-            self._reply(self._forward(batch))
+            self._reply(answer(self._predictor, batch))
         except ServerGone:
-            pass  # the main loop sees the pipe break too
+            return  # the main loop sees the pipe break too
         except BaseException as exc:
             self.failure = exc
-
-    def _forward(self, batch: PredictBatch) -> PredictReply:
-        import torch
-
-        with self._lock:
-            threads = max(1, self.threads - self._taken)
-            self._taken += threads
-        try:
-            # OpenMP's count is per thread; torch applies its last global count to a
-            # thread's first parallel region, so settle that first, then set ours.
-            torch.get_num_threads()
-            torch.set_num_threads(threads)
-            reply = answer(self._predictor, batch)
-        finally:
-            with self._lock:
-                self._taken -= threads
+            return
         with self._lock:
             self.answered += len(batch.images)
-        return reply
 
 
 def _serve(job: ServeJob, control: _Control) -> JobResult:
     """Holds the model and answers `PredictBatch`es until cancelled."""
-    import torch
-
     from engines.artifacts import ArtifactError
     from engines.predict import from_path
 
-    torch.set_num_threads(job.num_threads)
+    # More passes than MAX_FORWARD_PASSES never come at once: the server caps a model's
+    # streams at it (config checks it).
+    lanes = ForwardLanes(job.num_threads, MAX_FORWARD_PASSES)
     try:
-        predictor = from_path(job.model_path, job.device)
+        # Loaded on the wide lane, whose OpenMP threads the passes use (ForwardLanes).
+        predictor = lanes.call(lambda: from_path(job.model_path, job.device))
     except ArtifactError as exc:
+        lanes.close()
         raise JobError(str(exc)) from None
+    except BaseException:
+        lanes.close()
+        raise
     control.emit(JobEvent(f"serving {job.model_path} on {job.device}"))
-    passes = ForwardPasses(predictor, job.num_threads, control.send)
+    passes = ForwardPasses(lanes, predictor, control.send)
     try:
         while not control.cancelled:
             if passes.failure is not None:
@@ -345,11 +321,11 @@ def _serve(job: ServeJob, control: _Control) -> JobResult:
             if isinstance(message, PredictBatch) and message.task_id == job.task_id:
                 passes.submit(message)
             elif isinstance(message, SetThreads) and message.task_id == job.task_id:
-                passes.threads = message.threads
+                lanes.set_threads(message.threads)
             else:
                 control.note(message)
     finally:
-        passes.close()
+        lanes.close()  # waits for the passes in flight: their replies still go out
     raise JobCancelled(f"unloaded after {passes.answered} predictions")
 
 

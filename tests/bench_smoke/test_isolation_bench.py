@@ -26,7 +26,14 @@ FIGURES = {
 } | {
     f"isolation_omp_{policy or 'unset'}_{name}"
     for policy in OMP_WAIT_POLICIES
-    for name in ("p50_ratio", "p99_ratio", "train_images_per_s")
+    for name in (
+        "idle_p50_ms",
+        "busy_p50_ms",
+        "busy_p99_ms",
+        "p50_ratio",
+        "p99_ratio",
+        "train_images_per_s",
+    )
 }
 
 
