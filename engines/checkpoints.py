@@ -14,6 +14,11 @@ def checkpoint_path(output_dir: str, epoch: int) -> str:
     return os.path.join(output_dir, "checkpoints", f"epoch_{epoch}.pt")
 
 
+def resume_point_path(output_dir: str) -> str:
+    """Where a preempted run saves its whole state (`engines.training_state`)."""
+    return os.path.join(output_dir, "checkpoints", "preempted.pt")
+
+
 def latest_checkpoint(output_dir: str) -> tuple[int, str] | None:
     """(epoch, path) of the newest checkpoint in `output_dir`, if any."""
     folder = os.path.join(output_dir, "checkpoints")

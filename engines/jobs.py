@@ -69,6 +69,27 @@ class JobCancelled(Exception):
     """Raised inside a job when it noticed a cancel request at a batch boundary."""
 
 
+@dataclass(frozen=True)
+class Preemption:
+    """Where a training job yielded its device: the resume point it saved, the epoch
+    (1-based) and the batches of it already run, and how long the save took."""
+
+    checkpoint: str
+    epoch: int
+    batches_done: int
+    save_seconds: float
+
+
+class JobPreempted(Exception):
+    """Raised inside a training job that yielded at a batch boundary, as asked."""
+
+    def __init__(self, preemption: Preemption) -> None:
+        super().__init__(
+            f"preempted at epoch {preemption.epoch} after batch {preemption.batches_done}"
+        )
+        self.preemption = preemption
+
+
 class JobError(Exception):
     """A job failed for a reason a user can act on (bad dataset, model/size mismatch).
 

@@ -1,10 +1,14 @@
 """Training: one `TrainingJob` run start to finish inside a worker process.
 
 `train` is a plain supervised loop (seeded, cross-entropy, one optimizer) that reports
-through `emit` and polls `should_stop` between batches. It leaves a checkpoint per epoch
-and a final model artifact in the job's output folder, and turns the failures a user can
-fix (bad dataset, a model that cannot take the image size, CUDA out of memory) into a
-`JobError` whose message says so.
+through `emit` and polls `should_stop` and `should_yield` between batches. It leaves a
+checkpoint per epoch and a final model artifact in the job's output folder, and turns
+the failures a user can fix (bad dataset, a model that cannot take the image size, CUDA
+out of memory) into a `JobError` whose message says so.
+
+Asked to yield (a more urgent task needs the device), it saves its whole state at the
+next batch boundary (`engines.training_state`) and raises `JobPreempted`; a job whose
+`resume_from` names that file continues with exactly the batches it had not run.
 """
 
 from __future__ import annotations
@@ -19,11 +23,21 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader
 
-from engines import artifacts, zoo
-from engines.checkpoints import checkpoint_path
+from engines import artifacts, training_state, zoo
+from engines.checkpoints import checkpoint_path, resume_point_path
 from engines.datasets import LabelledDataset, LoadedDataset, load_dataset, split
 from engines.devices import free_after_oom, resolve_device
-from engines.jobs import JobCancelled, JobError, JobEvent, JobResult, TrainingJob, first_line
+from engines.jobs import (
+    JobCancelled,
+    JobError,
+    JobEvent,
+    JobPreempted,
+    JobResult,
+    Preemption,
+    TrainingJob,
+    first_line,
+)
+from engines.training_state import EpochBatches, ResumePoint
 
 # Progress events at most this often; the last batch of an epoch is always reported.
 PROGRESS_INTERVAL_S = 0.5
@@ -43,12 +57,20 @@ def model_path(output_dir: str) -> str:
     return os.path.join(output_dir, "model.pt")
 
 
+def _never() -> bool:
+    return False
+
+
 def train(
-    job: TrainingJob, emit: Callable[[JobEvent], None], should_stop: Callable[[], bool]
+    job: TrainingJob,
+    emit: Callable[[JobEvent], None],
+    should_stop: Callable[[], bool],
+    should_yield: Callable[[], bool] = _never,
 ) -> JobResult:
     """Run `job`; return its final metrics and model path.
 
-    Raises JobCancelled when `should_stop()` turns true (checked before every batch), and
+    Raises JobCancelled when `should_stop()` turns true, JobPreempted after saving a
+    resume point when `should_yield()` does (both checked before every batch), and
     JobError with a user-facing sentence when the job cannot run as asked.
     """
     _check_numbers(job)
@@ -62,7 +84,7 @@ def train(
         torch.cuda.reset_peak_memory_stats(device)
     oom = ""
     try:
-        return _fit(job, emit, should_stop, device, data, make_optimizer)
+        return _fit(job, emit, should_stop, should_yield, device, data, make_optimizer)
     except torch.cuda.OutOfMemoryError as exc:
         oom = first_line(exc)
     free_after_oom()  # outside the except block, so the traceback's tensors are garbage
@@ -76,6 +98,7 @@ def _fit(
     job: TrainingJob,
     emit: Callable[[JobEvent], None],
     should_stop: Callable[[], bool],
+    should_yield: Callable[[], bool],
     device: torch.device,
     data: LoadedDataset,
     make_optimizer: OptimizerFactory,
@@ -86,12 +109,36 @@ def _fit(
         raise JobError(str(exc)) from None
     model = model.to(device)
     optimizer = make_optimizer(model.parameters(), job.learning_rate)
+    run = _Run(job, emit, should_stop, should_yield, device, data, model, optimizer)
+    if job.resume_from and training_state.is_resume_point(job.resume_from):
+        point = _load_resume_point(job, model, optimizer)
+        emit(
+            JobEvent(
+                f"resumed at epoch {point.epoch} after batch {point.batches_done} "
+                f"of {run.batches}, where it was preempted"
+            )
+        )
+        return run.run(resume=point)
     done, metrics = 0, dict[str, float]()
     if job.resume_from:
         done, metrics = _resume(job, model, optimizer, device)
         emit(JobEvent(f"resumed from epoch {done}"))
-    run = _Run(job, emit, should_stop, device, data, model, optimizer)
     return run.run(first_epoch=done + 1, metrics=metrics)
+
+
+def _load_resume_point(
+    job: TrainingJob, model: torch.nn.Module, optimizer: torch.optim.Optimizer
+) -> ResumePoint:
+    """Loads a preempted run's whole state; its generators are restored last, so that
+    nothing drawn while building the run moves them."""
+    try:
+        point = training_state.load(job.resume_from)
+        model.load_state_dict(point.model)
+        optimizer.load_state_dict(point.optimizer)
+        training_state.restore_rng(point.rng)
+    except (OSError, RuntimeError, ValueError, KeyError, TypeError) as exc:
+        raise JobError(f"cannot resume from {job.resume_from}: {first_line(exc)}") from None
+    return point
 
 
 def _resume(
@@ -158,6 +205,7 @@ class _Run:
         job: TrainingJob,
         emit: Callable[[JobEvent], None],
         should_stop: Callable[[], bool],
+        should_yield: Callable[[], bool],
         device: torch.device,
         data: LoadedDataset,
         model: torch.nn.Module,
@@ -166,36 +214,49 @@ class _Run:
         self.job = job
         self.emit = emit
         self.should_stop = should_stop
+        self.should_yield = should_yield
         self.device = device
         self.data = data
         self.model = model
         self.optimizer = optimizer
         self.criterion = torch.nn.CrossEntropyLoss()
         train_set, val_set = split(data.dataset, job.val_split, job.seed)
-        self.train_loader = self._loader(train_set, shuffle=True)
-        self.val_loader = None if val_set is None else self._loader(val_set, shuffle=False)
-        self.batches = len(self.train_loader)
+        size = len(train_set)  # type: ignore[arg-type]
+        # A final batch of one image breaks batch norm in train mode ("expected more than
+        # 1 value per channel"), so when the split leaves exactly one over, skip it.
+        drop_last = size > job.batch_size and size % job.batch_size == 1
+        self.order = EpochBatches(size, job.batch_size, job.seed, drop_last=drop_last)
+        self.train_loader = self._loader(train_set, batch_sampler=self.order)
+        self.val_loader = None if val_set is None else self._loader(val_set)
+        self.batches = self.order.batches
         if self.batches == 0:
             raise JobError(f"dataset {job.dataset} leaves no images to train on")
 
-    def _loader(self, dataset: LabelledDataset, *, shuffle: bool) -> DataLoader[Any]:
-        size = len(dataset)  # type: ignore[arg-type]
-        # A final batch of one image breaks batch norm in train mode ("expected more than
-        # 1 value per channel"), so when the split leaves exactly one over, skip it.
-        drop_last = shuffle and size > self.job.batch_size and size % self.job.batch_size == 1
+    def _loader(
+        self, dataset: LabelledDataset, batch_sampler: EpochBatches | None = None
+    ) -> DataLoader[Any]:
         return DataLoader(
             dataset,
-            batch_size=self.job.batch_size,
-            shuffle=shuffle,
-            drop_last=drop_last,
+            # Training: the epoch's own order, from a given batch on (EpochBatches).
+            batch_sampler=batch_sampler,
+            batch_size=1 if batch_sampler is not None else self.job.batch_size,
             # Worker processes would multiply the cores a job uses; the scheduler sizes
             # num_threads for one process.
             num_workers=0,
-            generator=torch.Generator().manual_seed(self.job.seed) if shuffle else None,
             pin_memory=self.device.type == "cuda",
+            # Each iteration draws a seed for loader workers from this generator; from
+            # torch's global one it would move dropout's draws by one per epoch, and a
+            # resumed run (which starts its iterator at another point) would differ.
+            generator=torch.Generator().manual_seed(self.job.seed),
         )
 
-    def run(self, first_epoch: int = 1, metrics: dict[str, float] | None = None) -> JobResult:
+    def run(
+        self,
+        first_epoch: int = 1,
+        metrics: dict[str, float] | None = None,
+        resume: ResumePoint | None = None,
+    ) -> JobResult:
+        """Epochs from `first_epoch` on, or from where `resume` stopped."""
         job = self.job
         n_train = len(self.train_loader.dataset)  # type: ignore[arg-type]
         n_val = 0 if self.val_loader is None else len(self.val_loader.dataset)  # type: ignore[arg-type]
@@ -209,8 +270,16 @@ class _Run:
             )
         )
         metrics = dict(metrics or {})
+        start, totals = 0, None
+        if resume is not None:
+            first_epoch, start, metrics = resume.epoch, resume.batches_done, dict(resume.metrics)
+            totals = self._totals()
+            totals.loss += resume.loss_sum
+            totals.correct += resume.correct
+            totals.images = resume.images
         for epoch in range(first_epoch, job.epochs + 1):
-            metrics = self._epoch(epoch)
+            metrics = self._epoch(epoch, metrics, start, totals)
+            start, totals = 0, None
             self._stop_if_asked(f"after epoch {epoch}")
             self._save(checkpoint_path(job.output_dir, epoch), epoch, metrics, optimizer=True)
             self.emit(JobEvent(f"saved checkpoint epoch {epoch}"))
@@ -221,6 +290,29 @@ class _Run:
         self.emit(JobEvent(f"saved model {final_path}"))
         return JobResult(metrics=metrics, model_path=final_path)
 
+    def _yield(
+        self, epoch: int, done: int, totals: _Totals, last_metrics: dict[str, float]
+    ) -> None:
+        """Saves the run's whole state after `done` batches of `epoch`, then raises
+        JobPreempted."""
+        began = time.monotonic()
+        path = resume_point_path(self.job.output_dir)
+        training_state.save(
+            path,
+            ResumePoint(
+                epoch=epoch,
+                batches_done=done,
+                model=self.model.state_dict(),
+                optimizer=self.optimizer.state_dict(),
+                loss_sum=float(totals.loss.item()),
+                correct=float(totals.correct.item()),
+                images=totals.images,
+                metrics=last_metrics,
+                rng=training_state.capture_rng(),
+            ),
+        )
+        raise JobPreempted(Preemption(path, epoch, done, time.monotonic() - began))
+
     def _stop_if_asked(self, where: str) -> None:
         if self.should_stop():
             raise JobCancelled(f"training cancelled {where}")
@@ -229,12 +321,23 @@ class _Run:
         zero = torch.zeros((), device=self.device)
         return _Totals(loss=zero.clone(), correct=zero.clone())
 
-    def _epoch(self, epoch: int) -> dict[str, float]:
+    def _epoch(
+        self,
+        epoch: int,
+        last_metrics: dict[str, float],
+        start: int = 0,
+        totals: _Totals | None = None,
+    ) -> dict[str, float]:
+        """One epoch, from batch `start` (0-based) on with the sums of the batches before
+        it in `totals`; `last_metrics` (the epoch before's) go into a resume point."""
         self.model.train()
-        totals = self._totals()
+        totals = totals if totals is not None else self._totals()
+        self.order.set_epoch(epoch, start)
         started = last_report = time.monotonic()
-        for batch, (images, labels) in enumerate(self.train_loader, start=1):
+        for batch, (images, labels) in enumerate(self.train_loader, start=start + 1):
             self._stop_if_asked(f"at epoch {epoch} batch {batch}")
+            if self.should_yield():
+                self._yield(epoch, batch - 1, totals, last_metrics)
             images = images.to(self.device, non_blocking=True)
             labels = labels.to(self.device, non_blocking=True)
             logits = self._forward(images, first=epoch == 1 and batch == 1)
