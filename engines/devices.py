@@ -4,10 +4,17 @@ out-of-memory error so the worker can run its next job."""
 from __future__ import annotations
 
 import gc
+import os
 
 import torch
 
 from engines.jobs import JobError
+
+# A test seam at the CUDA boundary: in a worker whose environment sets it to "1", a job
+# sent to a GPU computes on the CPU. Tests that make GPUs up at the NVML boundary (their
+# memory, for admission and preemption) set it so that the jobs admitted there run; it
+# is never set outside tests, and the server does not read it.
+SIMULATED_CUDA_ENV = "TANDEM_TEST_SIMULATED_CUDA"
 
 
 def resolve_device(spec: str) -> torch.device:
@@ -20,6 +27,8 @@ def resolve_device(spec: str) -> torch.device:
         return device
     if device.type != "cuda":
         raise JobError(f"device {spec} is not supported; expected cpu or cuda:N")
+    if os.environ.get(SIMULATED_CUDA_ENV) == "1":
+        return torch.device("cpu")
     if not torch.cuda.is_available():
         raise JobError(f"device {spec} was requested but this machine has no usable CUDA GPU")
     index = torch.cuda.current_device() if device.index is None else device.index

@@ -12,7 +12,7 @@ import enum
 from dataclasses import dataclass
 from typing import Protocol
 
-from engines.jobs import InferenceJob, JobEvent, JobResult, ServeJob, TrainingJob
+from engines.jobs import InferenceJob, JobEvent, JobResult, Preemption, ServeJob, TrainingJob
 from engines.protocol import PredictBatch, PredictReply
 
 
@@ -20,6 +20,8 @@ class Outcome(enum.Enum):
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # A training job that yielded its device to a more urgent task (`Executor.preempt`).
+    PREEMPTED = "preempted"
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,9 @@ class JobOutcome:
     away (a Ray node left the cluster). A job that can resume may be queued again.
     `not_started` marks a job that never began because its device could not take it (no
     Ray actor could be placed there): it may be queued again as it was.
+    `preemption` (PREEMPTED only) says where the job yielded and the resume point it
+    saved; None when it did not yield within the grace period and was stopped by force
+    (it then resumes from its last epoch checkpoint).
     """
 
     outcome: Outcome
@@ -37,6 +42,7 @@ class JobOutcome:
     error: str = ""
     interrupted: bool = False
     not_started: bool = False
+    preemption: Preemption | None = None
 
 
 class JobSink(Protocol):
@@ -72,6 +78,12 @@ class Executor(Protocol):
     def cancel(self, task_id: str) -> None:
         """Asks a running job to stop; it is stopped by force after the grace period.
         A job that is not running is ignored."""
+
+    def preempt(self, task_id: str, grace_s: float) -> None:
+        """Asks a running training job to yield: save its whole state at its next batch
+        boundary and end (outcome PREEMPTED). One that has not ended after `grace_s` is
+        stopped by force (PREEMPTED without a resume point). A job that is not running,
+        or is being cancelled or preempted already, is ignored."""
 
     def set_threads(self, task_id: str, threads: int) -> None:
         """Gives a running job `threads` intra-op threads, taken up at its next batch

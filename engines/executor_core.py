@@ -30,6 +30,7 @@ from engines.protocol import (
     JobDone,
     JobEventMsg,
     JobFailed,
+    JobPreemptedMsg,
     PredictReply,
 )
 
@@ -49,6 +50,8 @@ class Run(Generic[W]):
     # The same sink, for a serving job: it takes the `PredictReply`s.
     replies: ServingSink | None = None
     cancelling: asyncio.TimerHandle | None = None
+    # Asked to yield (`RunTable.preempt`): its force-stop timer.
+    preempting: asyncio.TimerHandle | None = None
     done: bool = False
 
     @property
@@ -62,10 +65,11 @@ R = TypeVar("R", bound="Run[Any]")
 class RunTable(Generic[R]):
     """The running jobs by task id, and how each one's messages reach its sink.
 
-    The executor supplies its transport as three callables: `ask_cancel(run)` sends the
-    worker a cancel request; `kill(run)` stops the worker now (the transport then sees
-    it die and ends the run); `release(run, reuse)` takes the worker back when its run
-    has ended (into the warm pool if `reuse` and it can go on, else away).
+    The executor supplies its transport as callables: `ask_cancel(run)` sends the
+    worker a cancel request; `ask_yield(run)` asks its training job to yield; `kill(run)`
+    stops the worker now (the transport then sees it die and ends the run);
+    `release(run, reuse)` takes the worker back when its run has ended (into the warm
+    pool if `reuse` and it can go on, else away).
     """
 
     def __init__(
@@ -74,12 +78,14 @@ class RunTable(Generic[R]):
         cancel_grace_s: float,
         noun: str,
         ask_cancel: Callable[[R], None],
+        ask_yield: Callable[[R], None],
         kill: Callable[[R], None],
         release: Callable[[R, bool], None],
     ) -> None:
         self._cancel_grace_s = cancel_grace_s
         self._noun = noun  # what a worker is called in sentences: "worker", "actor"
         self._ask_cancel = ask_cancel
+        self._ask_yield = ask_yield
         self._kill = kill
         self._release = release
         self._runs: dict[str, R] = {}
@@ -102,6 +108,28 @@ class RunTable(Generic[R]):
         self._ask_cancel(run)
         loop = asyncio.get_running_loop()
         run.cancelling = loop.call_later(self._cancel_grace_s, self._force_stop, run)
+
+    def preempt(self, task_id: str, grace_s: float) -> None:
+        """Asks the job to yield and arms its force-stop timer; a job that is not
+        running, or is being cancelled or preempted already, is ignored."""
+        run = self._runs.get(task_id)
+        if run is None or run.cancelling is not None or run.preempting is not None:
+            return
+        self._ask_yield(run)
+        loop = asyncio.get_running_loop()
+        run.preempting = loop.call_later(grace_s, self._force_stop, run)
+
+    def ended_by_force(self, run: R) -> JobOutcome | None:
+        """The outcome of a job whose worker died while it was being cancelled or
+        preempted; None if it was neither (the death is a failure)."""
+        if run.cancelling is not None:
+            return self.cancelled_by_force()
+        if run.preempting is not None:
+            return JobOutcome(
+                Outcome.PREEMPTED,
+                error=f"preempted; the {self._noun} did not yield in time and was stopped",
+            )
+        return None
 
     def cancelled_by_force(self) -> JobOutcome:
         """The outcome of a job whose worker died while it was being cancelled."""
@@ -131,6 +159,11 @@ class RunTable(Generic[R]):
         elif isinstance(message, JobCancelledMsg):
             outcome = JobOutcome(Outcome.CANCELLED, error="cancelled at a batch boundary")
             self.finish(run, outcome, reuse=True)
+        elif isinstance(message, JobPreemptedMsg):
+            outcome = JobOutcome(
+                Outcome.PREEMPTED, error="preempted", preemption=message.preemption
+            )
+            self.finish(run, outcome, reuse=True)
         # WorkerReady concerns the worker, not the job: the transport handles it.
 
     def reply(self, run: R, reply: PredictReply) -> None:
@@ -145,8 +178,9 @@ class RunTable(Generic[R]):
             return
         run.done = True
         self._runs.pop(run.task_id, None)
-        if run.cancelling is not None:
-            run.cancelling.cancel()
+        for timer in (run.cancelling, run.preempting):
+            if timer is not None:
+                timer.cancel()
         self._release(run, reuse)
         run.sink.job_finished(run.task_id, outcome)
 
@@ -155,15 +189,16 @@ class RunTable(Generic[R]):
         them, so that the caller can stop their workers."""
         runs = list(self._runs.values())
         for run in runs:
-            if run.cancelling is not None:
-                run.cancelling.cancel()
+            for timer in (run.cancelling, run.preempting):
+                if timer is not None:
+                    timer.cancel()
         self._runs.clear()
         return runs
 
     def _force_stop(self, run: R) -> None:
         if not run.done:
             log.warning(
-                "task %s did not stop within the grace period; killing its %s on %s",
+                "task %s did not stop within its grace period; killing its %s on %s",
                 run.task_id,
                 self._noun,
                 run.job.device,

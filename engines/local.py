@@ -27,6 +27,7 @@ from engines.protocol import (
     RunJob,
     SetThreads,
     WorkerReady,
+    YieldJob,
 )
 
 log = logging.getLogger(__name__)
@@ -50,6 +51,7 @@ class LocalExecutor:
             cancel_grace_s=cancel_grace_s,
             noun="worker",
             ask_cancel=self._ask_cancel,
+            ask_yield=self._ask_yield,
             kill=self._kill,
             release=self._release,
         )
@@ -72,6 +74,9 @@ class LocalExecutor:
 
     def cancel(self, task_id: str) -> None:
         self._runs.cancel(task_id)
+
+    def preempt(self, task_id: str, grace_s: float) -> None:
+        self._runs.preempt(task_id, grace_s)
 
     def set_threads(self, task_id: str, threads: int) -> None:
         run = self._runs.get(task_id)
@@ -113,6 +118,9 @@ class LocalExecutor:
 
     def _ask_cancel(self, run: Run[WorkerProcess]) -> None:
         run.worker.send(CancelJob(run.task_id))
+
+    def _ask_yield(self, run: Run[WorkerProcess]) -> None:
+        run.worker.send(YieldJob(run.task_id))
 
     def _kill(self, run: Run[WorkerProcess]) -> None:
         run.worker.kill()  # its exit is reported through the sentinel
@@ -189,9 +197,8 @@ class LocalExecutor:
         self._pool.discard(worker)
         run = self._runs.get(worker.task_id) if worker.task_id is not None else None
         if run is not None:
-            if run.cancelling is not None:
-                outcome = self._runs.cancelled_by_force()
-            else:
+            outcome = self._runs.ended_by_force(run)
+            if outcome is None:
                 outcome = JobOutcome(
                     Outcome.FAILED,
                     error=f"the worker process running the task {how} (pid {worker.pid})",

@@ -1,10 +1,11 @@
 """Messages on the pipe between the server (parent) and a worker process (child).
 
-Parent -> child: `RunJob`, `CancelJob`, `SetThreads`, `Shutdown`, and `PredictBatch`
-to a worker serving a model.
+Parent -> child: `RunJob`, `CancelJob`, `YieldJob`, `SetThreads`, `Shutdown`, and
+`PredictBatch` to a worker serving a model.
 Child -> parent: `WorkerReady` once torch is imported, then for each job any number
 of `JobEventMsg` (and `PredictReply`, one per `PredictBatch`, for a serving job)
-followed by exactly one of `JobDone`, `JobFailed`, `JobCancelledMsg`.
+followed by exactly one of `JobDone`, `JobFailed`, `JobCancelledMsg`,
+`JobPreemptedMsg`.
 A child that dies mid-job sends nothing more: the parent sees its exit instead.
 """
 
@@ -12,7 +13,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from engines.jobs import InferenceJob, JobEvent, JobResult, Prediction, ServeJob, TrainingJob
+from engines.jobs import (
+    InferenceJob,
+    JobEvent,
+    JobResult,
+    Prediction,
+    Preemption,
+    ServeJob,
+    TrainingJob,
+)
 
 Job = TrainingJob | InferenceJob | ServeJob
 
@@ -24,6 +33,14 @@ class RunJob:
 
 @dataclass(frozen=True)
 class CancelJob:
+    task_id: str
+
+
+@dataclass(frozen=True)
+class YieldJob:
+    """Asks a training job to save its whole state at its next batch boundary and end
+    (a more urgent task needs its device); other jobs ignore it."""
+
     task_id: str
 
 
@@ -90,5 +107,21 @@ class JobCancelledMsg:
     task_id: str
 
 
-ToWorker = RunJob | CancelJob | SetThreads | Shutdown | PredictBatch
-FromWorker = WorkerReady | JobEventMsg | PredictReply | JobDone | JobFailed | JobCancelledMsg
+@dataclass(frozen=True)
+class JobPreemptedMsg:
+    """The job yielded as asked: where, and the resume point it saved."""
+
+    task_id: str
+    preemption: Preemption
+
+
+ToWorker = RunJob | CancelJob | YieldJob | SetThreads | Shutdown | PredictBatch
+FromWorker = (
+    WorkerReady
+    | JobEventMsg
+    | PredictReply
+    | JobDone
+    | JobFailed
+    | JobCancelledMsg
+    | JobPreemptedMsg
+)

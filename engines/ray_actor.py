@@ -45,6 +45,7 @@ from engines.protocol import (
     JobDone,
     JobEventMsg,
     JobFailed,
+    JobPreemptedMsg,
     PredictBatch,
     PredictReply,
 )
@@ -58,7 +59,7 @@ from engines.worker import (
 )
 
 Numbered = tuple[int, FromWorker]
-FINAL = (JobDone, JobFailed, JobCancelledMsg)
+FINAL = (JobDone, JobFailed, JobCancelledMsg, JobPreemptedMsg)
 # Cancels that came before their job, remembered (the latest this many) for its start.
 EARLY_CANCELS = 256
 # How long a start waits for the previous job's thread, which has posted its final
@@ -106,6 +107,7 @@ class DeviceActor:
         self._mailbox = Mailbox()
         self._thread: threading.Thread | None = None
         self._cancel = threading.Event()
+        self._yield = threading.Event()  # the training job is asked to yield its device
         self._loaded = threading.Event()  # a serving job's model is ready (or never will be)
         self._predictor: object = None
         self._answered = 0
@@ -133,6 +135,7 @@ class DeviceActor:
             self._threads = job.num_threads
             self._mailbox = Mailbox()
             self._cancel = threading.Event()
+            self._yield = threading.Event()
             self._loaded = threading.Event()
             self._predictor = None
             self._answered = 0
@@ -163,6 +166,13 @@ class DeviceActor:
                 self._early_cancels[task_id] = None
                 while len(self._early_cancels) > EARLY_CANCELS:
                     del self._early_cancels[next(iter(self._early_cancels))]
+
+    def yield_job(self, task_id: str) -> None:
+        """Asks the training job to save its whole state at its next batch boundary and
+        end (JobPreemptedMsg). A job it does not hold is ignored."""
+        with self._lock:
+            if task_id == self._task_id:
+                self._yield.set()
 
     def set_threads(self, task_id: str, threads: int) -> None:
         """The running job's new thread count, taken up at its next batch boundary (a
@@ -205,7 +215,10 @@ class DeviceActor:
                 final = settle(job.task_id, lambda: self._serve(job, model, emit))
             else:
                 final = settle(
-                    job.task_id, lambda: run_batch_job(job, emit, self._should_stop(job, emit))
+                    job.task_id,
+                    lambda: run_batch_job(
+                        job, emit, self._should_stop(job, emit), self._yield.is_set
+                    ),
                 )
         except BaseException as exc:  # SystemExit, KeyboardInterrupt: the end is still told
             reason = f"the job was stopped by {type(exc).__name__}"

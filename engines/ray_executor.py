@@ -139,6 +139,7 @@ class RayExecutor:
             cancel_grace_s=cancel_grace_s,
             noun="actor",
             ask_cancel=self._ask_cancel,
+            ask_yield=self._ask_yield,
             kill=self._stop,
             release=self._release,
         )
@@ -165,6 +166,9 @@ class RayExecutor:
 
     def cancel(self, task_id: str) -> None:
         self._runs.cancel(task_id)
+
+    def preempt(self, task_id: str, grace_s: float) -> None:
+        self._runs.preempt(task_id, grace_s)
 
     def set_threads(self, task_id: str, threads: int) -> None:
         run = self._runs.get(task_id)
@@ -231,6 +235,11 @@ class RayExecutor:
 
     def _ask_cancel(self, run: _Run) -> None:
         run.worker.handle.cancel.remote(run.task_id)
+
+    def _ask_yield(self, run: _Run) -> None:
+        # An actor that does not hold the job yet drops the request; the grace timer
+        # then stops it, and the task resumes from its last epoch checkpoint.
+        run.worker.handle.yield_job.remote(run.task_id)
 
     def _stop(self, run: _Run) -> None:
         self._kill(run.worker)  # its follower sees the actor die and ends the run
@@ -334,8 +343,9 @@ class RayExecutor:
     async def _actor_died(self, run: _Run, exc: RayError) -> None:
         if run.done:
             return
-        if run.cancelling is not None:
-            self._runs.finish(run, self._runs.cancelled_by_force(), reuse=False)
+        forced = self._runs.ended_by_force(run)
+        if forced is not None:
+            self._runs.finish(run, forced, reuse=False)
             return
         node = run.worker.node
         alive = await self._node_alive(node)

@@ -27,6 +27,7 @@ from engines.jobs import (
     JobCancelled,
     JobError,
     JobEvent,
+    JobPreempted,
     JobResult,
     Level,
     Prediction,
@@ -40,12 +41,14 @@ from engines.protocol import (
     JobDone,
     JobEventMsg,
     JobFailed,
+    JobPreemptedMsg,
     PredictBatch,
     PredictReply,
     RunJob,
     SetThreads,
     Shutdown,
     WorkerReady,
+    YieldJob,
 )
 
 if TYPE_CHECKING:
@@ -58,13 +61,14 @@ class ServerGone(Exception):
 
 class _Control:
     """What the server asked of the running job: stop it (and maybe exit afterwards),
-    or run on another number of threads."""
+    yield its device (a training job), or run on another number of threads."""
 
     def __init__(self, conn: Connection, task_id: str) -> None:
         self.conn = conn
         self.task_id = task_id
         self.cancelled = False
         self.shutdown = False
+        self.yielding = False
         # A thread count the job has not taken up yet.
         self.threads: int | None = None
         # Serving jobs answer from several threads: one message on the pipe at a time.
@@ -73,6 +77,8 @@ class _Control:
     def note(self, message: object) -> None:
         if isinstance(message, CancelJob) and message.task_id == self.task_id:
             self.cancelled = True
+        elif isinstance(message, YieldJob) and message.task_id == self.task_id:
+            self.yielding = True
         elif isinstance(message, SetThreads) and message.task_id == self.task_id:
             self.threads = message.threads
         elif isinstance(message, Shutdown):
@@ -90,6 +96,10 @@ class _Control:
             threads, self.threads = self.threads, None
             self.emit(use_threads(threads))
         return self.cancelled
+
+    def should_yield(self) -> bool:
+        """Read right after `should_stop`, which has just drained the pipe."""
+        return self.yielding
 
     def emit(self, event: JobEvent) -> None:
         self.send(JobEventMsg(self.task_id, event))
@@ -158,13 +168,17 @@ def _run(conn: Connection, job: Job) -> bool:
     return control.shutdown
 
 
-def settle(task_id: str, run: Callable[[], JobResult]) -> JobDone | JobFailed | JobCancelledMsg:
+def settle(
+    task_id: str, run: Callable[[], JobResult]
+) -> JobDone | JobFailed | JobCancelledMsg | JobPreemptedMsg:
     """Runs a job to its end and turns how it ended into the message that reports it:
     the one place that decides what a failed job tells the user (local and Ray workers)."""
     try:
         return JobDone(task_id, run())
     except JobCancelled:
         return JobCancelledMsg(task_id)
+    except JobPreempted as exc:
+        return JobPreemptedMsg(task_id, exc.preemption)
     except JobError as exc:
         return JobFailed(task_id, str(exc))
     except ServerGone:
@@ -188,12 +202,14 @@ def run_batch_job(
     job: TrainingJob | InferenceJob,
     emit: Callable[[JobEvent], None],
     should_stop: Callable[[], bool],
+    should_yield: Callable[[], bool],
 ) -> JobResult:
-    """Trains or runs batch inference; raises JobCancelled, JobError or a bug's exception."""
+    """Trains or runs batch inference; raises JobCancelled, JobPreempted (training only:
+    batch inference is never preempted), JobError or a bug's exception."""
     if isinstance(job, TrainingJob):
         from engines import training
 
-        return _nicer(lambda: training.train(job, emit, should_stop))
+        return _nicer(lambda: training.train(job, emit, should_stop, should_yield))
     from engines.inference import run_inference
 
     return _nicer(lambda: run_inference(job, emit, should_stop))
@@ -244,7 +260,7 @@ def answer(predictor: Predictor, batch: PredictBatch) -> PredictReply:
 def _execute(job: Job, control: _Control) -> JobResult:
     if isinstance(job, ServeJob):
         return _serve(job, control)
-    return run_batch_job(job, control.emit, control.should_stop)
+    return run_batch_job(job, control.emit, control.should_stop, control.should_yield)
 
 
 # How often an idle serving job looks whether one of its passes broke.

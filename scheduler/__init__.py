@@ -1,10 +1,12 @@
 """Tandem's scheduler: who runs where, and when.
 
 - `Arbiter` (arbiter.py): priority admission into one slot pool per (device, kind),
-  with aging, no barging and run-time limits. The waiting line's data structure and
-  why it stays fast with aging: _pool.py.
+  with aging, no barging, run-time limits and preemption planning. The waiting
+  line's data structure and why it stays fast with aging: _pool.py; how victims are
+  chosen: _preempt.py.
 - values (types.py): `Kind`, `Limits` and the defaults, priorities, `Request`,
-  `Admission`, snapshots, and the `AdmissionGate` seam for memory-aware admission.
+  `Admission`, `PreemptionPlan`, snapshots, and the `AdmissionGate` seam for
+  memory-aware admission.
 - devices.py: "cpu" / "cuda" / "cuda:N" / "auto" -> concrete candidate devices, on one
   machine or across a cluster's nodes ("node-1/cpu").
 - inventory.py: the machine's GPUs and their memory (NVML), behind a Protocol.
@@ -41,6 +43,7 @@ from scheduler.types import (
     Kind,
     Limits,
     PoolStatistics,
+    PreemptionPlan,
     QueueFull,
     Request,
     WaitingInfo,
@@ -67,6 +70,7 @@ __all__ = [
     "Limits",
     "NvmlInventory",
     "PoolStatistics",
+    "PreemptionPlan",
     "QueueFull",
     "Request",
     "StaticInventory",

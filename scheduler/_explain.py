@@ -4,7 +4,8 @@ Shown on a queued task ("2 of 2 cpu training slots busy", "3 more urgent tasks
 ahead; 1 of 1 cuda:0 training slots busy"), so it names devices and counts, not
 internals. The sentence has two halves: who is ahead (`reason`) and what the job's
 slots are doing (`slots`); the second is the same for every job with the same
-candidates, so listings compute it once per candidate set.
+candidates, so listings compute it once per candidate set. A job that has asked
+others to yield says only that (`preempting`): the slot is already promised to it.
 """
 
 from __future__ import annotations
@@ -20,6 +21,19 @@ def reason(ahead: int, slots_text: str) -> str:
         return slots_text
     ahead_text = f"{ahead} more urgent task{'' if ahead == 1 else 's'} ahead"
     return f"{ahead_text}; {slots_text}" if slots_text else ahead_text
+
+
+def preempting(victims: Sequence[str], device: str) -> str:
+    """The whole sentence for a job that asked `victims` on `device` to make room."""
+    if len(victims) == 1:
+        return (
+            f"about to preempt task {victims[0]} on {device}: "
+            "it saves a checkpoint and yields its slot"
+        )
+    return (
+        f"about to preempt tasks {', '.join(victims)} on {device}: "
+        "they save a checkpoint and yield their slots"
+    )
 
 
 def all_busy(pools: Sequence[Pool]) -> bool:

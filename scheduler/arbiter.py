@@ -8,6 +8,9 @@ Contract, in the manner of a semaphore with a priority queue in front:
 - `release` gives a running job's slot back; `cancel` takes a waiting job out of line.
 - `set_limits`, `add_device`, `remove_device` change the pools at run time.
 - `tick` re-evaluates (aging may have changed who is first, a gate may now say yes).
+- `plan_preemptions` chooses running training jobs to ask to yield for more urgent
+  waiting ones, and reserves the room they free; it admits nothing itself. The
+  caller stops the victims, then calls `release` for each as for any job that ended.
 
 Every method that can admit returns the admissions it made, in the order made; the
 caller starts those jobs. Nothing is admitted behind the caller's back.
@@ -18,6 +21,15 @@ use it (no barging). A job that accepts several devices takes the first one list
 that has a free slot. A job that cannot run only holds back its own pools: a less
 urgent job for another (device, kind) pool still starts. Shrinking a limit never
 evicts; it only holds admissions until the pool is under the new limit.
+
+Preemption: a waiting job at the head of a pool may ask running jobs on one of its
+devices to yield if they are preemptible training jobs, have run `min_runtime_s`, and
+were admitted at least `margin` steps less urgent than it is now; it asks the fewest
+that make room (slots of its kind, and memory per the gate), once. The pool it waits
+for is then reserved: its free slots go to that job alone, even past a job that has
+since become more urgent (a victim requeued with its old submit time), so the job that
+preempted is the one that starts. The reservation ends when the job starts, is
+cancelled or loses the device.
 
 How "most urgent" stays cheap with aging is explained in `scheduler._pool`.
 
@@ -30,11 +42,12 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from types import MappingProxyType
 
 from scheduler import _explain
 from scheduler._pool import Key, Pool, Waiter, effective_priority
+from scheduler._preempt import Reservation, RunningJob, fewest_victims, victim_order
 from scheduler.types import (
     Admission,
     AdmissionGate,
@@ -42,6 +55,7 @@ from scheduler.types import (
     Kind,
     Limits,
     PoolStatistics,
+    PreemptionPlan,
     QueueFull,
     Request,
     WaitingInfo,
@@ -82,7 +96,10 @@ class Arbiter:
         self._limits: dict[str, Limits] = {}
         self._pools: dict[tuple[str, Kind], Pool] = {}
         self._waiting: dict[str, Waiter] = {}
-        self._running: dict[str, Admission] = {}
+        self._running: dict[str, RunningJob] = {}
+        # Pools promised to a waiter whose preemption plan is making room in them. Empty
+        # almost always: hot paths test it before looking anything up.
+        self._reservations: dict[Pool, Reservation] = {}
         self._seq = itertools.count()
         for device, device_limits in limits.items():
             self.add_device(device, device_limits)
@@ -133,11 +150,13 @@ class Arbiter:
             pool = self._pools[(device, request.kind)]
             if not pool.has_free_slot:
                 continue
+            if self._reservations and pool in self._reservations:
+                continue  # promised to the waiter that preempted for it
             head = pool.head(now, self._interval)
             if head is not None and head[0] < mine:
                 continue  # someone more urgent waits for this slot: no barging
             if self._fits(request, device):
-                return self._start(request, pool)
+                return self._start(request, pool, mine[0], now)
         return None
 
     def cancel(self, job_id: str) -> bool:
@@ -158,9 +177,10 @@ class Arbiter:
 
         Raises KeyError if `job_id` is not running (never admitted, or released already).
         """
-        admission = self._running.pop(job_id, None)
-        if admission is None:
+        job = self._running.pop(job_id, None)
+        if job is None:
             raise KeyError(f"job {job_id!r} is not running")
+        admission = job.admission
         self._pools[(admission.device, admission.kind)].running -= 1
         if self._gate is not None:
             self._gate.released(admission)
@@ -174,6 +194,45 @@ class Arbiter:
         slot never has a waiter, so this returns [].
         """
         return self._dispatch()
+
+    # -- preemption --------------------------------------------------------------------
+
+    def plan_preemptions(self, *, margin: int, min_runtime_s: float) -> list[PreemptionPlan]:
+        """Choose running jobs to yield for the most urgent waiting job of each pool.
+
+        Victims are preemptible training jobs on one of the waiter's devices, running
+        for at least `min_runtime_s`, admitted at an effective priority at least
+        `margin` above the waiter's (less urgent). The fewest that make room are chosen,
+        on the first of the waiter's devices where some do; they are marked yielding
+        and the pool is reserved for the waiter (see the module docstring). A waiter is
+        planned for once while its victims yield. Plans come in the waiters' urgency
+        order. Admits nothing: call `tick` first. Raises ValueError for a negative
+        `margin` or `min_runtime_s`.
+        """
+        if margin < 0:
+            raise ValueError(f"margin must be 0 or more, not {margin}")
+        if not min_runtime_s >= 0:
+            raise ValueError(f"min_runtime_s must be 0 or more, not {min_runtime_s}")
+        if not self._waiting or not self._running:
+            return []
+        now = self._clock()
+        heads: dict[str, tuple[Key, Waiter]] = {}
+        for pool in self._pools.values():
+            head = self._head(pool, now)
+            if head is not None:
+                heads.setdefault(head[1].request.job_id, head)
+        plans: list[PreemptionPlan] = []
+        for key, waiter in sorted(heads.values(), key=lambda head: head[0]):
+            if self._making_room_for(waiter):
+                continue
+            plan = self._plan(waiter, key[0] + margin, now - min_runtime_s)
+            if plan is not None:
+                plans.append(plan)
+        return plans
+
+    def yielding(self) -> frozenset[str]:
+        """Running jobs asked to yield by a plan, until they are released."""
+        return frozenset(job_id for job_id, job in self._running.items() if job.yielding)
 
     # -- run-time changes --------------------------------------------------------------
 
@@ -212,13 +271,13 @@ class Arbiter:
     def remove_device(self, device: str) -> list[str]:
         """Remove a device and its pools; return ids of waiting jobs dropped with it.
 
-        A waiting job that accepts other devices loses this candidate and keeps its
-        place; one that accepted only this device leaves the line, and the caller
-        fails it. Raises KeyError for an unknown device, ValueError while jobs still
-        run on it (release them first).
+        A waiting job that accepts other devices loses this candidate (and a
+        reservation it held here) and keeps its place; one that accepted only this
+        device leaves the line, and the caller fails it. Raises KeyError for an unknown
+        device, ValueError while jobs still run on it (release them first).
         """
         self._device_limits(device)
-        busy = sorted(a.job_id for a in self._running.values() if a.device == device)
+        busy = sorted(j for j, job in self._running.items() if job.admission.device == device)
         if busy:
             raise ValueError(
                 f"{device} still runs {len(busy)} job(s) ({', '.join(busy)}); release them first"
@@ -226,6 +285,7 @@ class Arbiter:
         dropped: list[str] = []
         for kind in Kind:
             pool = self._pools.pop((device, kind))
+            self._reservations.pop(pool, None)  # its holder loses the device, not its place
             for waiter in pool.waiters():
                 waiter.pools.remove(pool)
                 if not waiter.pools:
@@ -242,13 +302,17 @@ class Arbiter:
         """Known devices, in the order they were added."""
         return tuple(self._limits)
 
+    def clock(self) -> float:
+        """The arbiter's clock now: `Request.submit_time` and run times are read on it."""
+        return self._clock()
+
     def limits(self, device: str) -> Limits:
         """Current limits of one device; KeyError if unknown."""
         return self._device_limits(device)
 
     def running(self) -> Mapping[str, Admission]:
         """A read-only copy: job id -> its admission, for every running job."""
-        return MappingProxyType(dict(self._running))
+        return MappingProxyType({job_id: job.admission for job_id, job in self._running.items()})
 
     def statistics(self) -> ArbiterStatistics:
         """A frozen snapshot of every pool and of the totals."""
@@ -354,40 +418,53 @@ class Arbiter:
         order; since it is at least as urgent as the head of every open pool it is in,
         taking any of them is no barging. A head that fits nowhere closes all its open
         pools for this pass: their slots stay free for it (strict priority, no backfill).
+        A reserved pool's head is its holder, and nobody else may take it.
         """
         pools = [p for p in self._pools.values() if p.live and p.running < p.limit]
         if not pools:
             return []  # the common case: every pool with waiters is full
         now = self._clock()
         interval = self._interval
+        reservations = self._reservations
         admitted: list[Admission] = []
         while pools:
             best_key: Key | None = None
             best: Waiter | None = None
             for pool in pools:
-                head = pool.head(now, interval)
+                if reservations and pool in reservations:
+                    holder = reservations[pool].waiter
+                    head: tuple[Key, Waiter] | None = (holder.key(now, interval), holder)
+                else:
+                    head = pool.head(now, interval)
                 if head is not None and (best_key is None or head[0] < best_key):
                     best_key, best = head
-            if best is None:
+            if best_key is None or best is None:
                 break
             target: Pool | None = None
-            for pool in self._ranked(best, pools):
+            candidates = self._ranked(best, pools)
+            for pool in candidates:
                 if self._fits(best.request, pool.device):
                     target = pool
                     break
             if target is None:
-                pools = [p for p in pools if p not in best.pools]
+                # Close what it may take; the pools reserved for others stay open for
+                # their holders. (It heads at least one of its candidates, so this
+                # always closes something.)
+                pools = [p for p in pools if p not in candidates]
                 continue
             del self._waiting[best.request.job_id]
             self._retire(best)
-            admitted.append(self._start(best.request, target))
+            admitted.append(self._start(best.request, target, best_key[0], now))
             pools = [p for p in pools if p.live and p.running < p.limit]
         return admitted
 
     def _ranked(self, waiter: Waiter, open_pools: list[Pool]) -> list[Pool]:
         """The waiter's open candidate pools in the order to try: its own order, or the
-        gate's (most free memory first, say) when there is a gate and a choice."""
+        gate's (most free memory first, say) when there is a gate and a choice. Pools
+        reserved for another waiter are not its candidates."""
         candidates = [pool for pool in waiter.pools if pool in open_pools]
+        if self._reservations:
+            candidates = [pool for pool in candidates if self._may_take(waiter, pool)]
         if self._gate is None or len(candidates) < 2:
             return candidates
         by_device = {pool.device: pool for pool in candidates}
@@ -418,19 +495,125 @@ class Arbiter:
             logger.exception("admission gate failed to explain %r on %s", request.job_id, device)
             return f"not enough room on {device} for this task yet"
 
-    def _start(self, request: Request, pool: Pool) -> Admission:
+    def _start(self, request: Request, pool: Pool, urgency: int, now: float) -> Admission:
         pool.running += 1
         admission = Admission(request.job_id, pool.device, request.kind)
-        self._running[request.job_id] = admission
+        self._running[request.job_id] = RunningJob(admission, request, now, urgency)
         if self._gate is not None:
             self._gate.admitted(request, pool.device)
         return admission
 
-    @staticmethod
-    def _retire(waiter: Waiter) -> None:
+    def _retire(self, waiter: Waiter) -> None:
+        """`waiter` left the line (admitted or cancelled): so did any reservation it held."""
         waiter.alive = False
         for pool in waiter.pools:
             pool.forget(waiter)
+        if self._reservations:
+            self._unreserve(waiter)
+
+    # -- preemption internals ------------------------------------------------------------
+
+    def _head(self, pool: Pool, now: float) -> tuple[Key, Waiter] | None:
+        """Who `pool`'s next free slot goes to: its holder if reserved, else its head."""
+        reservation = self._reservations.get(pool) if self._reservations else None
+        if reservation is None:
+            return pool.head(now, self._interval)
+        holder = reservation.waiter
+        return holder.key(now, self._interval), holder
+
+    def _may_take(self, waiter: Waiter, pool: Pool) -> bool:
+        reservation = self._reservations.get(pool)
+        return reservation is None or reservation.waiter is waiter
+
+    def _reservation_of(self, waiter: Waiter) -> Reservation | None:
+        for reservation in self._reservations.values():
+            if reservation.waiter is waiter:
+                return reservation
+        return None
+
+    def _still_yielding(self, plan: PreemptionPlan) -> list[str]:
+        return [job_id for job_id in plan.victims if job_id in self._running]
+
+    def _making_room_for(self, waiter: Waiter) -> bool:
+        """True while a plan for `waiter` waits on victims that have not yet yielded.
+        Once all have and it still cannot start (the memory it counted on went to
+        another process, say), it may plan again."""
+        if not self._reservations:
+            return False
+        reservation = self._reservation_of(waiter)
+        return reservation is not None and bool(self._still_yielding(reservation.plan))
+
+    def _plan(self, waiter: Waiter, at_least: int, started_by: float) -> PreemptionPlan | None:
+        """Victims for `waiter` on the first of its devices where some make room: running
+        jobs admitted at urgency `at_least` or less urgent, no later than `started_by`."""
+        request = waiter.request
+        for device in request.devices:
+            pool = self._pools[(device, request.kind)]
+            if pool.limit == 0 or not self._may_take(waiter, pool):
+                continue
+            need = max(0, pool.running - pool.limit + 1)
+            if need and request.kind is Kind.INFERENCE:
+                continue  # only training jobs yield: they cannot free an inference slot
+            if not need and (self._gate is None or self._fits(request, device)):
+                continue  # nothing stands in its way here: the next pass admits it
+            victims = self._fewest_victims(request, device, need, at_least, started_by)
+            if victims is not None:
+                return self._reserve(waiter, pool, victims)
+        return None
+
+    def _fewest_victims(
+        self, request: Request, device: str, need: int, at_least: int, started_by: float
+    ) -> tuple[RunningJob, ...] | None:
+        """The fewest candidates on `device` whose leaving frees `need` slots of
+        `request`'s kind and, per the gate, enough memory; None if no set does."""
+
+        def works(victims: Sequence[RunningJob]) -> bool:
+            if len(victims) < need:
+                return False
+            return self._fits_after(request, device, [v.admission for v in victims])
+
+        candidates = self._candidates(device, at_least, started_by)
+        return fewest_victims(candidates, works, smallest=need)
+
+    def _candidates(self, device: str, at_least: int, started_by: float) -> list[RunningJob]:
+        """Jobs on `device` that may be asked to yield, in the order to ask them."""
+        candidates = [
+            job
+            for job in reversed(self._running.values())  # newest first: see victim_order
+            if job.admission.device == device
+            and job.admission.kind is Kind.TRAINING
+            and job.request.preemptible
+            and not job.yielding
+            and job.started <= started_by
+            and job.urgency >= at_least
+        ]
+        candidates.sort(key=victim_order)
+        return candidates
+
+    def _reserve(self, waiter: Waiter, pool: Pool, victims: Sequence[RunningJob]) -> PreemptionPlan:
+        plan = PreemptionPlan(
+            waiter.request.job_id, pool.device, tuple(v.admission.job_id for v in victims)
+        )
+        for victim in victims:
+            victim.yielding = True
+        # A plan made again (its earlier victims gone, the job still waiting) replaces
+        # the earlier reservation, perhaps on another device.
+        self._unreserve(waiter)
+        self._reservations[pool] = Reservation(waiter, plan)
+        return plan
+
+    def _unreserve(self, waiter: Waiter) -> None:
+        for pool in [p for p, r in self._reservations.items() if r.waiter is waiter]:
+            del self._reservations[pool]
+
+    def _fits_after(self, request: Request, device: str, released: list[Admission]) -> bool:
+        if self._gate is None:
+            return True
+        try:
+            return bool(self._gate.fits_after(request, device, released))
+        except Exception:
+            logger.exception("admission gate failed for job %r on %s", request.job_id, device)
+            return False
 
     def _info(
         self,
@@ -440,8 +623,24 @@ class Arbiter:
         now: float,
         busy_texts: dict[tuple[Pool, ...], str],
     ) -> WaitingInfo:
+        request = waiter.request
+        return WaitingInfo(
+            job_id=request.job_id,
+            position=ahead + 1,
+            priority=request.priority,
+            effective_priority=key[0],
+            waited_s=max(0.0, now - waiter.submit_time),
+            reason=self._reason(waiter, ahead, busy_texts),
+        )
+
+    def _reason(self, waiter: Waiter, ahead: int, busy_texts: dict[tuple[Pool, ...], str]) -> str:
         # `busy_texts` caches the "all slots busy" half of the reason per candidate list
         # (a list, not a set: the sentence names devices in the job's order).
+        if self._reservations:
+            reservation = self._reservation_of(waiter)
+            victims = [] if reservation is None else self._still_yielding(reservation.plan)
+            if reservation is not None and victims:
+                return _explain.preempting(victims, reservation.plan.device)
         pools = waiter.pools
         if _explain.all_busy(pools):
             candidates = tuple(pools)
@@ -456,12 +655,4 @@ class Arbiter:
             slots_text = _explain.slots(
                 pools, [self._refusal(waiter.request, d) for d in not_fitting]
             )
-        request = waiter.request
-        return WaitingInfo(
-            job_id=request.job_id,
-            position=ahead + 1,
-            priority=request.priority,
-            effective_priority=key[0],
-            waited_s=max(0.0, now - waiter.submit_time),
-            reason=_explain.reason(ahead, slots_text),
-        )
+        return _explain.reason(ahead, slots_text)

@@ -117,11 +117,16 @@ class MemoryGate:
 
     def available(self, device: str) -> float:
         """Bytes a new task may still use on `device` (may be negative); inf for the CPU."""
+        return self._room(device, freed=0)
+
+    def _room(self, device: str, *, freed: int) -> float:
+        """`available`, as it would be once jobs holding `freed` reserved bytes on
+        `device` have ended: both views (NVML's and ours) get those bytes back."""
         info = self._reading(device)
         if info is None:
             return math.inf
-        reserved = self._reserved.get(device, 0)
-        return min(info.free_bytes, info.total_bytes - reserved) - self._headroom
+        reserved = self._reserved.get(device, 0) - freed
+        return min(info.free_bytes + freed, info.total_bytes - reserved) - self._headroom
 
     def capacity(self, device: str) -> float:
         """The most a single task could ever get on `device`: total minus headroom."""
@@ -139,6 +144,16 @@ class MemoryGate:
         if not is_gpu(device):
             return True
         return request.memory_bytes <= self.available(device)
+
+    def fits_after(self, request: Request, device: str, released: Sequence[Admission]) -> bool:
+        if not is_gpu(device):
+            return True
+        freed = 0
+        for admission in released:
+            entry = self._jobs.get(admission.job_id)
+            if entry is not None and entry[0] == device:
+                freed += entry[1]
+        return request.memory_bytes <= self._room(device, freed=freed)
 
     def admitted(self, request: Request, device: str) -> None:
         if not is_gpu(device) or request.memory_bytes <= 0:

@@ -24,6 +24,7 @@ __all__ = [
     "Kind",
     "Limits",
     "PoolStatistics",
+    "PreemptionPlan",
     "QueueFull",
     "Request",
     "WaitingInfo",
@@ -95,6 +96,9 @@ class Request:
     Pass an earlier time only to requeue a job that was already waiting (after a
     restart, say) so it keeps its place and its aging. `memory_bytes` is the job's
     estimated peak device memory (0: unknown); only an `AdmissionGate` reads it.
+    `preemptible` lets a more urgent job ask this one, once running, to yield its
+    device (`Arbiter.plan_preemptions`); only training jobs that can save their state
+    and resume are ever chosen.
     """
 
     job_id: str
@@ -103,6 +107,7 @@ class Request:
     devices: tuple[str, ...]
     submit_time: float | None = None
     memory_bytes: int = 0
+    preemptible: bool = False
 
 
 @dataclass(frozen=True)
@@ -112,6 +117,17 @@ class Admission:
     job_id: str
     device: str
     kind: Kind
+
+
+@dataclass(frozen=True)
+class PreemptionPlan:
+    """The waiting job `job_id` will start on `device` once the running `victims` have
+    yielded: the caller asks each victim to save its state and end, then releases it
+    as usual. Until then the freed slot is reserved for `job_id`."""
+
+    job_id: str
+    device: str
+    victims: tuple[str, ...]
 
 
 class QueueFull(Exception):
@@ -129,13 +145,19 @@ class AdmissionGate(Protocol):
     changes it does not cause (memory freed by another process), the caller calls
     `Arbiter.tick()`.
 
-    Calls come from inside Arbiter methods, in the same thread. `fits` must be cheap
-    and free of side effects; an exception from it is logged and counts as "does not
-    fit". `admitted` and `released` must not raise.
+    Calls come from inside Arbiter methods, in the same thread. `fits` and
+    `fits_after` must be cheap and free of side effects; an exception from either is
+    logged and counts as "does not fit". `admitted` and `released` must not raise.
     """
 
     def fits(self, request: Request, device: str) -> bool:
         """Could `request` start on `device` now (given what is already admitted)?"""
+        ...
+
+    def fits_after(self, request: Request, device: str, released: Sequence[Admission]) -> bool:
+        """Would `request` fit on `device` once the jobs behind `released` have ended and
+        given their memory back? Asked while choosing whom to preempt: the arbiter
+        assumes that freeing more never turns a yes into a no."""
         ...
 
     def admitted(self, request: Request, device: str) -> None:

@@ -240,7 +240,8 @@ def _add_servicers(
     )
     add_task_service(TaskServicer(manager), server)
     resource_service_pb2_grpc.add_ResourceServiceServicer_to_server(
-        ResourceServicer(devices, devices.statistics, inventory), server
+        ResourceServicer(devices, devices.statistics, inventory, lambda: metrics.preemptions_total),
+        server,
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -65,6 +65,24 @@ from server.config import DEFAULT_DATA_DIR, DEFAULTS, EXECUTORS, GIB
     f"(default {DEFAULTS.max_waiting}; env TANDEM_MAX_WAITING).",
 )
 @click.option(
+    "--preempt-margin",
+    type=int,
+    help="Priority steps by which a waiting task must be more urgent than running "
+    f"training to preempt it (default {DEFAULTS.preempt_margin}; env TANDEM_PREEMPT_MARGIN).",
+)
+@click.option(
+    "--preempt-min-runtime",
+    type=float,
+    help="Seconds a training runs before it may be preempted "
+    f"(default {DEFAULTS.preempt_min_runtime_s:g}; env TANDEM_PREEMPT_MIN_RUNTIME_S).",
+)
+@click.option(
+    "--preempt-grace",
+    type=float,
+    help="Seconds a preempted training gets to save its state and yield before it is "
+    f"stopped (default {DEFAULTS.preempt_grace_s:g}; env TANDEM_PREEMPT_GRACE_S).",
+)
+@click.option(
     "--auth-token",
     help="Require 'authorization: Bearer <token>' on every call (env TANDEM_AUTH_TOKEN).",
 )
@@ -103,6 +121,9 @@ def serve(
     aging_interval: float | None,
     gpu_headroom_gb: float | None,
     max_waiting: int | None,
+    preempt_margin: int | None,
+    preempt_min_runtime: float | None,
+    preempt_grace: float | None,
     auth_token: str | None,
     insecure: bool,
     tls_cert: str | None,
@@ -123,6 +144,9 @@ def serve(
             aging_interval_s=aging_interval,
             gpu_headroom_gb=gpu_headroom_gb,
             max_waiting=max_waiting,
+            preempt_margin=preempt_margin,
+            preempt_min_runtime_s=preempt_min_runtime,
+            preempt_grace_s=preempt_grace,
             auth_token=auth_token,
             insecure=insecure,
             tls_cert=tls_cert,

@@ -4,6 +4,7 @@ then defaults (in that order of precedence)."""
 from __future__ import annotations
 
 import ipaddress
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -36,6 +37,13 @@ class ServerConfig:
     # Seconds between arbiter re-evaluations (priority aging).
     aging_interval_s: float = 60.0
     max_waiting: int = 10_000
+    # Preemption: a waiting task preempts running training less urgent than it by at
+    # least `preempt_margin` priority steps, never one that started less than
+    # `preempt_min_runtime_s` ago; a victim that has not yielded after
+    # `preempt_grace_s` is stopped and resumes from its last epoch checkpoint.
+    preempt_margin: int = 2
+    preempt_min_runtime_s: float = 60.0
+    preempt_grace_s: float = 60.0
     # GPU memory kept free beyond every admitted task's estimate.
     gpu_headroom_bytes: int = 512 * 1024**2
     # Directories model files given by path (Infer, Predict) must live in; the data
@@ -126,6 +134,9 @@ def load(
     aging_interval_s: float | None = None,
     gpu_headroom_gb: float | None = None,
     max_waiting: int | None = None,
+    preempt_margin: int | None = None,
+    preempt_min_runtime_s: float | None = None,
+    preempt_grace_s: float | None = None,
     auth_token: str | None = None,
     insecure: bool = False,
     tls_cert: str | None = None,
@@ -221,7 +232,37 @@ def load(
                 else _env_int(env, "TANDEM_MAX_WAITING", DEFAULTS.max_waiting),
             )
         ),
+        preempt_margin=_preempt_margin(
+            preempt_margin
+            if preempt_margin is not None
+            else _env_int(env, "TANDEM_PREEMPT_MARGIN", DEFAULTS.preempt_margin)
+        ),
+        preempt_min_runtime_s=_not_negative(
+            "preempt min runtime",
+            preempt_min_runtime_s
+            if preempt_min_runtime_s is not None
+            else _env_float(env, "TANDEM_PREEMPT_MIN_RUNTIME_S", DEFAULTS.preempt_min_runtime_s),
+        ),
+        preempt_grace_s=_positive(
+            "preempt grace",
+            preempt_grace_s
+            if preempt_grace_s is not None
+            else _env_float(env, "TANDEM_PREEMPT_GRACE_S", DEFAULTS.preempt_grace_s),
+        ),
     )
+
+
+def _preempt_margin(value: int) -> int:
+    # 1..10: a margin of 0 would let equals preempt each other; past 10 nothing could.
+    if not 1 <= value <= 10:
+        raise ValueError(f"the preempt margin must be 1 to 10 priority steps, got {value}")
+    return value
+
+
+def _not_negative(name: str, value: float) -> float:
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError(f"{name} must be 0 or more seconds, got {value}")
+    return value
 
 
 def _tls_pair(cert: str | None, key: str | None) -> tuple[Path | None, Path | None]:

@@ -59,6 +59,7 @@ def task_to_pb(task: TaskRecord, *, waiting: WaitingInfo | None = None) -> task_
         model_path=task.model_path,
         output_path=task.output_path,
         last_seq=task.last_seq,
+        preemptions=task.preemptions,
     )
     if task.start_time is not None:
         message.start_time.CopyFrom(timestamp(task.start_time))
@@ -69,7 +70,9 @@ def task_to_pb(task: TaskRecord, *, waiting: WaitingInfo | None = None) -> task_
         message.waiting_reason = waiting.reason
         message.effective_priority = waiting.effective_priority
     if task.kind is TaskKind.TRAINING:
-        message.training.CopyFrom(task_pb2.TrainingParams(**task.params))
+        # Tasks stored before `preemptible` existed were preemptible like any default.
+        params = {"preemptible": True, **task.params}
+        message.training.CopyFrom(task_pb2.TrainingParams(**params))
     else:
         message.inference.CopyFrom(task_pb2.InferenceParams(**task.params))
     return message

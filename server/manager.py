@@ -29,6 +29,7 @@ from server.jobs import job_for
 from server.journal import STORAGE_ERRORS, Journal, StorageFull
 from server.memory import PEAK_METRIC, MemoryPlanner
 from server.metrics import Metrics
+from server.preemption import Preemptions
 from server.records import TaskKind, TaskRecord, TaskState
 from server.recovery import Recovery, RequeueRefused
 from server.store import TaskPage, TaskStore
@@ -74,6 +75,10 @@ class TaskManager:
         # QUEUED and RUNNING tasks; ended tasks are read from the store.
         self._active: dict[str, TaskRecord] = {}
         self._cancel_requested: set[str] = set()
+        self._preemptions = Preemptions(
+            config, dispatcher, executor, journal, metrics, tasks=self._active
+        )
+        self._preempting: asyncio.Task[None] | None = None
         # Set by close(): what workers report afterwards is left for the next start.
         self._closing = False
 
@@ -102,12 +107,17 @@ class TaskManager:
                 self._end(task, TaskState.FAILED, failure)
                 continue
             self._watch_admission(task, admission)
+        self._preempting = asyncio.create_task(self._preemptions.watch())
 
     async def close(self) -> None:
         """Stops recording and ends every open Logs stream (followers resume with
         `from_seq` against the next server). Running tasks stay RUNNING in the store:
         the next start decides their fate."""
         self._closing = True
+        if self._preempting is not None:
+            self._preempting.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._preempting
         self._journal.close()
 
     # -- submit, read, cancel --------------------------------------------------------
@@ -143,7 +153,12 @@ class TaskManager:
         self._active[task.task_id] = task
         accepted = self._snapshot(task)
         request = Request(
-            task.task_id, kind.slot, task.priority, candidates, memory_bytes=memory_bytes
+            task.task_id,
+            kind.slot,
+            task.priority,
+            candidates,
+            memory_bytes=memory_bytes,
+            preemptible=task.preemptible,
         )
         try:
             admission = self._dispatcher.queue(request, start=lambda a: self._start(task, a))
@@ -250,6 +265,10 @@ class TaskManager:
                 queued_again = self._queue_again(task, outcome)
                 if queued_again:
                     return
+            if outcome.outcome is Outcome.PREEMPTED and task_id not in self._cancel_requested:
+                queued_again = self._preempted(task, outcome)
+                return
+            self._preemptions.forget(task_id)
             self._cancel_requested.discard(task_id)
             if outcome.result is not None:
                 task.metrics.update(outcome.result.metrics)
@@ -263,7 +282,8 @@ class TaskManager:
                 self._end(task, TaskState.SUCCEEDED, _success_message(task.metrics))
             elif failure is not None:
                 self._end(task, TaskState.FAILED, failure)
-            elif outcome.outcome is Outcome.CANCELLED:
+            elif outcome.outcome in (Outcome.CANCELLED, Outcome.PREEMPTED):
+                # (PREEMPTED here: a cancel came while it yielded; the cancel wins.)
                 self._end(task, TaskState.CANCELLED, outcome.error or "cancelled")
             else:
                 if "out of memory" in outcome.error and is_gpu(task.assigned_device):
@@ -279,6 +299,19 @@ class TaskManager:
                 self._dispatcher.release(task_id)
 
     # -- internals -------------------------------------------------------------------
+
+    def _preempted(self, task: TaskRecord, outcome: JobOutcome) -> bool:
+        """A training that yielded to a more urgent task: PREEMPTED, then QUEUED again to
+        resume where it stopped. True when it is queued again (False: it has failed)."""
+        message = self._preemptions.yielded(task, outcome)
+        try:
+            admission = self._recovery.requeue_preempted(task, message, self._start)
+        except RequeueRefused as exc:
+            self._dispatcher.release(task.task_id)
+            self._end(task, TaskState.FAILED, f"preempted, then could not be queued again: {exc}")
+            return False
+        self._watch_admission(task, admission)
+        return True
 
     def _queue_again(self, task: TaskRecord, outcome: JobOutcome) -> bool:
         """Queues again a job that ended through no fault of its own; False if not.
@@ -333,13 +366,13 @@ class TaskManager:
             )
 
     def _job(self, task: TaskRecord) -> TrainingJob | InferenceJob:
-        checkpoint = self._recovery.checkpoint(task)
+        resume = self._recovery.resume(task) if task.kind is TaskKind.TRAINING else None
         return job_for(
             task,
             output_dir=str(self._config.task_dir(task.task_id)),
             num_threads=self._threads.join(task.task_id, task.assigned_device, Role.BATCH),
-            # A task interrupted by a restart left checkpoints: carry on from the last.
-            resume_from=checkpoint[1] if checkpoint else "",
+            # A task preempted, or interrupted by a restart, carries on where it stopped.
+            resume_from=resume[1] if resume else "",
         )
 
     def _end(self, task: TaskRecord, state: TaskState, message: str) -> None:

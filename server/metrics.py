@@ -88,6 +88,13 @@ class Metrics:
             buckets=(1, 5, 15, 60, 300, 900, 3600, 4 * 3600, 24 * 3600),
             registry=self.registry,
         )
+        self.preemptions = Counter(
+            "tandem_preemptions",
+            "Training tasks preempted by more urgent ones (each yield counts once).",
+            registry=self.registry,
+        )
+        # The same count for GetResources, without reading the counter's internals.
+        self.preemptions_total = 0
         self.predict_latency = Histogram(
             "tandem_predict_latency_seconds",
             "Predict calls, from request to answer, per outcome (ok or the gRPC code).",
@@ -101,6 +108,10 @@ class Metrics:
         self.task_outcomes.labels(*labels).inc()
         if task.start_time is not None and task.end_time is not None:
             self.task_duration.labels(*labels).observe(max(0.0, task.end_time - task.start_time))
+
+    def preempted(self) -> None:
+        self.preemptions.inc()
+        self.preemptions_total += 1
 
     def render(self) -> bytes:
         return generate_latest(self.registry)

@@ -63,6 +63,13 @@ class TaskRecord:
     model_path: str = ""
     output_path: str = ""
     last_seq: int = 0
+    # Times a more urgent task preempted it (training).
+    preemptions: int = 0
+
+    @property
+    def preemptible(self) -> bool:
+        """Whether a more urgent task may preempt it: training that did not opt out."""
+        return self.kind is TaskKind.TRAINING and bool(self.params.get("preemptible", True))
 
     def shape(self) -> Shape:
         """What the task's GPU memory use depends on."""

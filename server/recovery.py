@@ -6,6 +6,8 @@
 - When a job ended through no fault of its own (`requeue`): one that never began (its
   device could not take it) waits again, less that device if it is held now; training
   whose machine went away resumes from its last checkpoint on the other nodes.
+- A preempted training (the task manager's `_preempted`) waits again with the aging it
+  had earned, and resumes from the resume point it saved (`resume`).
 
 Recovery decides and queues; the task manager starts what is admitted (its `start`,
 called at the instant of admission) and ends what cannot be queued again, so a task's
@@ -15,10 +17,11 @@ end is written in one place.
 from __future__ import annotations
 
 import asyncio
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from engines.checkpoints import latest_checkpoint
+from engines.checkpoints import latest_checkpoint, resume_point_path
 from engines.executor import JobOutcome
 from scheduler import Admission, QueueFull, Request
 from scheduler.devices import split_node
@@ -70,17 +73,36 @@ class Recovery:
         self._devices = devices
         self._planner = planner
 
-    def checkpoint(self, task: TaskRecord) -> tuple[int, str] | None:
-        """(epoch, path) of the task's last checkpoint, if it left one."""
-        return latest_checkpoint(str(self._config.task_dir(task.task_id)))
+    def resume(self, task: TaskRecord) -> tuple[str, str] | None:
+        """Where a training task carries on from, if it left anything: (where, in words;
+        the file). The newer of the resume point a preemption saved (exact, mid-epoch)
+        and the last epoch checkpoint: a run resumed from a resume point and interrupted
+        again after finishing an epoch carries on from that epoch instead."""
+        folder = str(self._config.task_dir(task.task_id))
+        epoch = latest_checkpoint(folder)
+        point = resume_point_path(folder)
+        if os.path.exists(point) and (
+            epoch is None or os.path.getmtime(point) >= os.path.getmtime(epoch[1])
+        ):
+            return "where it was preempted", point
+        if epoch is None:
+            return None
+        return f"from epoch {epoch[0]}", epoch[1]
 
     def queue_again(
-        self, task: TaskRecord, note: str, candidates: Sequence[str], start: Start
+        self,
+        task: TaskRecord,
+        note: str,
+        candidates: Sequence[str],
+        start: Start,
+        *,
+        submit_time: float | None = None,
     ) -> asyncio.Future[Admission]:
         """Puts `task` back in the queue for `candidates` with a fresh memory estimate;
-        its log says `note`; `start` starts it when admitted. Raises RequeueRefused:
-        before any change if it fits on none of them, else after the task was marked
-        QUEUED (its owner then fails it)."""
+        its log says `note`; `start` starts it when admitted; `submit_time` (on the
+        arbiter's clock) keeps the aging it had earned. Raises RequeueRefused: before
+        any change if it fits on none of them, else after the task was marked QUEUED
+        (its owner then fails it)."""
         try:
             memory_bytes, fitting = self._planner.plan(task.shape(), candidates)
         except ServiceError as exc:
@@ -92,12 +114,36 @@ class Recovery:
             kind=task.kind.slot,
             priority=task.priority,
             devices=fitting,
+            submit_time=submit_time,
             memory_bytes=memory_bytes,
+            preemptible=task.preemptible,
         )
         try:
             return self._dispatcher.queue(request, start=lambda a: start(task, a))
         except (QueueFull, ValueError) as exc:
             raise RequeueRefused(str(exc)) from None
+
+    def requeue_preempted(
+        self, task: TaskRecord, message: str, start: Start
+    ) -> asyncio.Future[Admission]:
+        """Records a training that yielded to a more urgent task (PREEMPTED, with
+        `message`), then queues it again with the aging it had earned before it last
+        started (its wait so far, on the arbiter's clock), to resume where it stopped.
+        Raises RequeueRefused like `queue_again`."""
+        waited = 0.0 if task.start_time is None else max(0.0, task.start_time - task.create_time)
+        task.preemptions += 1
+        task.state = TaskState.PREEMPTED
+        self._journal.save(task)
+        self._journal.event(task, "state", message, state=TaskState.PREEMPTED, level="warning")
+        resume = self.resume(task)
+        note = f"queued again; will resume {resume[0]}" if resume else "queued again"
+        return self.queue_again(
+            task,
+            note,
+            self._devices.candidates(task.device),
+            start,
+            submit_time=self._dispatcher.arbiter.clock() - waited,
+        )
 
     def mark_queued(self, task: TaskRecord, note: str) -> None:
         """Records that `task` waits again (a state event with `note`); for a task that
@@ -119,11 +165,11 @@ class Recovery:
             if self._journal.repair_from_log(task):
                 continue
             if task.kind is TaskKind.TRAINING:
-                checkpoint = self.checkpoint(task)
-                if checkpoint is None:
+                resume = self.resume(task)
+                if resume is None:
                     found.append(Unfinished(task, failure="interrupted by restart"))
                     continue
-                note = f"interrupted by restart; will resume from epoch {checkpoint[0]}"
+                note = f"interrupted by restart; will resume {resume[0]}"
             else:
                 note = "interrupted by restart; queued to run again"
             found.append(Unfinished(task, note, self._devices.candidates(task.device)))
@@ -159,11 +205,11 @@ class Recovery:
             )
             note = f"{why}; queued again"
         else:
-            checkpoint = self.checkpoint(task)
-            if task.kind is not TaskKind.TRAINING or checkpoint is None or not lost:
+            resume = self.resume(task)
+            if task.kind is not TaskKind.TRAINING or resume is None or not lost:
                 return None
             candidates = tuple(d for d in candidates if split_node(d)[0] != lost)
-            note = f"{why}; will resume from epoch {checkpoint[0]} elsewhere"
+            note = f"{why}; will resume {resume[0]} elsewhere"
         if not candidates:
             return None
         try:

@@ -41,7 +41,8 @@ CREATE TABLE IF NOT EXISTS tasks (
     request_id      TEXT,
     model_path      TEXT NOT NULL DEFAULT '',
     output_path     TEXT NOT NULL DEFAULT '',
-    last_seq        INTEGER NOT NULL DEFAULT 0
+    last_seq        INTEGER NOT NULL DEFAULT 0,
+    preemptions     INTEGER NOT NULL DEFAULT 0
 );
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_request_id ON tasks(request_id)
     WHERE request_id IS NOT NULL;
@@ -65,8 +66,12 @@ CREATE TABLE IF NOT EXISTS limits (
 
 _COLUMNS = (
     "task_id, kind, state, priority, device, assigned_device, params, create_time, "
-    "start_time, end_time, metrics, error, request_id, model_path, output_path, last_seq"
+    "start_time, end_time, metrics, error, request_id, model_path, output_path, last_seq, "
+    "preemptions"
 )
+# Columns added since the first release, with their definitions: a data dir written by
+# an older Tandem gains them when it is opened.
+_ADDED_COLUMNS = {"preemptions": "INTEGER NOT NULL DEFAULT 0"}
 
 
 @dataclass(frozen=True)
@@ -89,13 +94,17 @@ class TaskStore:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.execute("PRAGMA busy_timeout=5000")
         self._db.executescript(_SCHEMA)
+        have = {row[1] for row in self._db.execute("PRAGMA table_info(tasks)")}
+        for column, definition in _ADDED_COLUMNS.items():
+            if column not in have:
+                self._db.execute(f"ALTER TABLE tasks ADD COLUMN {column} {definition}")
 
     def close(self) -> None:
         self._db.close()
 
     def insert(self, task: TaskRecord) -> None:
         self._db.execute(
-            f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join('?' * 16)})",
+            f"INSERT INTO tasks ({_COLUMNS}) VALUES ({', '.join('?' * 17)})",
             _row(task),
         )
 
@@ -103,7 +112,8 @@ class TaskStore:
         """Writes every mutable field of an existing task."""
         self._db.execute(
             "UPDATE tasks SET state=?, priority=?, assigned_device=?, start_time=?, end_time=?, "
-            "metrics=?, error=?, model_path=?, output_path=?, last_seq=? WHERE task_id=?",
+            "metrics=?, error=?, model_path=?, output_path=?, last_seq=?, preemptions=? "
+            "WHERE task_id=?",
             (
                 task.state.value,
                 task.priority,
@@ -115,6 +125,7 @@ class TaskStore:
                 task.model_path,
                 task.output_path,
                 task.last_seq,
+                task.preemptions,
                 task.task_id,
             ),
         )
@@ -276,6 +287,7 @@ def _row(t: TaskRecord) -> tuple[object, ...]:
         t.model_path,
         t.output_path,
         t.last_seq,
+        t.preemptions,
     )
 
 
@@ -297,6 +309,7 @@ def _record(row: Sequence[object]) -> TaskRecord:
         model_path,
         output_path,
         last_seq,
+        preemptions,
     ) = row
     return TaskRecord(
         task_id=str(task_id),
@@ -315,4 +328,5 @@ def _record(row: Sequence[object]) -> TaskRecord:
         model_path=str(model_path),
         output_path=str(output_path),
         last_seq=int(last_seq),  # type: ignore[call-overload]
+        preemptions=int(preemptions),  # type: ignore[call-overload]
     )

@@ -225,6 +225,7 @@ def training(
             "image_size": image_size,
             "seed": seed,
             "val_split": val_split,
+            "preemptible": request.preemptible if request.HasField("preemptible") else True,
         },
         priority=priority,
         device=device,

@@ -41,6 +41,7 @@ _TRAINING_FLAT = (
     "image_size",
     "seed",
     "val_split",
+    "preemptible",
 )
 # `task_id` stays nested: at the top level it is the task's own id.
 _INFERENCE_FLAT = ("model", "dataset", "batch_size", "top_k", "image_size")
@@ -116,6 +117,7 @@ def task_json(task: task_pb2.Task) -> TaskOut:
         model_path=model_path,
         output_path=raw.get("output_path", ""),
         last_seq=int(raw.get("last_seq", 0)),
+        preemptions=int(raw.get("preemptions", 0)),
         training=training,
         inference=inference,
         **flat,

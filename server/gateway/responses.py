@@ -39,6 +39,7 @@ class TrainingParamsOut(BaseModel):
     val_split: float = Field(
         description=f"Fraction held out for validation, {MIN_VAL_SPLIT:g}..{MAX_VAL_SPLIT:g}."
     )
+    preemptible: bool = Field(description="Whether a more urgent task may preempt it.")
 
 
 class InferenceParamsOut(BaseModel):
@@ -108,6 +109,9 @@ class TaskOut(BaseModel):
         description="Sequence number of the newest log event; resume logs with "
         "`from_seq = last_seq + 1`."
     )
+    preemptions: int = Field(
+        description="Times a more urgent task preempted it (training); it resumed each time."
+    )
     training: TrainingParamsOut | None = Field(
         description="Training parameters; null for inference tasks."
     )
@@ -123,6 +127,7 @@ class TaskOut(BaseModel):
     image_size: int | None = Field(description="Image side in pixels." + _PARAM_NOTE)
     seed: int | None = Field(description="Seed (training)." + _PARAM_NOTE)
     val_split: float | None = Field(description="Validation split (training)." + _PARAM_NOTE)
+    preemptible: bool | None = Field(description="Preemptible (training)." + _PARAM_NOTE)
     top_k: int | None = Field(description="Labels per image (inference)." + _PARAM_NOTE)
 
 

@@ -211,6 +211,12 @@ class TrainBody(_Body):
         f"Default {DEFAULT_VAL_SPLIT:g}.",
     )
     request_id: RequestId | None = Field(None, description=REQUEST_ID_HELP)
+    preemptible: bool | None = Field(
+        None,
+        description="Whether a more urgent task may preempt it: it then saves its whole "
+        "state at a batch boundary, waits in the queue (`PREEMPTED`, then `QUEUED`) and "
+        "resumes exactly where it stopped. Default true.",
+    )
 
 
 class InferBody(_Body):

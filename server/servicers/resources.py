@@ -30,10 +30,12 @@ class ResourceServicer(resource_service_pb2_grpc.ResourceServiceServicer):
         devices: DeviceRegistry,
         statistics: Callable[[], ArbiterStatistics],
         inventory: DeviceInventory,
+        preemptions: Callable[[], int],
     ) -> None:
         self._devices = devices
         self._statistics = statistics
         self._inventory = inventory
+        self._preemptions = preemptions
 
     def _max_concurrent(self) -> dict[str, resources_pb2.ConcurrencyLimits]:
         limits = {device: self._devices.limits(device) for device in self._devices.devices}
@@ -75,7 +77,10 @@ class ResourceServicer(resource_service_pb2_grpc.ResourceServiceServicer):
             for gpu in self._inventory.gpus()
         }
         return resource_service_pb2.GetResourcesResponse(
-            device_usage=usage, gpu_memory_info=memory, max_concurrent=self._max_concurrent()
+            device_usage=usage,
+            gpu_memory_info=memory,
+            max_concurrent=self._max_concurrent(),
+            preemptions_total=self._preemptions(),
         )
 
     @unary

@@ -23,9 +23,11 @@ from tests.gateway.conftest import (
 SMALL = {"dataset": "synthetic", "epochs": 1, "image_size": 32}
 
 
-def test_seed_scenario_1_training_at_7_inference_at_2(rest: Rest, colour_model: Model) -> None:
+def test_seed_scenario_1_without_a_gpu(rest: Rest, colour_model: Model) -> None:
     # The seed's configs verbatim ("cuda"), plus the fields it elides ("# ..."):
-    # this machine has no GPU, so each is refused with a sentence that says so.
+    # this machine has no GPU, so each is refused with a sentence that says so. The
+    # scenario itself (the inference preempts the training, in that order) runs on a
+    # made-up GPU in tests/gateway/test_rest_preemption.py.
     train_config = {
         "model": "mobilenet_v3_small",
         "batch_size": 16,

@@ -47,6 +47,11 @@ class MemoryBudget:
     def fits(self, request: Request, device: str) -> bool:
         return request.memory_bytes <= self.free[device]
 
+    def fits_after(self, request: Request, device: str, released: Sequence[Admission]) -> bool:
+        gone = [self.reserved[a.job_id] for a in released if a.job_id in self.reserved]
+        freed = sum(size for where, size in gone if where == device)
+        return request.memory_bytes <= self.free[device] + freed
+
     def admitted(self, request: Request, device: str) -> None:
         self.free[device] -= request.memory_bytes
         self.reserved[request.job_id] = (device, request.memory_bytes)

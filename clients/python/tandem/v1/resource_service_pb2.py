@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from tandem.v1 import resources_pb2 as tandem_dot_v1_dot_resources__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n tandem/v1/resource_service.proto\x12\ttandem.v1\x1a\x19tandem/v1/resources.proto\"\x15\n\x13GetResourcesRequest\"\xe7\x03\n\x14GetResourcesResponse\x12\x46\n\x0c\x64\x65vice_usage\x18\x01 \x03(\x0b\x32\x30.tandem.v1.GetResourcesResponse.DeviceUsageEntry\x12K\n\x0fgpu_memory_info\x18\x02 \x03(\x0b\x32\x32.tandem.v1.GetResourcesResponse.GpuMemoryInfoEntry\x12J\n\x0emax_concurrent\x18\x03 \x03(\x0b\x32\x32.tandem.v1.GetResourcesResponse.MaxConcurrentEntry\x1aJ\n\x10\x44\x65viceUsageEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.tandem.v1.DeviceUsage:\x02\x38\x01\x1aN\n\x12GpuMemoryInfoEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.tandem.v1.GpuMemoryInfo:\x02\x38\x01\x1aR\n\x12MaxConcurrentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.tandem.v1.ConcurrencyLimits:\x02\x38\x01\"\xb4\x01\n\x13UpdateLimitsRequest\x12I\n\x0emax_concurrent\x18\x01 \x03(\x0b\x32\x31.tandem.v1.UpdateLimitsRequest.MaxConcurrentEntry\x1aR\n\x12MaxConcurrentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.tandem.v1.ConcurrencyLimits:\x02\x38\x01\"\xb6\x01\n\x14UpdateLimitsResponse\x12J\n\x0emax_concurrent\x18\x01 \x03(\x0b\x32\x32.tandem.v1.UpdateLimitsResponse.MaxConcurrentEntry\x1aR\n\x12MaxConcurrentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.tandem.v1.ConcurrencyLimits:\x02\x38\x01\x32\xb3\x01\n\x0fResourceService\x12O\n\x0cGetResources\x12\x1e.tandem.v1.GetResourcesRequest\x1a\x1f.tandem.v1.GetResourcesResponse\x12O\n\x0cUpdateLimits\x12\x1e.tandem.v1.UpdateLimitsRequest\x1a\x1f.tandem.v1.UpdateLimitsResponseB:Z8github.com/tandem-ml/tandem/clients/go/tandemv1;tandemv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n tandem/v1/resource_service.proto\x12\ttandem.v1\x1a\x19tandem/v1/resources.proto\"\x15\n\x13GetResourcesRequest\"\x82\x04\n\x14GetResourcesResponse\x12\x46\n\x0c\x64\x65vice_usage\x18\x01 \x03(\x0b\x32\x30.tandem.v1.GetResourcesResponse.DeviceUsageEntry\x12K\n\x0fgpu_memory_info\x18\x02 \x03(\x0b\x32\x32.tandem.v1.GetResourcesResponse.GpuMemoryInfoEntry\x12J\n\x0emax_concurrent\x18\x03 \x03(\x0b\x32\x32.tandem.v1.GetResourcesResponse.MaxConcurrentEntry\x12\x19\n\x11preemptions_total\x18\x04 \x01(\x03\x1aJ\n\x10\x44\x65viceUsageEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12%\n\x05value\x18\x02 \x01(\x0b\x32\x16.tandem.v1.DeviceUsage:\x02\x38\x01\x1aN\n\x12GpuMemoryInfoEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\'\n\x05value\x18\x02 \x01(\x0b\x32\x18.tandem.v1.GpuMemoryInfo:\x02\x38\x01\x1aR\n\x12MaxConcurrentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.tandem.v1.ConcurrencyLimits:\x02\x38\x01\"\xb4\x01\n\x13UpdateLimitsRequest\x12I\n\x0emax_concurrent\x18\x01 \x03(\x0b\x32\x31.tandem.v1.UpdateLimitsRequest.MaxConcurrentEntry\x1aR\n\x12MaxConcurrentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.tandem.v1.ConcurrencyLimits:\x02\x38\x01\"\xb6\x01\n\x14UpdateLimitsResponse\x12J\n\x0emax_concurrent\x18\x01 \x03(\x0b\x32\x32.tandem.v1.UpdateLimitsResponse.MaxConcurrentEntry\x1aR\n\x12MaxConcurrentEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12+\n\x05value\x18\x02 \x01(\x0b\x32\x1c.tandem.v1.ConcurrencyLimits:\x02\x38\x01\x32\xb3\x01\n\x0fResourceService\x12O\n\x0cGetResources\x12\x1e.tandem.v1.GetResourcesRequest\x1a\x1f.tandem.v1.GetResourcesResponse\x12O\n\x0cUpdateLimits\x12\x1e.tandem.v1.UpdateLimitsRequest\x1a\x1f.tandem.v1.UpdateLimitsResponseB:Z8github.com/tandem-ml/tandem/clients/go/tandemv1;tandemv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -46,21 +46,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETRESOURCESREQUEST']._serialized_start=74
   _globals['_GETRESOURCESREQUEST']._serialized_end=95
   _globals['_GETRESOURCESRESPONSE']._serialized_start=98
-  _globals['_GETRESOURCESRESPONSE']._serialized_end=585
-  _globals['_GETRESOURCESRESPONSE_DEVICEUSAGEENTRY']._serialized_start=347
-  _globals['_GETRESOURCESRESPONSE_DEVICEUSAGEENTRY']._serialized_end=421
-  _globals['_GETRESOURCESRESPONSE_GPUMEMORYINFOENTRY']._serialized_start=423
-  _globals['_GETRESOURCESRESPONSE_GPUMEMORYINFOENTRY']._serialized_end=501
-  _globals['_GETRESOURCESRESPONSE_MAXCONCURRENTENTRY']._serialized_start=503
-  _globals['_GETRESOURCESRESPONSE_MAXCONCURRENTENTRY']._serialized_end=585
-  _globals['_UPDATELIMITSREQUEST']._serialized_start=588
-  _globals['_UPDATELIMITSREQUEST']._serialized_end=768
-  _globals['_UPDATELIMITSREQUEST_MAXCONCURRENTENTRY']._serialized_start=503
-  _globals['_UPDATELIMITSREQUEST_MAXCONCURRENTENTRY']._serialized_end=585
-  _globals['_UPDATELIMITSRESPONSE']._serialized_start=771
-  _globals['_UPDATELIMITSRESPONSE']._serialized_end=953
-  _globals['_UPDATELIMITSRESPONSE_MAXCONCURRENTENTRY']._serialized_start=503
-  _globals['_UPDATELIMITSRESPONSE_MAXCONCURRENTENTRY']._serialized_end=585
-  _globals['_RESOURCESERVICE']._serialized_start=956
-  _globals['_RESOURCESERVICE']._serialized_end=1135
+  _globals['_GETRESOURCESRESPONSE']._serialized_end=612
+  _globals['_GETRESOURCESRESPONSE_DEVICEUSAGEENTRY']._serialized_start=374
+  _globals['_GETRESOURCESRESPONSE_DEVICEUSAGEENTRY']._serialized_end=448
+  _globals['_GETRESOURCESRESPONSE_GPUMEMORYINFOENTRY']._serialized_start=450
+  _globals['_GETRESOURCESRESPONSE_GPUMEMORYINFOENTRY']._serialized_end=528
+  _globals['_GETRESOURCESRESPONSE_MAXCONCURRENTENTRY']._serialized_start=530
+  _globals['_GETRESOURCESRESPONSE_MAXCONCURRENTENTRY']._serialized_end=612
+  _globals['_UPDATELIMITSREQUEST']._serialized_start=615
+  _globals['_UPDATELIMITSREQUEST']._serialized_end=795
+  _globals['_UPDATELIMITSREQUEST_MAXCONCURRENTENTRY']._serialized_start=530
+  _globals['_UPDATELIMITSREQUEST_MAXCONCURRENTENTRY']._serialized_end=612
+  _globals['_UPDATELIMITSRESPONSE']._serialized_start=798
+  _globals['_UPDATELIMITSRESPONSE']._serialized_end=980
+  _globals['_UPDATELIMITSRESPONSE_MAXCONCURRENTENTRY']._serialized_start=530
+  _globals['_UPDATELIMITSRESPONSE_MAXCONCURRENTENTRY']._serialized_end=612
+  _globals['_RESOURCESERVICE']._serialized_start=983
+  _globals['_RESOURCESERVICE']._serialized_end=1162
 # @@protoc_insertion_point(module_scope)

@@ -12,7 +12,7 @@ class GetResourcesRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class GetResourcesResponse(_message.Message):
-    __slots__ = ("device_usage", "gpu_memory_info", "max_concurrent")
+    __slots__ = ("device_usage", "gpu_memory_info", "max_concurrent", "preemptions_total")
     class DeviceUsageEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -37,10 +37,12 @@ class GetResourcesResponse(_message.Message):
     DEVICE_USAGE_FIELD_NUMBER: _ClassVar[int]
     GPU_MEMORY_INFO_FIELD_NUMBER: _ClassVar[int]
     MAX_CONCURRENT_FIELD_NUMBER: _ClassVar[int]
+    PREEMPTIONS_TOTAL_FIELD_NUMBER: _ClassVar[int]
     device_usage: _containers.MessageMap[str, _resources_pb2.DeviceUsage]
     gpu_memory_info: _containers.MessageMap[str, _resources_pb2.GpuMemoryInfo]
     max_concurrent: _containers.MessageMap[str, _resources_pb2.ConcurrencyLimits]
-    def __init__(self, device_usage: _Optional[_Mapping[str, _resources_pb2.DeviceUsage]] = ..., gpu_memory_info: _Optional[_Mapping[str, _resources_pb2.GpuMemoryInfo]] = ..., max_concurrent: _Optional[_Mapping[str, _resources_pb2.ConcurrencyLimits]] = ...) -> None: ...
+    preemptions_total: int
+    def __init__(self, device_usage: _Optional[_Mapping[str, _resources_pb2.DeviceUsage]] = ..., gpu_memory_info: _Optional[_Mapping[str, _resources_pb2.GpuMemoryInfo]] = ..., max_concurrent: _Optional[_Mapping[str, _resources_pb2.ConcurrencyLimits]] = ..., preemptions_total: _Optional[int] = ...) -> None: ...
 
 class UpdateLimitsRequest(_message.Message):
     __slots__ = ("max_concurrent",)

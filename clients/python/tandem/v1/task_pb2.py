@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14tandem/v1/task.proto\x12\ttandem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9c\x05\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12!\n\x04kind\x18\x02 \x01(\x0e\x32\x13.tandem.v1.TaskKind\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.tandem.v1.TaskState\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x1a\n\x12\x65\x66\x66\x65\x63tive_priority\x18\x05 \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\t\x12\x17\n\x0f\x61ssigned_device\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x07metrics\x18\x0b \x03(\x0b\x32\x1c.tandem.v1.Task.MetricsEntry\x12\r\n\x05\x65rror\x18\x0c \x01(\t\x12\x16\n\x0equeue_position\x18\r \x01(\x05\x12\x16\n\x0ewaiting_reason\x18\x0e \x01(\t\x12\x12\n\nrequest_id\x18\x0f \x01(\t\x12-\n\x08training\x18\x10 \x01(\x0b\x32\x19.tandem.v1.TrainingParamsH\x00\x12/\n\tinference\x18\x11 \x01(\x0b\x32\x1a.tandem.v1.InferenceParamsH\x00\x12\x12\n\nmodel_path\x18\x12 \x01(\t\x12\x13\n\x0boutput_path\x18\x13 \x01(\t\x12\x10\n\x08last_seq\x18\x14 \x01(\x03\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x08\n\x06params\"\xb3\x01\n\x0eTrainingParams\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0e\n\x06\x65pochs\x18\x03 \x01(\x05\x12\x12\n\nbatch_size\x18\x04 \x01(\x05\x12\x15\n\rlearning_rate\x18\x05 \x01(\x01\x12\x11\n\toptimizer\x18\x06 \x01(\t\x12\x12\n\nimage_size\x18\x07 \x01(\x05\x12\x0c\n\x04seed\x18\x08 \x01(\x03\x12\x11\n\tval_split\x18\t \x01(\x01\"\x8d\x01\n\x0fInferenceParams\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\nmodel_path\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x12\n\nbatch_size\x18\x04 \x01(\x05\x12\r\n\x05top_k\x18\x05 \x01(\x05\x12\r\n\x05model\x18\x06 \x01(\t\x12\x12\n\nimage_size\x18\x07 \x01(\x05\"\xb5\x02\n\tTaskEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x04type\x18\x03 \x01(\x0e\x32\x14.tandem.v1.EventType\x12\"\n\x05level\x18\x04 \x01(\x0e\x32\x13.tandem.v1.LogLevel\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x32\n\x07metrics\x18\x06 \x03(\x0b\x32!.tandem.v1.TaskEvent.MetricsEntry\x12#\n\x05state\x18\x07 \x01(\x0e\x32\x14.tandem.v1.TaskState\x12\x0f\n\x07task_id\x18\x08 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*V\n\x08TaskKind\x12\x19\n\x15TASK_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12TASK_KIND_TRAINING\x10\x01\x12\x17\n\x13TASK_KIND_INFERENCE\x10\x02*\xbb\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11TASK_STATE_QUEUED\x10\x01\x12\x16\n\x12TASK_STATE_RUNNING\x10\x02\x12\x18\n\x14TASK_STATE_SUCCEEDED\x10\x03\x12\x15\n\x11TASK_STATE_FAILED\x10\x04\x12\x18\n\x14TASK_STATE_CANCELLED\x10\x05\x12\x18\n\x14TASK_STATE_PREEMPTED\x10\x06*i\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x45VENT_TYPE_LOG\x10\x01\x12\x16\n\x12\x45VENT_TYPE_METRICS\x10\x02\x12\x14\n\x10\x45VENT_TYPE_STATE\x10\x03*z\n\x08LogLevel\x12\x19\n\x15LOG_LEVEL_UNSPECIFIED\x10\x00\x12\x13\n\x0fLOG_LEVEL_DEBUG\x10\x01\x12\x12\n\x0eLOG_LEVEL_INFO\x10\x02\x12\x15\n\x11LOG_LEVEL_WARNING\x10\x03\x12\x13\n\x0fLOG_LEVEL_ERROR\x10\x04\x42:Z8github.com/tandem-ml/tandem/clients/go/tandemv1;tandemv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x14tandem/v1/task.proto\x12\ttandem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb1\x05\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12!\n\x04kind\x18\x02 \x01(\x0e\x32\x13.tandem.v1.TaskKind\x12#\n\x05state\x18\x03 \x01(\x0e\x32\x14.tandem.v1.TaskState\x12\x10\n\x08priority\x18\x04 \x01(\x05\x12\x1a\n\x12\x65\x66\x66\x65\x63tive_priority\x18\x05 \x01(\x05\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\t\x12\x17\n\x0f\x61ssigned_device\x18\x07 \x01(\t\x12/\n\x0b\x63reate_time\x18\x08 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\nstart_time\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12-\n\x07metrics\x18\x0b \x03(\x0b\x32\x1c.tandem.v1.Task.MetricsEntry\x12\r\n\x05\x65rror\x18\x0c \x01(\t\x12\x16\n\x0equeue_position\x18\r \x01(\x05\x12\x16\n\x0ewaiting_reason\x18\x0e \x01(\t\x12\x12\n\nrequest_id\x18\x0f \x01(\t\x12-\n\x08training\x18\x10 \x01(\x0b\x32\x19.tandem.v1.TrainingParamsH\x00\x12/\n\tinference\x18\x11 \x01(\x0b\x32\x1a.tandem.v1.InferenceParamsH\x00\x12\x12\n\nmodel_path\x18\x12 \x01(\t\x12\x13\n\x0boutput_path\x18\x13 \x01(\t\x12\x10\n\x08last_seq\x18\x14 \x01(\x03\x12\x13\n\x0bpreemptions\x18\x15 \x01(\x05\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x08\n\x06params\"\xc8\x01\n\x0eTrainingParams\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x0e\n\x06\x65pochs\x18\x03 \x01(\x05\x12\x12\n\nbatch_size\x18\x04 \x01(\x05\x12\x15\n\rlearning_rate\x18\x05 \x01(\x01\x12\x11\n\toptimizer\x18\x06 \x01(\t\x12\x12\n\nimage_size\x18\x07 \x01(\x05\x12\x0c\n\x04seed\x18\x08 \x01(\x03\x12\x11\n\tval_split\x18\t \x01(\x01\x12\x13\n\x0bpreemptible\x18\n \x01(\x08\"\x8d\x01\n\x0fInferenceParams\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\nmodel_path\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x12\n\nbatch_size\x18\x04 \x01(\x05\x12\r\n\x05top_k\x18\x05 \x01(\x05\x12\r\n\x05model\x18\x06 \x01(\t\x12\x12\n\nimage_size\x18\x07 \x01(\x05\"\xb5\x02\n\tTaskEvent\x12\x0b\n\x03seq\x18\x01 \x01(\x03\x12(\n\x04time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\"\n\x04type\x18\x03 \x01(\x0e\x32\x14.tandem.v1.EventType\x12\"\n\x05level\x18\x04 \x01(\x0e\x32\x13.tandem.v1.LogLevel\x12\x0f\n\x07message\x18\x05 \x01(\t\x12\x32\n\x07metrics\x18\x06 \x03(\x0b\x32!.tandem.v1.TaskEvent.MetricsEntry\x12#\n\x05state\x18\x07 \x01(\x0e\x32\x14.tandem.v1.TaskState\x12\x0f\n\x07task_id\x18\x08 \x01(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*V\n\x08TaskKind\x12\x19\n\x15TASK_KIND_UNSPECIFIED\x10\x00\x12\x16\n\x12TASK_KIND_TRAINING\x10\x01\x12\x17\n\x13TASK_KIND_INFERENCE\x10\x02*\xbb\x01\n\tTaskState\x12\x1a\n\x16TASK_STATE_UNSPECIFIED\x10\x00\x12\x15\n\x11TASK_STATE_QUEUED\x10\x01\x12\x16\n\x12TASK_STATE_RUNNING\x10\x02\x12\x18\n\x14TASK_STATE_SUCCEEDED\x10\x03\x12\x15\n\x11TASK_STATE_FAILED\x10\x04\x12\x18\n\x14TASK_STATE_CANCELLED\x10\x05\x12\x18\n\x14TASK_STATE_PREEMPTED\x10\x06*i\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x12\n\x0e\x45VENT_TYPE_LOG\x10\x01\x12\x16\n\x12\x45VENT_TYPE_METRICS\x10\x02\x12\x14\n\x10\x45VENT_TYPE_STATE\x10\x03*z\n\x08LogLevel\x12\x19\n\x15LOG_LEVEL_UNSPECIFIED\x10\x00\x12\x13\n\x0fLOG_LEVEL_DEBUG\x10\x01\x12\x12\n\x0eLOG_LEVEL_INFO\x10\x02\x12\x15\n\x11LOG_LEVEL_WARNING\x10\x03\x12\x13\n\x0fLOG_LEVEL_ERROR\x10\x04\x42:Z8github.com/tandem-ml/tandem/clients/go/tandemv1;tandemv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,24 +37,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TASK_METRICSENTRY']._serialized_options = b'8\001'
   _globals['_TASKEVENT_METRICSENTRY']._loaded_options = None
   _globals['_TASKEVENT_METRICSENTRY']._serialized_options = b'8\001'
-  _globals['_TASKKIND']._serialized_start=1377
-  _globals['_TASKKIND']._serialized_end=1463
-  _globals['_TASKSTATE']._serialized_start=1466
-  _globals['_TASKSTATE']._serialized_end=1653
-  _globals['_EVENTTYPE']._serialized_start=1655
-  _globals['_EVENTTYPE']._serialized_end=1760
-  _globals['_LOGLEVEL']._serialized_start=1762
-  _globals['_LOGLEVEL']._serialized_end=1884
+  _globals['_TASKKIND']._serialized_start=1419
+  _globals['_TASKKIND']._serialized_end=1505
+  _globals['_TASKSTATE']._serialized_start=1508
+  _globals['_TASKSTATE']._serialized_end=1695
+  _globals['_EVENTTYPE']._serialized_start=1697
+  _globals['_EVENTTYPE']._serialized_end=1802
+  _globals['_LOGLEVEL']._serialized_start=1804
+  _globals['_LOGLEVEL']._serialized_end=1926
   _globals['_TASK']._serialized_start=69
-  _globals['_TASK']._serialized_end=737
-  _globals['_TASK_METRICSENTRY']._serialized_start=681
-  _globals['_TASK_METRICSENTRY']._serialized_end=727
-  _globals['_TRAININGPARAMS']._serialized_start=740
-  _globals['_TRAININGPARAMS']._serialized_end=919
-  _globals['_INFERENCEPARAMS']._serialized_start=922
-  _globals['_INFERENCEPARAMS']._serialized_end=1063
-  _globals['_TASKEVENT']._serialized_start=1066
-  _globals['_TASKEVENT']._serialized_end=1375
-  _globals['_TASKEVENT_METRICSENTRY']._serialized_start=681
-  _globals['_TASKEVENT_METRICSENTRY']._serialized_end=727
+  _globals['_TASK']._serialized_end=758
+  _globals['_TASK_METRICSENTRY']._serialized_start=702
+  _globals['_TASK_METRICSENTRY']._serialized_end=748
+  _globals['_TRAININGPARAMS']._serialized_start=761
+  _globals['_TRAININGPARAMS']._serialized_end=961
+  _globals['_INFERENCEPARAMS']._serialized_start=964
+  _globals['_INFERENCEPARAMS']._serialized_end=1105
+  _globals['_TASKEVENT']._serialized_start=1108
+  _globals['_TASKEVENT']._serialized_end=1417
+  _globals['_TASKEVENT_METRICSENTRY']._serialized_start=702
+  _globals['_TASKEVENT_METRICSENTRY']._serialized_end=748
 # @@protoc_insertion_point(module_scope)

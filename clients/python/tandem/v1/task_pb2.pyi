@@ -61,7 +61,7 @@ LOG_LEVEL_WARNING: LogLevel
 LOG_LEVEL_ERROR: LogLevel
 
 class Task(_message.Message):
-    __slots__ = ("task_id", "kind", "state", "priority", "effective_priority", "device", "assigned_device", "create_time", "start_time", "end_time", "metrics", "error", "queue_position", "waiting_reason", "request_id", "training", "inference", "model_path", "output_path", "last_seq")
+    __slots__ = ("task_id", "kind", "state", "priority", "effective_priority", "device", "assigned_device", "create_time", "start_time", "end_time", "metrics", "error", "queue_position", "waiting_reason", "request_id", "training", "inference", "model_path", "output_path", "last_seq", "preemptions")
     class MetricsEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -89,6 +89,7 @@ class Task(_message.Message):
     MODEL_PATH_FIELD_NUMBER: _ClassVar[int]
     OUTPUT_PATH_FIELD_NUMBER: _ClassVar[int]
     LAST_SEQ_FIELD_NUMBER: _ClassVar[int]
+    PREEMPTIONS_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     kind: TaskKind
     state: TaskState
@@ -109,10 +110,11 @@ class Task(_message.Message):
     model_path: str
     output_path: str
     last_seq: int
-    def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., state: _Optional[_Union[TaskState, str]] = ..., priority: _Optional[int] = ..., effective_priority: _Optional[int] = ..., device: _Optional[str] = ..., assigned_device: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., error: _Optional[str] = ..., queue_position: _Optional[int] = ..., waiting_reason: _Optional[str] = ..., request_id: _Optional[str] = ..., training: _Optional[_Union[TrainingParams, _Mapping]] = ..., inference: _Optional[_Union[InferenceParams, _Mapping]] = ..., model_path: _Optional[str] = ..., output_path: _Optional[str] = ..., last_seq: _Optional[int] = ...) -> None: ...
+    preemptions: int
+    def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., state: _Optional[_Union[TaskState, str]] = ..., priority: _Optional[int] = ..., effective_priority: _Optional[int] = ..., device: _Optional[str] = ..., assigned_device: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., error: _Optional[str] = ..., queue_position: _Optional[int] = ..., waiting_reason: _Optional[str] = ..., request_id: _Optional[str] = ..., training: _Optional[_Union[TrainingParams, _Mapping]] = ..., inference: _Optional[_Union[InferenceParams, _Mapping]] = ..., model_path: _Optional[str] = ..., output_path: _Optional[str] = ..., last_seq: _Optional[int] = ..., preemptions: _Optional[int] = ...) -> None: ...
 
 class TrainingParams(_message.Message):
-    __slots__ = ("model", "dataset", "epochs", "batch_size", "learning_rate", "optimizer", "image_size", "seed", "val_split")
+    __slots__ = ("model", "dataset", "epochs", "batch_size", "learning_rate", "optimizer", "image_size", "seed", "val_split", "preemptible")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
@@ -122,6 +124,7 @@ class TrainingParams(_message.Message):
     IMAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
     SEED_FIELD_NUMBER: _ClassVar[int]
     VAL_SPLIT_FIELD_NUMBER: _ClassVar[int]
+    PREEMPTIBLE_FIELD_NUMBER: _ClassVar[int]
     model: str
     dataset: str
     epochs: int
@@ -131,7 +134,8 @@ class TrainingParams(_message.Message):
     image_size: int
     seed: int
     val_split: float
-    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., optimizer: _Optional[str] = ..., image_size: _Optional[int] = ..., seed: _Optional[int] = ..., val_split: _Optional[float] = ...) -> None: ...
+    preemptible: bool
+    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., optimizer: _Optional[str] = ..., image_size: _Optional[int] = ..., seed: _Optional[int] = ..., val_split: _Optional[float] = ..., preemptible: _Optional[bool] = ...) -> None: ...
 
 class InferenceParams(_message.Message):
     __slots__ = ("task_id", "model_path", "dataset", "batch_size", "top_k", "model", "image_size")

@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TrainRequest(_message.Message):
-    __slots__ = ("model", "dataset", "epochs", "batch_size", "learning_rate", "optimizer", "image_size", "device", "priority", "seed", "val_split", "request_id")
+    __slots__ = ("model", "dataset", "epochs", "batch_size", "learning_rate", "optimizer", "image_size", "device", "priority", "seed", "val_split", "request_id", "preemptible")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
@@ -20,6 +20,7 @@ class TrainRequest(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     VAL_SPLIT_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    PREEMPTIBLE_FIELD_NUMBER: _ClassVar[int]
     model: str
     dataset: str
     epochs: int
@@ -32,7 +33,8 @@ class TrainRequest(_message.Message):
     seed: int
     val_split: float
     request_id: str
-    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., optimizer: _Optional[str] = ..., image_size: _Optional[int] = ..., device: _Optional[str] = ..., priority: _Optional[int] = ..., seed: _Optional[int] = ..., val_split: _Optional[float] = ..., request_id: _Optional[str] = ...) -> None: ...
+    preemptible: bool
+    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., optimizer: _Optional[str] = ..., image_size: _Optional[int] = ..., device: _Optional[str] = ..., priority: _Optional[int] = ..., seed: _Optional[int] = ..., val_split: _Optional[float] = ..., request_id: _Optional[str] = ..., preemptible: _Optional[bool] = ...) -> None: ...
 
 class TrainResponse(_message.Message):
     __slots__ = ("task",)
