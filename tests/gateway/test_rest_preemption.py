@@ -1,6 +1,7 @@
-"""Preemption over REST, the way the seed's clients would see it: a training at priority
-2 submitted while one at priority 7 holds the only training slot runs first; the other
-is PREEMPTED, QUEUED again, and resumes where it stopped."""
+"""Preemption over REST, the way the seed's clients see it: its first scenario, where a
+batch inference at priority 2 preempts a training at priority 7 that holds the GPU
+memory it needs, and the `preemptible` field. (The same flow over gRPC, and a training
+that opted out: tests/server/test_preemption_flow.py.)"""
 
 from __future__ import annotations
 
@@ -43,29 +44,6 @@ def _when(stamp: str) -> datetime:
 
 def _states(messages: list[Any]) -> list[str]:
     return [m.data["state"] for m in messages if m.data.get("state")]
-
-
-def test_a_training_at_2_preempts_one_at_7_over_rest(fresh_rest: Callable[..., Rest]) -> None:
-    rest = fresh_rest(preempt_min_runtime_s=0.0)
-    one_slot = {"max_concurrent": {"cpu": {"training": 1}}}
-    assert rest.post("/api/v2/resources/config", json=one_slot).ok
-    low = rest.post("/api/v2/train", json={**SMALL, **LONG, "priority": 7}).json()
-    assert low["preemptible"] is True and low["training"]["preemptible"] is True
-    _wait_in_batch_loop(rest, low["task_id"])
-    urgent = rest.post("/api/v2/train", json={**SMALL, "epochs": 1, "priority": 2}).json()
-
-    urgent_log = follow_logs(rest, urgent["task_id"], version="v2")
-    low_log = follow_logs(rest, low["task_id"], version="v2")
-    assert _states(urgent_log) == ["QUEUED", "RUNNING", "SUCCEEDED"]
-    assert _states(low_log) == ["QUEUED", "RUNNING", "PREEMPTED", "QUEUED", "RUNNING", "SUCCEEDED"]
-    preempted = next(m for m in low_log if m.data.get("state") == "PREEMPTED")
-    assert preempted.data["message"].startswith(f"preempted by task {urgent['task_id']} at epoch ")
-    # The urgent task finished before the preempted one ran again.
-    resumed = [m for m in low_log if m.data.get("state") == "RUNNING"][1]
-    assert _when(urgent_log[-1].data["time"]) <= _when(resumed.data["time"])
-
-    after = rest.get(f"/api/v2/tasks/{low['task_id']}").json()
-    assert (after["state"], after["preemptions"]) == ("SUCCEEDED", 1)
 
 
 def test_preemptible_false_is_kept_and_shown(fresh_rest: Callable[..., Rest]) -> None:

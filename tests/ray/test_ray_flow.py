@@ -1,7 +1,7 @@
 """The end-to-end tests of the local executor, with `executor=ray` on a real two-node Ray
 cluster: every node's devices in GetResources and /api/v2/resources, train -> infer ->
-predict across nodes, logs to the end, cancel, limits per node, priority order, and an
-actor that dies. One server for the module (limits are put back by each test)."""
+predict across nodes, logs to the end, cancel, limits per node, priority order,
+preemption, and an actor that dies. One server for the module (limits are put back by each test)."""
 
 from __future__ import annotations
 
@@ -48,6 +48,8 @@ def flow(
         ray_address=ray_cluster.address,
         prewarm_workers=1,
         predict_max_wait_s=0.05,
+        # Tasks of equal priority never preempt each other; the preemption test's do.
+        preempt_min_runtime_s=0.0,
     )
     server = ServerThread(config).start()
     stubs = Stubs.connect(server.port)
@@ -261,6 +263,35 @@ def test_priority_2_overtakes_queued_priority_7(flow: tuple[ServerThread, Stubs]
     assert {t.assigned_device for t in tasks} == {"node-1/cpu"}
     for before, after in itertools.pairwise(tasks):
         assert after.start_time.ToNanoseconds() >= before.end_time.ToNanoseconds()
+
+
+def test_an_urgent_training_preempts_a_less_urgent_one_which_resumes_on_ray(
+    flow: tuple[ServerThread, Stubs],
+) -> None:
+    _, stubs = flow
+    limits(stubs, "node-1/cpu", training=1)
+    limits(stubs, "node-2/cpu", training=0)
+    try:
+        low = stubs.train(priority=7, epochs=15, batch_size=8, val_split=0.25).task_id
+        stubs.wait_for(low, progress)
+        urgent = stubs.train(priority=2).task_id
+        urgent_states = [e.state for e in stubs.events(urgent) if e.state]
+        low_events = stubs.events(low)
+    finally:
+        limits(stubs, "cpu", training=2)
+    assert urgent_states[-1] == task_pb2.TASK_STATE_SUCCEEDED
+    assert [task_pb2.TaskState.Name(e.state) for e in low_events if e.state] == [
+        "TASK_STATE_QUEUED",
+        "TASK_STATE_RUNNING",
+        "TASK_STATE_PREEMPTED",
+        "TASK_STATE_QUEUED",
+        "TASK_STATE_RUNNING",
+        "TASK_STATE_SUCCEEDED",
+    ]
+    messages = [e.message for e in low_events]
+    assert any(m.startswith(f"preempted by task {urgent} at epoch ") for m in messages)
+    assert any(m.startswith("resumed at epoch ") for m in messages)
+    assert stubs.get(low).preemptions == 1
 
 
 def test_an_actor_that_dies_fails_only_its_task(flow: tuple[ServerThread, Stubs]) -> None:

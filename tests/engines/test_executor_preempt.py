@@ -1,0 +1,138 @@
+"""`Executor.preempt` on the local executor, with real worker processes: a training job
+yields at its next batch boundary with its resume point; a job that does not yield (batch
+inference never does) is stopped when the grace period ends, and its outcome says so."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from engines import zoo
+from engines.artifacts import save_artifact
+from engines.datasets import SYNTHETIC_CLASSES
+from engines.executor import JobOutcome, Outcome
+from engines.jobs import InferenceJob, JobEvent, TrainingJob
+from engines.local import LocalExecutor
+from engines.training_state import is_resume_point
+
+TIMEOUT_S = 120
+
+
+@dataclass
+class Sink:
+    """Records what the executor reports and wakes whoever waits on it."""
+
+    events: dict[str, list[JobEvent]] = field(default_factory=dict)
+    outcomes: dict[str, JobOutcome] = field(default_factory=dict)
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def job_event(self, task_id: str, event: JobEvent) -> None:
+        self.events.setdefault(task_id, []).append(event)
+        self.changed.set()
+
+    def job_finished(self, task_id: str, outcome: JobOutcome) -> None:
+        self.outcomes[task_id] = outcome
+        self.changed.set()
+
+    async def until(self, done: Callable[[], bool]) -> None:
+        async with asyncio.timeout(TIMEOUT_S):
+            while not done():
+                self.changed.clear()
+                await self.changed.wait()
+
+    def reported_progress(self, task_id: str, metric: str) -> bool:
+        """Whether the job has reported `metric` (`batch` for training, `images` for
+        inference): it is in its loop."""
+        return any(metric in e.metrics for e in self.events.get(task_id, []))
+
+
+def _training(tmp_path: Path) -> TrainingJob:
+    return TrainingJob(
+        task_id="train",
+        model="mobilenet_v3_small",
+        dataset="synthetic",
+        epochs=50,
+        batch_size=8,
+        learning_rate=1e-3,
+        optimizer="sgd",
+        image_size=32,
+        seed=0,
+        val_split=0.25,
+        device="cpu",
+        output_dir=str(tmp_path / "train"),
+    )
+
+
+def _inference(tmp_path: Path) -> InferenceJob:
+    """Batch inference over the synthetic set at 224 px, one image a pass: seconds long."""
+    torch.manual_seed(0)
+    model = tmp_path / "model.pt"
+    save_artifact(
+        str(model),
+        model=zoo.build_model("resnet18", len(SYNTHETIC_CLASSES), 224),
+        architecture="resnet18",
+        classes=list(SYNTHETIC_CLASSES),
+        image_size=224,
+        mean=(0.5, 0.5, 0.5),
+        std=(0.25, 0.25, 0.25),
+        epoch=0,
+        metrics={},
+    )
+    return InferenceJob(
+        task_id="infer",
+        model_path=str(model),
+        dataset="synthetic",
+        batch_size=1,
+        top_k=1,
+        device="cpu",
+        output_dir=str(tmp_path / "infer"),
+    )
+
+
+def test_a_training_job_yields_with_its_resume_point(tmp_path: Path) -> None:
+    async def run() -> JobOutcome:
+        executor = LocalExecutor(prewarm={"cpu": 1})
+        await executor.start()
+        sink = Sink()
+        try:
+            executor.submit(_training(tmp_path), sink)
+            await sink.until(lambda: sink.reported_progress("train", "batch"))
+            executor.preempt("train", grace_s=TIMEOUT_S)
+            await sink.until(lambda: "train" in sink.outcomes)
+        finally:
+            await executor.close()
+        return sink.outcomes["train"]
+
+    outcome = asyncio.run(run())
+    assert outcome.outcome is Outcome.PREEMPTED
+    assert outcome.preemption is not None
+    assert outcome.preemption.epoch >= 1 and outcome.preemption.save_seconds >= 0
+    assert is_resume_point(outcome.preemption.checkpoint)
+
+
+def test_a_job_that_does_not_yield_is_stopped_after_the_grace_period(tmp_path: Path) -> None:
+    async def run() -> tuple[JobOutcome, int]:
+        executor = LocalExecutor(prewarm={"cpu": 1})
+        await executor.start()
+        sink = Sink()
+        try:
+            executor.submit(_inference(tmp_path), sink)
+            await sink.until(lambda: sink.reported_progress("infer", "images"))
+            pid = executor.running()["infer"]
+            assert pid is not None
+            executor.preempt("infer", grace_s=0.2)
+            await sink.until(lambda: "infer" in sink.outcomes)
+        finally:
+            await executor.close()
+        return sink.outcomes["infer"], pid
+
+    outcome, pid = asyncio.run(run())
+    assert outcome.outcome is Outcome.PREEMPTED
+    assert outcome.preemption is None  # stopped, not yielded: no resume point
+    assert "did not yield in time and was stopped" in outcome.error
+    assert not os.path.exists(f"/proc/{pid}")  # its worker was killed
