@@ -64,3 +64,23 @@ def test_errors_are_one_line_not_a_traceback(shared_server: ServerThread) -> Non
     assert "Traceback" not in missing.stderr
     bad = run(shared_server, "train", "resnet19", "synthetic")
     assert bad.returncode == 1 and "resnet18" in bad.stderr
+
+
+def test_train_can_opt_out_of_preemption(shared_server: ServerThread) -> None:
+    opted_out = run(
+        shared_server,
+        "--json", "train", "mobilenet_v3_small", "synthetic",
+        "--image-size", "32", "--device", "cpu", "--not-preemptible",
+    )  # fmt: skip
+    assert opted_out.returncode == 0, opted_out.stderr
+    task = json.loads(opted_out.stdout)
+    # proto3 JSON leaves a false out; a default submit says true.
+    assert "preemptible" not in task["training"]
+    default = run(
+        shared_server,
+        "--json", "train", "mobilenet_v3_small", "synthetic",
+        "--image-size", "32", "--device", "cpu",
+    )  # fmt: skip
+    assert json.loads(default.stdout)["training"]["preemptible"] is True
+    for submitted in (task, json.loads(default.stdout)):
+        run(shared_server, "cancel", submitted["task_id"])

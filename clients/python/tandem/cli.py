@@ -191,6 +191,12 @@ def _options(**values: Any) -> dict[str, Any]:
     help=f"Fraction held out, {MIN_VAL_SPLIT:g}..{MAX_VAL_SPLIT:g}; default {DEFAULT_VAL_SPLIT:g}.",
 )
 @click.option("--request-id", help=REQUEST_ID_HELP)
+@click.option(
+    "--preemptible/--not-preemptible",
+    default=None,
+    help="Whether a more urgent task may preempt it (it then resumes where it stopped); "
+    "default preemptible.",
+)
 @click.option("-f", "--follow", is_flag=True, help="Show live progress until the task ends.")
 @pass_context
 def train(ctx: Context, /, model: str, dataset: str, follow: bool, **params: Any) -> None:
