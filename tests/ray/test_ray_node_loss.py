@@ -7,6 +7,7 @@ and the task goes elsewhere."""
 
 from __future__ import annotations
 
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -115,8 +116,11 @@ def test_a_node_that_joins_then_dies(
         assert events[-1].state == task_pb2.TASK_STATE_SUCCEEDED
         requeued = [e for e in events if e.state == task_pb2.TASK_STATE_QUEUED][-1]
         assert "node-3" in requeued.message
-        assert requeued.message.endswith("will resume from epoch 1 elsewhere")
-        assert "resumed from epoch 1" in [e.message for e in events]
+        # The kill is noticed within seconds, while the task may finish another epoch:
+        # it resumes from the last one it saved on node-3, whichever that was.
+        match = re.search(r"will resume from epoch (\d+) elsewhere$", requeued.message)
+        assert match is not None and int(match.group(1)) >= 1, requeued.message
+        assert f"resumed from epoch {match.group(1)}" in [e.message for e in events]
         assert stubs.get(resumable).assigned_device in ("node-1/cpu", "node-2/cpu")
 
         assert stubs.events(survivor)[-1].state == task_pb2.TASK_STATE_SUCCEEDED
