@@ -34,7 +34,7 @@ class JobOutcome:
     Ray actor could be placed there): it may be queued again as it was.
     `preemption` (PREEMPTED only) says where the job yielded and the resume point it
     saved; None when it did not yield within the grace period and was stopped by force
-    (it then resumes from its last epoch checkpoint).
+    (it then resumes from the newest state it saved).
     """
 
     outcome: Outcome

@@ -52,6 +52,8 @@ class Run(Generic[W]):
     cancelling: asyncio.TimerHandle | None = None
     # Asked to yield (`RunTable.preempt`): its force-stop timer.
     preempting: asyncio.TimerHandle | None = None
+    # Its worker was killed because its grace period ran out.
+    forced: bool = False
     done: bool = False
 
     @property
@@ -120,11 +122,12 @@ class RunTable(Generic[R]):
         run.preempting = loop.call_later(grace_s, self._force_stop, run)
 
     def ended_by_force(self, run: R) -> JobOutcome | None:
-        """The outcome of a job whose worker died while it was being cancelled or
-        preempted; None if it was neither (the death is a failure)."""
+        """The outcome of a job whose worker died while it was being cancelled, or was
+        stopped because it did not yield in time; None otherwise (the death is a
+        failure: a worker that crashes while yielding has not yielded)."""
         if run.cancelling is not None:
             return self.cancelled_by_force()
-        if run.preempting is not None:
+        if run.preempting is not None and run.forced:
             return JobOutcome(
                 Outcome.PREEMPTED,
                 error=f"preempted; the {self._noun} did not yield in time and was stopped",
@@ -203,6 +206,7 @@ class RunTable(Generic[R]):
                 self._noun,
                 run.job.device,
             )
+            run.forced = True
             self._kill(run)
 
 

@@ -12,7 +12,8 @@ pass at batch 1 took 35 ms instead of 21 ms on 2 cores, the cores 1.4 busy inste
 
 So:
 - the wide lane is one thread that runs a pass with all the model's threads; the model
-  is loaded there too (`call`), so no other thread of the process ever starts a team;
+  is loaded there too (`call`), so the serving job starts no other team (batch jobs run
+  on threads of their own, on Linux, whose teams end with them);
 - narrow lanes are threads that run a pass with one thread each: one-thread passes start
   no OpenMP team at all, however many lanes there are;
 - a batch that finds the model idle takes the wide lane; batches that wait together, at

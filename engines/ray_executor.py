@@ -237,9 +237,15 @@ class RayExecutor:
         run.worker.handle.cancel.remote(run.task_id)
 
     def _ask_yield(self, run: _Run) -> None:
-        # An actor that does not hold the job yet drops the request; the grace timer
-        # then stops it, and the task resumes from its last epoch checkpoint.
-        run.worker.handle.yield_job.remote(run.task_id)
+        if run.started.is_set():
+            run.worker.handle.yield_job.remote(run.task_id)
+        else:  # an actor drops a yield for a job it does not hold yet
+            self._background.start(self._yield_once_started(run))
+
+    async def _yield_once_started(self, run: _Run) -> None:
+        await run.started.wait()
+        if not run.done:
+            run.worker.handle.yield_job.remote(run.task_id)
 
     def _stop(self, run: _Run) -> None:
         self._kill(run.worker)  # its follower sees the actor die and ends the run

@@ -13,6 +13,7 @@ next batch boundary (`engines.training_state`) and raises `JobPreempted`; a job 
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import time
@@ -288,6 +289,9 @@ class _Run:
         final_path = model_path(job.output_dir)
         self._save(final_path, job.epochs, metrics, optimizer=False)
         self.emit(JobEvent(f"saved model {final_path}"))
+        # A preemption's resume point is spent: nothing may resume from it again.
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(resume_point_path(job.output_dir))
         return JobResult(metrics=metrics, model_path=final_path)
 
     def _yield(
@@ -332,6 +336,8 @@ class _Run:
         it in `totals`; `last_metrics` (the epoch before's) go into a resume point."""
         self.model.train()
         totals = totals if totals is not None else self._totals()
+        # Images of the batches run before a resume: not part of this run's speed.
+        earlier = totals.images
         self.order.set_epoch(epoch, start)
         started = last_report = time.monotonic()
         for batch, (images, labels) in enumerate(self.train_loader, start=start + 1):
@@ -351,7 +357,7 @@ class _Run:
             now = time.monotonic()
             if batch == self.batches or now - last_report >= PROGRESS_INTERVAL_S:
                 last_report = now
-                self._report_progress(epoch, batch, totals, now - started)
+                self._report_progress(epoch, batch, totals, earlier, now - started)
         train_seconds = time.monotonic() - started
         metrics = {
             "epoch": float(epoch),
@@ -361,7 +367,7 @@ class _Run:
         if self.val_loader is not None:
             self._stop_if_asked(f"before validating epoch {epoch}")
             metrics["val_loss"], metrics["val_accuracy"] = self._validate(self.val_loader)
-        metrics["images_per_sec"] = totals.images / max(train_seconds, 1e-9)
+        metrics["images_per_sec"] = (totals.images - earlier) / max(train_seconds, 1e-9)
         metrics["progress"] = epoch / self.job.epochs
         # The CPU threads it runs on now: they follow the jobs sharing the device.
         metrics["threads"] = float(torch.get_num_threads())
@@ -388,7 +394,9 @@ class _Run:
             raise TypeError(f"{self.job.model} returned {type(output).__name__}, not logits")
         return output
 
-    def _report_progress(self, epoch: int, batch: int, totals: _Totals, seconds: float) -> None:
+    def _report_progress(
+        self, epoch: int, batch: int, totals: _Totals, earlier: int, seconds: float
+    ) -> None:
         loss = totals.mean_loss()
         if not math.isfinite(loss):
             raise JobError(
@@ -401,7 +409,7 @@ class _Run:
             "batches": float(self.batches),
             "loss": loss,
             "accuracy": totals.accuracy(),
-            "images_per_sec": totals.images / max(seconds, 1e-9),
+            "images_per_sec": (totals.images - earlier) / max(seconds, 1e-9),
             "progress": (epoch - 1 + batch / self.batches) / self.job.epochs,
             "threads": float(torch.get_num_threads()),
         }

@@ -106,15 +106,17 @@ class Arbiter:
 
     # -- the admission contract ------------------------------------------------------
 
-    def submit(self, request: Request) -> list[Admission]:
+    def submit(self, request: Request, *, returning: bool = False) -> list[Admission]:
         """Queue `request`; return the admissions made now (it may be one of them).
 
+        `returning`: a job accepted earlier coming back to the line (a preempted one): a
+        full line never refuses it, since refusing would lose accepted work.
         Raises ValueError for an unknown or repeated device, a bad priority or a job id
         already waiting or running; QueueFull if `max_waiting` jobs wait and this one
-        cannot start at once. On error nothing changes.
+        cannot start at once (and is not `returning`). On error nothing changes.
         """
         self._check_new(request)
-        if len(self._waiting) >= self._max_waiting:
+        if len(self._waiting) >= self._max_waiting and not returning:
             admission = self.try_admit_now(request)
             if admission is None:
                 raise QueueFull(
@@ -184,7 +186,10 @@ class Arbiter:
         self._pools[(admission.device, admission.kind)].running -= 1
         if self._gate is not None:
             self._gate.released(admission)
-        return self._dispatch()
+        admissions = self._dispatch()
+        if self._reservations and job.yielding:
+            self._drop_spent_reservations()
+        return admissions
 
     def tick(self) -> list[Admission]:
         """Re-evaluate now; cheap when no pool has both a free slot and a waiter.
@@ -547,8 +552,9 @@ class Arbiter:
         """Victims for `waiter` on the first of its devices where some make room: running
         jobs admitted at urgency `at_least` or less urgent, no later than `started_by`."""
         request = waiter.request
-        for device in request.devices:
-            pool = self._pools[(device, request.kind)]
+        # Its pools, not `request.devices`: a device removed since it queued is gone.
+        for pool in waiter.pools:
+            device = pool.device
             if pool.limit == 0 or not self._may_take(waiter, pool):
                 continue
             need = max(0, pool.running - pool.limit + 1)
@@ -601,6 +607,16 @@ class Arbiter:
         self._unreserve(waiter)
         self._reservations[pool] = Reservation(waiter, plan)
         return plan
+
+    def _drop_spent_reservations(self) -> None:
+        """Ends the reservations whose victims have all left. The release of the last one
+        was dispatched with the reservation in place, so its holder had the first claim
+        on the freed room; one that could not take it (the memory it counted on went
+        elsewhere) now waits as any other, and may plan again, rather than holding a
+        free slot from everyone."""
+        spent = [p for p, r in self._reservations.items() if not self._still_yielding(r.plan)]
+        for pool in spent:
+            del self._reservations[pool]
 
     def _unreserve(self, waiter: Waiter) -> None:
         for pool in [p for p, r in self._reservations.items() if r.waiter is waiter]:

@@ -40,7 +40,7 @@ class ServerConfig:
     # Preemption: a waiting task preempts running training less urgent than it by at
     # least `preempt_margin` priority steps, never one that started less than
     # `preempt_min_runtime_s` ago; a victim that has not yielded after
-    # `preempt_grace_s` is stopped and resumes from its last epoch checkpoint.
+    # `preempt_grace_s` is stopped and resumes from the newest state it saved.
     preempt_margin: int = 2
     preempt_min_runtime_s: float = 60.0
     preempt_grace_s: float = 60.0

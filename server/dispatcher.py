@@ -88,18 +88,23 @@ class Dispatcher:
     # -- admission -------------------------------------------------------------------
 
     def queue(
-        self, request: Request, *, start: Callable[[Admission], None] | None = None
+        self,
+        request: Request,
+        *,
+        start: Callable[[Admission], None] | None = None,
+        returning: bool = False,
     ) -> asyncio.Future[Admission]:
         """Queues `request`; its future resolves when it is admitted, and `start` (if
-        given) is called with the admission at that instant. Raises what
-        `Arbiter.submit` raises (QueueFull, ValueError), leaving nothing behind."""
+        given) is called with the admission at that instant. `returning`: an accepted
+        job coming back (`Arbiter.submit`). Raises what `Arbiter.submit` raises
+        (QueueFull, ValueError), leaving nothing behind."""
         if request.job_id in self._waiters:
             raise ValueError(f"job {request.job_id!r} is already waiting")
         future: asyncio.Future[Admission] = asyncio.get_running_loop().create_future()
         waiter = _Waiter(future, start)
         self._waiters[request.job_id] = waiter
         try:
-            admissions = self._arbiter.submit(request)
+            admissions = self._arbiter.submit(request, returning=returning)
         except BaseException:
             del self._waiters[request.job_id]
             raise

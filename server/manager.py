@@ -260,6 +260,8 @@ class TaskManager:
         if task is None or self._closing:
             return
         queued_again = False
+        if outcome.outcome is not Outcome.PREEMPTED:
+            self._preemptions.forget(task_id)  # asked to yield, it ended otherwise
         try:
             if outcome.interrupted or outcome.not_started:
                 queued_again = self._queue_again(task, outcome)
@@ -268,7 +270,6 @@ class TaskManager:
             if outcome.outcome is Outcome.PREEMPTED and task_id not in self._cancel_requested:
                 queued_again = self._preempted(task, outcome)
                 return
-            self._preemptions.forget(task_id)
             self._cancel_requested.discard(task_id)
             if outcome.result is not None:
                 task.metrics.update(outcome.result.metrics)
@@ -351,6 +352,8 @@ class TaskManager:
             task.state = TaskState.RUNNING
             task.assigned_device = admission.device
             task.start_time = time.time()
+            queued_at = task.create_time if task.queued_at is None else task.queued_at
+            task.waited_s += max(0.0, task.start_time - queued_at)
             self._journal.save(task)
             running = f"running on {admission.device}"
             self._journal.event(task, "state", running, state=TaskState.RUNNING)

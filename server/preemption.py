@@ -47,7 +47,8 @@ class Preemptions:
         self._journal = journal
         self._metrics = metrics
         self._tasks = tasks
-        # Victim -> the task it yields to, until it has yielded.
+        # Victim -> who it yields to ("task 1f0c...", "served model 9a3e..."), until it
+        # has yielded.
         self._by: dict[str, str] = {}
 
     async def watch(self) -> None:
@@ -82,7 +83,7 @@ class Preemptions:
                 victim = self._tasks.get(victim_id)
                 if victim is None:
                     continue  # it ended in the same instant: its room is free anyway
-                self._by[victim_id] = plan.job_id
+                self._by[victim_id] = who
                 self._journal.event(
                     victim,
                     "log",
@@ -97,12 +98,12 @@ class Preemptions:
         the sentence of its PREEMPTED state event."""
         by = self._by.pop(task.task_id, "")
         self._metrics.preempted()
-        whom = f" by task {by}" if by else ""
+        whom = f" by {by}" if by else ""
         where = outcome.preemption
         if where is None:
             return (
                 f"preempted{whom}: it did not yield within {self._config.preempt_grace_s:g} s "
-                "and was stopped; it resumes from its last epoch checkpoint"
+                "and was stopped; it resumes from the newest state it saved"
             )
         return (
             f"preempted{whom} at epoch {where.epoch} after batch {where.batches_done}; "

@@ -65,6 +65,10 @@ class TaskRecord:
     last_seq: int = 0
     # Times a more urgent task preempted it (training).
     preemptions: int = 0
+    # Not stored: seconds it has waited in the queue over all its waits so far (the
+    # aging a preempted task keeps), and when (wall clock) it last entered the queue.
+    waited_s: float = 0.0
+    queued_at: float | None = None
 
     @property
     def preemptible(self) -> bool:

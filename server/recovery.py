@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -97,6 +98,7 @@ class Recovery:
         start: Start,
         *,
         submit_time: float | None = None,
+        returning: bool = False,
     ) -> asyncio.Future[Admission]:
         """Puts `task` back in the queue for `candidates` with a fresh memory estimate;
         its log says `note`; `start` starts it when admitted; `submit_time` (on the
@@ -119,7 +121,9 @@ class Recovery:
             preemptible=task.preemptible,
         )
         try:
-            return self._dispatcher.queue(request, start=lambda a: start(task, a))
+            return self._dispatcher.queue(
+                request, start=lambda a: start(task, a), returning=returning
+            )
         except (QueueFull, ValueError) as exc:
             raise RequeueRefused(str(exc)) from None
 
@@ -128,9 +132,8 @@ class Recovery:
     ) -> asyncio.Future[Admission]:
         """Records a training that yielded to a more urgent task (PREEMPTED, with
         `message`), then queues it again with the aging it had earned before it last
-        started (its wait so far, on the arbiter's clock), to resume where it stopped.
+        started (its waits so far, on the arbiter's clock), to resume where it stopped.
         Raises RequeueRefused like `queue_again`."""
-        waited = 0.0 if task.start_time is None else max(0.0, task.start_time - task.create_time)
         task.preemptions += 1
         task.state = TaskState.PREEMPTED
         self._journal.save(task)
@@ -142,7 +145,8 @@ class Recovery:
             note,
             self._devices.candidates(task.device),
             start,
-            submit_time=self._dispatcher.arbiter.clock() - waited,
+            submit_time=self._dispatcher.arbiter.clock() - task.waited_s,
+            returning=True,
         )
 
     def mark_queued(self, task: TaskRecord, note: str) -> None:
@@ -154,6 +158,7 @@ class Recovery:
         task.state = TaskState.QUEUED
         task.assigned_device = ""
         task.start_time = None
+        task.queued_at = time.time()
         self._journal.save(task)
         self._journal.event(task, "state", note, state=TaskState.QUEUED, level="warning")
 
@@ -173,7 +178,8 @@ class Recovery:
             else:
                 note = "interrupted by restart; queued to run again"
             found.append(Unfinished(task, note, self._devices.candidates(task.device)))
-        for task in self._store.in_states([TaskState.QUEUED]):
+        # PREEMPTED: stopped between yielding and being queued again (a crash, a full disk).
+        for task in self._store.in_states([TaskState.QUEUED, TaskState.PREEMPTED]):
             if not self._journal.repair_from_log(task):
                 note = "requeued after a server restart"
                 found.append(Unfinished(task, note, self._devices.candidates(task.device)))

@@ -17,6 +17,7 @@ from scheduler import (
     Kind,
     Limits,
     PreemptionPlan,
+    QueueFull,
     Request,
     StaticInventory,
 )
@@ -347,6 +348,43 @@ def test_the_reservation_ends_when_its_holder_is_cancelled(clock: Clock) -> None
     assert plan(arbiter) == [PreemptionPlan("urgent", "cpu", ("lazy",))]
     assert arbiter.cancel("urgent")
     assert arbiter.release("lazy") == [Admission("next", "cpu", TRAIN)]
+
+
+def test_a_spent_reservation_does_not_hold_a_free_slot_from_others(clock: Clock) -> None:
+    # The holder could not take the room its victim left (another process took the
+    # memory): the reservation ends, and a more urgent job that fits takes the slot
+    # (with the reservation in place nobody but the holder could have).
+    inventory, _, arbiter = gpus(clock)
+    start(arbiter, train("lazy", 9, ("cuda:0",), gib=10))
+    clock.now += MIN_RUNTIME_S
+    assert arbiter.submit(train("urgent", 1, ("cuda:0",), gib=12)) == []
+    assert plan(arbiter) == [PreemptionPlan("urgent", "cuda:0", ("lazy",))]
+    inventory.set_used(0, 10 * GIB)  # taken by another process as "lazy" left
+    assert arbiter.release("lazy") == []
+    assert arbiter.submit(train("small", 0, ("cuda:0",), gib=2)) == [
+        Admission("small", "cuda:0", TRAIN)
+    ]
+
+
+def test_planning_skips_a_device_removed_since_the_waiter_queued(clock: Clock) -> None:
+    arbiter = Arbiter(
+        {"n1": Limits(0, 1), "n2": Limits(1, 1)}, aging_interval_s=AGING_S, clock=clock
+    )
+    start(arbiter, train("lazy", 9, ("n2",)))
+    clock.now += MIN_RUNTIME_S
+    assert arbiter.submit(train("urgent", 1, ("n1", "n2"))) == []
+    assert arbiter.remove_device("n1") == []  # it still waits, for n2 now
+    assert plan(arbiter) == [PreemptionPlan("urgent", "n2", ("lazy",))]
+
+
+def test_a_returning_job_is_never_refused_for_a_full_line(clock: Clock) -> None:
+    arbiter = Arbiter({"cpu": Limits(1, 1)}, max_waiting=1, aging_interval_s=AGING_S, clock=clock)
+    start(arbiter, train("running", 5))
+    arbiter.submit(train("waiting", 5))
+    with pytest.raises(QueueFull):
+        arbiter.submit(train("new", 5))
+    assert arbiter.submit(train("preempted", 7), returning=True) == []
+    assert arbiter.waiting_info("preempted") is not None
 
 
 # -- explanations --------------------------------------------------------------------------
