@@ -10,15 +10,13 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from engines import zoo
-from engines.artifacts import save_artifact
 from engines.datasets import SYNTHETIC_CLASSES
 from engines.executor import JobOutcome, Outcome
 from engines.jobs import InferenceJob, JobEvent, TrainingJob
 from engines.local import LocalExecutor
 from engines.training_state import is_resume_point
+from tests.engines.test_training import make_job
+from tests.harness.models import write_model
 
 TIMEOUT_S = 120
 
@@ -52,38 +50,14 @@ class Sink:
 
 
 def _training(tmp_path: Path) -> TrainingJob:
-    return TrainingJob(
-        task_id="train",
-        model="mobilenet_v3_small",
-        dataset="synthetic",
-        epochs=50,
-        batch_size=8,
-        learning_rate=1e-3,
-        optimizer="sgd",
-        image_size=32,
-        seed=0,
-        val_split=0.25,
-        device="cpu",
-        output_dir=str(tmp_path / "train"),
-    )
+    """A training many epochs long: it is asked to yield long before it could end."""
+    return make_job(tmp_path, model="mobilenet_v3_small", epochs=50, batch_size=8, optimizer="sgd")
 
 
 def _inference(tmp_path: Path) -> InferenceJob:
     """Batch inference over the synthetic set at 1024 px, one image a pass: seconds long
     on any machine (it is stopped within a fraction of a second of its first report)."""
-    torch.manual_seed(0)
-    model = tmp_path / "model.pt"
-    save_artifact(
-        str(model),
-        model=zoo.build_model("resnet18", len(SYNTHETIC_CLASSES), 1024),
-        architecture="resnet18",
-        classes=list(SYNTHETIC_CLASSES),
-        image_size=1024,
-        mean=(0.5, 0.5, 0.5),
-        std=(0.25, 0.25, 0.25),
-        epoch=0,
-        metrics={},
-    )
+    model = write_model(tmp_path / "model.pt", "resnet18", SYNTHETIC_CLASSES, 1024)
     return InferenceJob(
         task_id="infer",
         model_path=str(model),
@@ -102,12 +76,12 @@ def test_a_training_job_yields_with_its_resume_point(tmp_path: Path) -> None:
         sink = Sink()
         try:
             executor.submit(_training(tmp_path), sink)
-            await sink.until(lambda: sink.reported_progress("train", "batch"))
-            executor.preempt("train", grace_s=TIMEOUT_S)
-            await sink.until(lambda: "train" in sink.outcomes)
+            await sink.until(lambda: sink.reported_progress("t1", "batch"))
+            executor.preempt("t1", grace_s=TIMEOUT_S)
+            await sink.until(lambda: "t1" in sink.outcomes)
         finally:
             await executor.close()
-        return sink.outcomes["train"]
+        return sink.outcomes["t1"]
 
     outcome = asyncio.run(run())
     assert outcome.outcome is Outcome.PREEMPTED

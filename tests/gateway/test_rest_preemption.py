@@ -12,14 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
-from engines import zoo
-from engines.artifacts import save_artifact
 from engines.datasets import SYNTHETIC_CLASSES
 from engines.devices import SIMULATED_CUDA_ENV
 from scheduler.inventory import GpuInfo, StaticInventory
 from tests.gateway.conftest import Rest, follow_logs, sse_messages
+from tests.harness.models import write_model
 
 LONG = {"epochs": 15, "batch_size": 8, "val_split": 0.25}
 SMALL = {"model": "mobilenet_v3_small", "dataset": "synthetic", "image_size": 32, "device": "cpu"}
@@ -70,7 +68,12 @@ def test_seed_scenario_1_the_inference_at_2_preempts_the_training_at_7_on_a_gpu(
     size = 1280 * 2**20
     gpu = StaticInventory([GpuInfo(0, "Made-up GPU", size, 0, size)])
     rest = fresh_rest(gpu, preempt_min_runtime_s=0.0)
-    model = _model_file(Path(rest.server.config.data_dir) / "models" / "colours.pt")  # type: ignore[union-attr]
+    model = write_model(
+        Path(rest.server.config.data_dir) / "models" / "colours.pt",
+        "mobilenet_v3_small",
+        SYNTHETIC_CLASSES,
+        32,
+    )  # type: ignore[union-attr]
 
     train_config = {
         "model": "mobilenet_v3_small",
@@ -110,21 +113,3 @@ def test_seed_scenario_1_the_inference_at_2_preempts_the_training_at_7_on_a_gpu(
     assert _when(inference_log[-1].data["time"]) <= _when(resumed.data["time"])
     assert inference_running.data["message"] == "running on cuda:0"
     assert rest.get(f"/api/v2/tasks/{training['task_id']}").json()["preemptions"] == 1
-
-
-def _model_file(path: Path) -> Path:
-    """A small model over the synthetic set's classes, saved where the server may read it."""
-    torch.manual_seed(0)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_artifact(
-        str(path),
-        model=zoo.build_model("mobilenet_v3_small", len(SYNTHETIC_CLASSES), 32),
-        architecture="mobilenet_v3_small",
-        classes=list(SYNTHETIC_CLASSES),
-        image_size=32,
-        mean=(0.5, 0.5, 0.5),
-        std=(0.25, 0.25, 0.25),
-        epoch=0,
-        metrics={},
-    )
-    return path
