@@ -187,4 +187,5 @@ def resources_json(response: resource_service_pb2.GetResourcesResponse) -> Resou
             for name, gpu in response.gpu_memory_info.items()
         },
         max_concurrent=limits_json(response.max_concurrent),
+        preemptions_total=response.preemptions_total,
     )

@@ -191,6 +191,9 @@ class ResourcesOut(BaseModel):
         description="Per device: the concurrency limits in force (`cuda` when every GPU "
         "has the same limits)."
     )
+    preemptions_total: int = Field(
+        description="Training tasks preempted since the server started (each yield once)."
+    )
 
 
 class LimitsConfigOut(BaseModel):

@@ -113,3 +113,4 @@ def test_seed_scenario_1_the_inference_at_2_preempts_the_training_at_7_on_a_gpu(
     assert _when(inference_log[-1].data["time"]) <= _when(resumed.data["time"])
     assert inference_running.data["message"] == "running on cuda:0"
     assert rest.get(f"/api/v2/tasks/{training['task_id']}").json()["preemptions"] == 1
+    assert rest.get("/api/v2/resources").json()["preemptions_total"] == 1
