@@ -19,7 +19,8 @@ from scheduler.inventory import GpuInfo, StaticInventory
 from tests.gateway.conftest import Rest, follow_logs, sse_messages
 from tests.harness.models import write_model
 
-LONG = {"epochs": 15, "batch_size": 8, "val_split": 0.25}
+# As in tests/server/test_preemption_flow.py: it runs until well after it is preempted.
+LONG = {"epochs": 8, "batch_size": 8, "val_split": 0.25}
 SMALL = {"model": "mobilenet_v3_small", "dataset": "synthetic", "image_size": 32, "device": "cpu"}
 
 

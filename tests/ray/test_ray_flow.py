@@ -272,7 +272,7 @@ def test_an_urgent_training_preempts_a_less_urgent_one_which_resumes_on_ray(
     limits(stubs, "node-1/cpu", training=1)
     limits(stubs, "node-2/cpu", training=0)
     try:
-        low = stubs.train(priority=7, epochs=15, batch_size=8, val_split=0.25).task_id
+        low = stubs.train(priority=7, epochs=8, batch_size=8, val_split=0.25).task_id
         stubs.wait_for(low, progress)
         urgent = stubs.train(priority=2).task_id
         urgent_states = [e.state for e in stubs.events(urgent) if e.state]

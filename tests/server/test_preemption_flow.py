@@ -15,10 +15,10 @@ from prometheus_client.parser import text_string_to_metric_families
 from tandem.v1 import resource_service_pb2, resources_pb2, task_pb2
 from tests.conftest import ServerThread, Stubs
 
-# Long enough (about 15 epochs of 12 batches) that the urgent task is queued while it
-# runs on any machine: it is preempted within a batch of that, so the test does not
-# wait for all of it before the urgent task starts.
-LONG = {"epochs": 15, "batch_size": 8, "val_split": 0.25}
+# Long enough (8 epochs of 12 batches) that the urgent task, submitted once the first
+# progress event (at most the end of epoch 1) is out, is queued while it runs on any
+# machine: it is preempted within a batch of that.
+LONG = {"epochs": 8, "batch_size": 8, "val_split": 0.25}
 STATE = task_pb2.TaskState
 
 
