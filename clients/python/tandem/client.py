@@ -219,8 +219,14 @@ class Client:
         try:
             task = self._tasks.GetTask(request, timeout=5, metadata=self._metadata).task
         except grpc.RpcError as error:
-            if error.code() in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
-                return False  # the server is going away: resume once it is back
+            # UNAVAILABLE, a deadline, or CANCELLED by a server that stops while the call
+            # is in flight (as in `logs`): it is going away, resume once it is back.
+            going_away = error.code() in (
+                grpc.StatusCode.UNAVAILABLE,
+                grpc.StatusCode.DEADLINE_EXCEEDED,
+            ) or (error.code() is grpc.StatusCode.CANCELLED and not self._closed)
+            if going_away:
+                return False
             raise from_rpc_error(error) from error
         return task.state in TERMINAL_STATES
 
