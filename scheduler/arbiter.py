@@ -429,18 +429,12 @@ class Arbiter:
         if not pools:
             return []  # the common case: every pool with waiters is full
         now = self._clock()
-        interval = self._interval
-        reservations = self._reservations
         admitted: list[Admission] = []
         while pools:
             best_key: Key | None = None
             best: Waiter | None = None
             for pool in pools:
-                if reservations and pool in reservations:
-                    holder = reservations[pool].waiter
-                    head: tuple[Key, Waiter] | None = (holder.key(now, interval), holder)
-                else:
-                    head = pool.head(now, interval)
+                head = self._head(pool, now)
                 if head is not None and (best_key is None or head[0] < best_key):
                     best_key, best = head
             if best_key is None or best is None:
@@ -540,13 +534,10 @@ class Arbiter:
         return [job_id for job_id in plan.victims if job_id in self._running]
 
     def _making_room_for(self, waiter: Waiter) -> bool:
-        """True while a plan for `waiter` waits on victims that have not yet yielded.
-        Once all have and it still cannot start (the memory it counted on went to
-        another process, say), it may plan again."""
-        if not self._reservations:
-            return False
-        reservation = self._reservation_of(waiter)
-        return reservation is not None and bool(self._still_yielding(reservation.plan))
+        """True while a plan for `waiter` waits on its victims: a reservation lasts only
+        that long (`_drop_spent_reservations`), so once all have yielded and it still
+        cannot start (the memory it counted on went elsewhere), it may plan again."""
+        return bool(self._reservations) and self._reservation_of(waiter) is not None
 
     def _plan(self, waiter: Waiter, at_least: int, started_by: float) -> PreemptionPlan | None:
         """Victims for `waiter` on the first of its devices where some make room: running
@@ -602,9 +593,6 @@ class Arbiter:
         )
         for victim in victims:
             victim.yielding = True
-        # A plan made again (its earlier victims gone, the job still waiting) replaces
-        # the earlier reservation, perhaps on another device.
-        self._unreserve(waiter)
         self._reservations[pool] = Reservation(waiter, plan)
         return plan
 
@@ -652,11 +640,10 @@ class Arbiter:
     def _reason(self, waiter: Waiter, ahead: int, busy_texts: dict[tuple[Pool, ...], str]) -> str:
         # `busy_texts` caches the "all slots busy" half of the reason per candidate list
         # (a list, not a set: the sentence names devices in the job's order).
-        if self._reservations:
-            reservation = self._reservation_of(waiter)
-            victims = [] if reservation is None else self._still_yielding(reservation.plan)
-            if reservation is not None and victims:
-                return _explain.preempting(victims, reservation.plan.device)
+        reservation = self._reservation_of(waiter) if self._reservations else None
+        if reservation is not None:  # its victims are yielding (it ends when they have)
+            victims = self._still_yielding(reservation.plan)
+            return _explain.preempting(victims, reservation.plan.device)
         pools = waiter.pools
         if _explain.all_busy(pools):
             candidates = tuple(pools)
