@@ -111,7 +111,9 @@ def _fit(
     model = model.to(device)
     optimizer = make_optimizer(model.parameters(), job.learning_rate)
     run = _Run(job, emit, should_stop, should_yield, device, data, model, optimizer)
-    if job.resume_from and training_state.is_resume_point(job.resume_from):
+    # A preemption's resume point has its own place in the job's folder; anything
+    # else to resume from is an epoch checkpoint.
+    if job.resume_from and job.resume_from == resume_point_path(job.output_dir):
         point = _load_resume_point(job, model, optimizer)
         emit(
             JobEvent(

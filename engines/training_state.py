@@ -22,10 +22,10 @@ import numpy as np
 import torch
 from torch.utils.data import Sampler
 
-__all__ = ["FORMAT", "EpochBatches", "ResumePoint", "is_resume_point", "load", "save"]
+__all__ = ["FORMAT", "EpochBatches", "ResumePoint", "load", "save"]
 
-# Written into the file, so that an epoch checkpoint (a model artifact) and a resume
-# point are told apart by content, not by name.
+# Written into the file, so that `load` refuses an epoch checkpoint (a model artifact)
+# or anything else found where a resume point should be.
 FORMAT = "tandem.training_state.v1"
 
 
@@ -131,15 +131,6 @@ def save(path: str, point: ResumePoint) -> None:
     temporary = f"{path}.tmp"
     torch.save(payload, temporary)
     os.replace(temporary, path)
-
-
-def is_resume_point(path: str) -> bool:
-    """True if `path` holds a resume point (not an epoch checkpoint or model file)."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:
-        return False
-    return isinstance(payload, dict) and payload.get("format") == FORMAT
 
 
 def load(path: str) -> ResumePoint:

@@ -14,7 +14,7 @@ from engines.datasets import SYNTHETIC_CLASSES
 from engines.executor import JobOutcome, Outcome
 from engines.jobs import InferenceJob, JobEvent, TrainingJob
 from engines.local import LocalExecutor
-from engines.training_state import is_resume_point
+from engines.training_state import load
 from tests.engines.test_training import make_job
 from tests.harness.models import write_model
 
@@ -69,44 +69,40 @@ def _inference(tmp_path: Path) -> InferenceJob:
     )
 
 
-def test_a_training_job_yields_with_its_resume_point(tmp_path: Path) -> None:
-    async def run() -> JobOutcome:
-        executor = LocalExecutor(prewarm={"cpu": 1})
-        await executor.start()
-        sink = Sink()
-        try:
-            executor.submit(_training(tmp_path), sink)
-            await sink.until(lambda: sink.reported_progress("t1", "batch"))
-            executor.preempt("t1", grace_s=TIMEOUT_S)
-            await sink.until(lambda: "t1" in sink.outcomes)
-        finally:
-            await executor.close()
-        return sink.outcomes["t1"]
+def _preempt_in_its_loop(
+    job: TrainingJob | InferenceJob, metric: str, grace_s: float
+) -> tuple[JobOutcome, int]:
+    """Runs `job` on a real worker, preempts it once it has reported `metric` (it is in
+    its loop), and returns how it ended and its worker's pid."""
 
-    outcome = asyncio.run(run())
-    assert outcome.outcome is Outcome.PREEMPTED
-    assert outcome.preemption is not None
-    assert outcome.preemption.epoch >= 1 and outcome.preemption.save_seconds >= 0
-    assert is_resume_point(outcome.preemption.checkpoint)
-
-
-def test_a_job_that_does_not_yield_is_stopped_after_the_grace_period(tmp_path: Path) -> None:
     async def run() -> tuple[JobOutcome, int]:
         executor = LocalExecutor(prewarm={"cpu": 1})
         await executor.start()
         sink = Sink()
         try:
-            executor.submit(_inference(tmp_path), sink)
-            await sink.until(lambda: sink.reported_progress("infer", "images"))
-            pid = executor.running()["infer"]
+            executor.submit(job, sink)
+            await sink.until(lambda: sink.reported_progress(job.task_id, metric))
+            pid = executor.running()[job.task_id]
             assert pid is not None
-            executor.preempt("infer", grace_s=0.2)
-            await sink.until(lambda: "infer" in sink.outcomes)
+            executor.preempt(job.task_id, grace_s=grace_s)
+            await sink.until(lambda: job.task_id in sink.outcomes)
         finally:
             await executor.close()
-        return sink.outcomes["infer"], pid
+        return sink.outcomes[job.task_id], pid
 
-    outcome, pid = asyncio.run(run())
+    return asyncio.run(run())
+
+
+def test_a_training_job_yields_with_its_resume_point(tmp_path: Path) -> None:
+    outcome, _ = _preempt_in_its_loop(_training(tmp_path), "batch", grace_s=TIMEOUT_S)
+    assert outcome.outcome is Outcome.PREEMPTED
+    assert outcome.preemption is not None
+    assert outcome.preemption.epoch >= 1 and outcome.preemption.save_seconds >= 0
+    assert load(outcome.preemption.checkpoint).epoch == outcome.preemption.epoch
+
+
+def test_a_job_that_does_not_yield_is_stopped_after_the_grace_period(tmp_path: Path) -> None:
+    outcome, pid = _preempt_in_its_loop(_inference(tmp_path), "images", grace_s=0.2)
     assert outcome.outcome is Outcome.PREEMPTED
     assert outcome.preemption is None  # stopped, not yielded: no resume point
     assert "did not yield in time and was stopped" in outcome.error
