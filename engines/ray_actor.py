@@ -20,7 +20,6 @@ The classes here are plain Python; the executor makes them Ray actors with
 
 from __future__ import annotations
 
-import gc
 import os
 import threading
 import traceback
@@ -53,6 +52,7 @@ from engines.worker import (
     MAX_FORWARD_PASSES,
     answer,
     preload,
+    release_job_memory,
     run_batch_job,
     settle,
     use_threads,
@@ -227,11 +227,7 @@ class DeviceActor:
             self._loaded.set()  # a predict() still waiting gets its answer: no model
             # An idle actor holds no served model: its memory goes back now.
             self._predictor = None
-            gc.collect()
-            if self._device.startswith("cuda"):
-                import torch
-
-                torch.cuda.empty_cache()
+            release_job_memory(self._device)
             mailbox.put(final)
 
     def _serve(

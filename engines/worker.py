@@ -11,6 +11,7 @@ exits.
 from __future__ import annotations
 
 import contextlib
+import gc
 import os
 import signal
 import sys
@@ -164,25 +165,22 @@ def _run(conn: Connection, job: Job) -> bool:
     except (KeyboardInterrupt, SystemExit) as exc:  # the task fails, then the worker exits
         _send(conn, JobFailed(job.task_id, _reason(exc), traceback.format_exc()))
         raise
-    _give_back_gpu_memory(job.device)
+    release_job_memory(job.device)
     _send(conn, message)
     return control.shutdown
 
 
-def _give_back_gpu_memory(device: str) -> None:
-    """Returns the ended job's cached GPU memory to the device before its end is told:
-    the server frees its slot on that message and may admit a task that needs the room
-    (a preempted training's memory goes to the task that preempted it), and NVML, which
-    admission reads, counts what torch's allocator keeps cached as used."""
-    if not device.startswith("cuda"):
-        return
-    import gc
-
-    import torch
-
+def release_job_memory(device: str) -> None:
+    """Frees what an ended job held (local and Ray workers call it before its end is
+    told): the server frees its slot on that message and may admit a task that needs
+    the room (a preempted training's memory goes to the task that preempted it), and
+    NVML, which admission reads, counts what torch's allocator keeps cached as used."""
     gc.collect()
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    if device.startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
 
 
 def settle(
