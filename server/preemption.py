@@ -17,6 +17,7 @@ import logging
 from collections.abc import Mapping
 
 from engines.executor import Executor, JobOutcome
+from scheduler import PreemptionPlan
 from server.config import ServerConfig
 from server.dispatcher import Dispatcher
 from server.journal import Journal
@@ -67,31 +68,39 @@ class Preemptions:
             min_runtime_s=self._config.preempt_min_runtime_s,
         )
         for plan in plans:
-            waiting = self._tasks.get(plan.job_id)
-            # A served model waits for a slot too, under its own job id, not a task's.
-            who = f"task {plan.job_id}" if waiting is not None else f"served model {plan.job_id}"
-            urgency = f" (priority {waiting.priority})" if waiting is not None else ""
-            victims = ", ".join(plan.victims)
-            if waiting is not None:
-                self._journal.event(
-                    waiting,
-                    "log",
-                    f"preempting task{'s' if len(plan.victims) > 1 else ''} {victims} on "
-                    f"{plan.device}: it starts there as soon as they yield",
-                )
+            # The victims are asked first: the arbiter has marked them yielding and
+            # reserved their room, so a log line that cannot be written must not leave
+            # one of them unasked.
             for victim_id in plan.victims:
-                victim = self._tasks.get(victim_id)
-                if victim is None:
-                    continue  # it ended in the same instant: its room is free anyway
-                self._by[victim_id] = who
-                self._journal.event(
-                    victim,
-                    "log",
-                    f"preempted by {who}{urgency}, which needs its room on {plan.device}: "
-                    "saving a checkpoint at the next batch boundary",
-                    level="warning",
-                )
                 self._executor.preempt(victim_id, self._config.preempt_grace_s)
+            self._tell(plan)
+
+    def _tell(self, plan: PreemptionPlan) -> None:
+        """Who preempts whom, in both tasks' logs."""
+        waiting = self._tasks.get(plan.job_id)
+        # A served model waits for a slot too, under its own job id, not a task's.
+        who = f"task {plan.job_id}" if waiting is not None else f"served model {plan.job_id}"
+        urgency = f" (priority {waiting.priority})" if waiting is not None else ""
+        for victim_id in plan.victims:
+            victim = self._tasks.get(victim_id)
+            if victim is None:
+                continue  # it ended in the same instant: its room is free anyway
+            self._by[victim_id] = who
+            self._journal.event(
+                victim,
+                "log",
+                f"preempted by {who}{urgency}, which needs its room on {plan.device}: "
+                "saving a checkpoint at the next batch boundary",
+                level="warning",
+            )
+        if waiting is not None:
+            victims = ", ".join(plan.victims)
+            self._journal.event(
+                waiting,
+                "log",
+                f"preempting task{'s' if len(plan.victims) > 1 else ''} {victims} on "
+                f"{plan.device}: it starts there as soon as they yield",
+            )
 
     def yielded(self, task: TaskRecord, outcome: JobOutcome) -> str:
         """Counts the preemption of `task`, which has ended its job as asked, and returns
