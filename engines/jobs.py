@@ -30,6 +30,20 @@ class JobEvent:
 
 
 @dataclass(frozen=True)
+class InitialWeights:
+    """Where a training's weights start, resolved by the server to one file to load.
+
+    `kind` is "artifact" (`init_from`: a Tandem model file), "pretrained" (torchvision's
+    weights, a file in the local torch hub cache) or "state_dict" (`weights_path`: a plain
+    state dict in torchvision's layout). `description` names the source in the job's log.
+    """
+
+    kind: str
+    path: str
+    description: str
+
+
+@dataclass(frozen=True)
 class TrainingJob:
     """A training run, fully resolved: defaults filled in, paths absolute."""
 
@@ -52,6 +66,19 @@ class TrainingJob:
     num_threads: int = 1
     # A checkpoint of an earlier, interrupted run of this task to continue from.
     resume_from: str = ""
+    # Where the weights start (None: random); the head is replaced when classes differ.
+    initial_weights: InitialWeights | None = None
+    # The recipe (see `TrainRequest`); the defaults here are the plain loop's, the
+    # contract's defaults are filled in by the server.
+    freeze_epochs: int = 0
+    augment: str = "none"
+    weight_decay: float = 0.0
+    label_smoothing: float = 0.0
+    lr_schedule: str = "constant"
+    warmup_epochs: int = 0
+    early_stopping_patience: int = 0
+    # "fp32", "bf16", "fp16" or "auto" (resolved on the device by the worker).
+    precision: str = "fp32"
 
 
 @dataclass(frozen=True)

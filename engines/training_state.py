@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import random
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,7 +29,7 @@ __all__ = ["FORMAT", "EpochBatches", "ResumePoint", "load", "save"]
 FORMAT = "tandem.training_state.v1"
 
 
-class EpochBatches(Sampler[list[int]]):
+class EpochBatches(Sampler[list[Any]]):
     """The batches of one epoch, as lists of dataset indices.
 
     Shuffled by a generator seeded from (seed, epoch) alone, so an epoch's order never
@@ -38,8 +38,13 @@ class EpochBatches(Sampler[list[int]]):
     loading their images. `drop_last` drops a final partial batch.
     """
 
-    def __init__(self, size: int, batch_size: int, seed: int, *, drop_last: bool) -> None:
+    def __init__(
+        self, size: int, batch_size: int, seed: int, *, drop_last: bool, keyed: bool = False
+    ) -> None:
         self.size = size
+        # Batches of (epoch, index) keys instead of indices, for a dataset whose images
+        # depend on the epoch (`engines.augment.AugmentedSet`).
+        self.keyed = keyed
         self.batch_size = batch_size
         self.seed = seed
         self.drop_last = drop_last
@@ -60,11 +65,12 @@ class EpochBatches(Sampler[list[int]]):
     def __len__(self) -> int:
         return max(0, self.batches - self.start)
 
-    def __iter__(self) -> Iterator[list[int]]:
+    def __iter__(self) -> Iterator[list[Any]]:
         generator = torch.Generator().manual_seed(_epoch_seed(self.seed, self.epoch))
         order = torch.randperm(self.size, generator=generator).tolist()
         for batch in range(self.start, self.batches):
-            yield order[batch * self.batch_size : (batch + 1) * self.batch_size]
+            indices = order[batch * self.batch_size : (batch + 1) * self.batch_size]
+            yield [(self.epoch, i) for i in indices] if self.keyed else indices
 
 
 def _epoch_seed(seed: int, epoch: int) -> int:
@@ -84,9 +90,15 @@ class ResumePoint:
     loss_sum: float
     correct: float
     images: int
-    # The metrics of the last finished epoch (empty in the first).
+    # The metrics of the last finished epoch (empty in the first); they carry the
+    # choice of the epoch to keep and early stopping's count (`engines.recipe`).
     metrics: dict[str, float]
     rng: dict[str, Any]
+    # Answers right within the top 5 (counted with more than five classes).
+    correct_top: float = 0.0
+    # The fp16 gradient scaler's state (its scale and growth count); empty without one.
+    # The learning rate needs nothing: it is a function of the step.
+    scaler: dict[str, Any] = field(default_factory=dict)
 
 
 def capture_rng() -> dict[str, Any]:
@@ -127,6 +139,8 @@ def save(path: str, point: ResumePoint) -> None:
         "images": point.images,
         "metrics": dict(point.metrics),
         "rng": point.rng,
+        "correct_top": point.correct_top,
+        "scaler": dict(point.scaler),
     }
     temporary = f"{path}.tmp"
     torch.save(payload, temporary)
@@ -151,4 +165,7 @@ def load(path: str) -> ResumePoint:
         images=int(payload["images"]),
         metrics={k: float(v) for k, v in payload["metrics"].items()},
         rng=rng,
+        # Resume points written before these existed have neither.
+        correct_top=float(payload.get("correct_top", 0.0)),
+        scaler=dict(payload.get("scaler", {})),
     )

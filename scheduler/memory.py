@@ -1,7 +1,7 @@
 """GPU memory: how much a task will need, and whether a GPU has room for it now.
 
 `MemoryEstimates` knows a task's expected peak: the peak measured by earlier runs of
-the same shape (model, batch size, image size, kind), which workers report from
+the same shape (model, batch size, image size, kind, precision), which workers report from
 `torch.cuda.max_memory_allocated`, or else a conservative formula from the model's
 parameter count. `MemoryGate` is the arbiter's `AdmissionGate` for GPUs: a GPU task is
 admitted only if the estimate fits in what is free.
@@ -43,6 +43,9 @@ class Shape:
     batch_size: int
     image_size: int
     kind: Kind
+    # "fp32", "bf16", "fp16" or "auto" as asked: 16-bit autocast keeps activations at
+    # half the size, so each learns its own peak.
+    precision: str = "fp32"
 
 
 def conservative_estimate(shape: Shape, param_count: int) -> int:
@@ -50,7 +53,12 @@ def conservative_estimate(shape: Shape, param_count: int) -> int:
     state when training), activations, and the CUDA context."""
     weights = param_count * 4 * _WEIGHT_COPIES[shape.kind]
     input_bytes = shape.batch_size * 3 * shape.image_size**2 * 4
-    return CONTEXT_BYTES + weights + input_bytes * _ACTIVATION_FACTOR[shape.kind]
+    activations = input_bytes * _ACTIVATION_FACTOR[shape.kind]
+    if shape.precision != "fp32":
+        # Autocast keeps most activations in 16 bits; the weights (and their gradients
+        # and optimiser state) stay fp32. "auto" is 16-bit on every GPU.
+        activations //= 2
+    return CONTEXT_BYTES + weights + activations
 
 
 class MemoryEstimates:

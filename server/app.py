@@ -226,7 +226,10 @@ def _add_servicers(
 ) -> health.aio.HealthServicer:
     """Registers every service, health and reflection included; returns health's."""
     training_service_pb2_grpc.add_TrainingServiceServicer_to_server(
-        TrainingServicer(manager, roots=config.dataset_roots), server
+        TrainingServicer(
+            manager, dataset_roots=config.dataset_roots, model_roots=config.model_roots
+        ),
+        server,
     )
     inference_service_pb2_grpc.add_InferenceServiceServicer_to_server(
         InferenceServicer(

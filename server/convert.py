@@ -70,12 +70,18 @@ def task_to_pb(task: TaskRecord, *, waiting: WaitingInfo | None = None) -> task_
         message.waiting_reason = waiting.reason
         message.effective_priority = waiting.effective_priority
     if task.kind is TaskKind.TRAINING:
-        # Tasks stored before `preemptible` existed were preemptible like any default.
-        params = {"preemptible": True, **task.params}
-        message.training.CopyFrom(task_pb2.TrainingParams(**params))
+        params = task.training_params
+        message.training.CopyFrom(
+            task_pb2.TrainingParams(**{k: v for k, v in params.items() if k in _TRAINING_FIELDS})
+        )
     else:
         message.inference.CopyFrom(task_pb2.InferenceParams(**task.params))
     return message
+
+
+# The params a task shows; the rest (the file a worker loads its first weights from)
+# is the server's own.
+_TRAINING_FIELDS = frozenset(task_pb2.TrainingParams.DESCRIPTOR.fields_by_name)
 
 
 def event_to_pb(task_id: str, event: StoredEvent) -> task_pb2.TaskEvent:

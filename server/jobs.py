@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from engines.jobs import InferenceJob, TrainingJob
+from engines.jobs import InferenceJob, InitialWeights, TrainingJob
 from server.records import TaskKind, TaskRecord
 
 
@@ -23,6 +23,8 @@ def job_for(
             output_dir=output_dir,
             num_threads=num_threads,
         )
+    p = task.training_params
+    weights = p.get("initial_weights")
     return TrainingJob(
         task_id=task.task_id,
         model=p["model"],
@@ -38,4 +40,13 @@ def job_for(
         output_dir=output_dir,
         num_threads=num_threads,
         resume_from=resume_from,
+        initial_weights=InitialWeights(**weights) if weights else None,
+        freeze_epochs=p["freeze_epochs"],
+        augment=p["augment"],
+        weight_decay=p["weight_decay"],
+        label_smoothing=p["label_smoothing"],
+        lr_schedule=p["lr_schedule"],
+        warmup_epochs=p["warmup_epochs"],
+        early_stopping_patience=p["early_stopping_patience"],
+        precision=p["precision"],
     )

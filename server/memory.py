@@ -31,8 +31,8 @@ class MemoryPlanner:
         self._gate = gate
         self._estimates = MemoryEstimates(
             {
-                Shape(model, batch, image, Kind(kind)): peak
-                for model, batch, image, kind, peak in store.load_memory_peaks()
+                Shape(model, batch, image, Kind(kind), precision): peak
+                for model, batch, image, kind, precision, peak in store.load_memory_peaks()
             }
         )
 
@@ -58,8 +58,16 @@ class MemoryPlanner:
         if peak_bytes <= 0:
             return
         self._estimates.record(shape, peak_bytes)
+        self._save(shape, peak_bytes)
+
+    def _save(self, shape: Shape, peak_bytes: int) -> None:
         self._store.save_memory_peak(
-            shape.model, shape.batch_size, shape.image_size, shape.kind.value, peak_bytes
+            shape.model,
+            shape.batch_size,
+            shape.image_size,
+            shape.kind.value,
+            shape.precision,
+            peak_bytes,
         )
 
     def out_of_memory(self, shape: Shape) -> None:
@@ -68,7 +76,5 @@ class MemoryPlanner:
         estimate = self._estimates.estimate(shape, parameter_count(shape.model))
         raised = int(estimate * OOM_RAISE)
         self._estimates.raise_to(shape, raised)
-        self._store.save_memory_peak(
-            shape.model, shape.batch_size, shape.image_size, shape.kind.value, raised
-        )
+        self._save(shape, raised)
         log.warning("%s ran out of memory; its estimate is now ~%s", shape, gb(raised))

@@ -63,6 +63,20 @@ def model_file(
     return str(path), ""
 
 
+def init_source(
+    reference: str, *, get_task: Callable[[str], TaskRecord], roots: Sequence[Path]
+) -> tuple[str, str]:
+    """(path of the model file, source task id) for `TrainRequest.init_from`: a path
+    (it has a folder or a model file's suffix) or else a training task's id."""
+    reference = reference.strip()
+    if "/" in reference or reference.endswith(_MODEL_SUFFIXES):
+        return model_file("", reference, get_task=get_task, roots=roots)
+    return model_file(reference, "", get_task=get_task, roots=roots)
+
+
+_MODEL_SUFFIXES = (".pt", ".pth")
+
+
 class ModelCatalog:
     """Reads artifacts' descriptions off the event loop, caching them per file version."""
 

@@ -28,6 +28,20 @@ class TaskState(enum.Enum):
 
 TERMINAL_STATES = frozenset(TaskState(name) for name in TERMINAL_STATE_NAMES)
 
+# How a training ran before each of these parameters existed: a task stored then keeps
+# its recipe when it is shown, recovered or resumed after an upgrade.
+LEGACY_TRAINING_PARAMS: dict[str, Any] = {
+    "preemptible": True,
+    "freeze_epochs": 0,
+    "augment": "none",
+    "weight_decay": 0.0,
+    "label_smoothing": 0.0,
+    "lr_schedule": "constant",
+    "warmup_epochs": 0,
+    "early_stopping_patience": 0,
+    "precision": "fp32",
+}
+
 
 class TaskKind(enum.Enum):
     """What a task does; values are the scheduler's slot kinds."""
@@ -71,6 +85,12 @@ class TaskRecord:
     queued_at: float | None = None
 
     @property
+    def training_params(self) -> dict[str, Any]:
+        """A training task's parameters, those it was stored without (it was submitted
+        before they existed) as it then ran."""
+        return {**LEGACY_TRAINING_PARAMS, **self.params}
+
+    @property
     def preemptible(self) -> bool:
         """Whether a more urgent task may preempt it: training that did not opt out."""
         return self.kind is TaskKind.TRAINING and bool(self.params.get("preemptible", True))
@@ -78,4 +98,6 @@ class TaskRecord:
     def shape(self) -> Shape:
         """What the task's GPU memory use depends on."""
         p = self.params
-        return Shape(p["model"], p["batch_size"], p["image_size"], self.kind.slot)
+        # Inference runs in fp32; a training's precision changes its activations' size.
+        precision = p.get("precision", "fp32") if self.kind is TaskKind.TRAINING else "fp32"
+        return Shape(p["model"], p["batch_size"], p["image_size"], self.kind.slot, precision)

@@ -47,14 +47,15 @@ CREATE TABLE IF NOT EXISTS tasks (
 CREATE UNIQUE INDEX IF NOT EXISTS tasks_request_id ON tasks(request_id)
     WHERE request_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS tasks_state ON tasks(state);
-CREATE TABLE IF NOT EXISTS memory_peaks (
+CREATE TABLE IF NOT EXISTS gpu_memory_peaks (
     -- The largest GPU memory peak measured per task shape, for admission estimates.
     model      TEXT NOT NULL,
     batch_size INTEGER NOT NULL,
     image_size INTEGER NOT NULL,
     kind       TEXT NOT NULL,
+    precision  TEXT NOT NULL,
     peak_bytes INTEGER NOT NULL,
-    PRIMARY KEY (model, batch_size, image_size, kind)
+    PRIMARY KEY (model, batch_size, image_size, kind, precision)
 );
 CREATE TABLE IF NOT EXISTS limits (
     device TEXT NOT NULL,
@@ -98,6 +99,20 @@ class TaskStore:
         for column, definition in _ADDED_COLUMNS.items():
             if column not in have:
                 self._db.execute(f"ALTER TABLE tasks ADD COLUMN {column} {definition}")
+        self._migrate_memory_peaks()
+
+    def _migrate_memory_peaks(self) -> None:
+        # Data dirs from before precisions keyed the peaks: every peak there was fp32's.
+        tables = {row[0] for row in self._db.execute("SELECT name FROM sqlite_master")}
+        if "memory_peaks" not in tables:
+            return
+        with self._db:  # one transaction: copied and dropped, or neither
+            self._db.execute("BEGIN")
+            self._db.execute(
+                "INSERT OR IGNORE INTO gpu_memory_peaks "
+                "SELECT model, batch_size, image_size, kind, 'fp32', peak_bytes FROM memory_peaks"
+            )
+            self._db.execute("DROP TABLE memory_peaks")
 
     def close(self) -> None:
         self._db.close()
@@ -252,20 +267,30 @@ class TaskStore:
             (device, kind, value),
         )
 
-    def load_memory_peaks(self) -> Sequence[tuple[str, int, int, str, int]]:
+    def load_memory_peaks(self) -> Sequence[tuple[str, int, int, str, str, int]]:
+        """(model, batch_size, image_size, kind, precision, peak_bytes) rows."""
         rows = self._db.execute(
-            "SELECT model, batch_size, image_size, kind, peak_bytes FROM memory_peaks"
+            "SELECT model, batch_size, image_size, kind, precision, peak_bytes "
+            "FROM gpu_memory_peaks"
         ).fetchall()
-        return [(str(m), int(b), int(i), str(k), int(p)) for m, b, i, k, p in rows]
+        return [(str(m), int(b), int(i), str(k), str(q), int(p)) for m, b, i, k, q, p in rows]
 
     def save_memory_peak(
-        self, model: str, batch_size: int, image_size: int, kind: str, peak_bytes: int
+        self,
+        model: str,
+        batch_size: int,
+        image_size: int,
+        kind: str,
+        precision: str,
+        peak_bytes: int,
     ) -> None:
         self._db.execute(
-            "INSERT INTO memory_peaks (model, batch_size, image_size, kind, peak_bytes) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT(model, batch_size, image_size, kind) "
+            "INSERT INTO gpu_memory_peaks "
+            "(model, batch_size, image_size, kind, precision, peak_bytes) "
+            "VALUES (?, ?, ?, ?, ?, ?) "
+            "ON CONFLICT(model, batch_size, image_size, kind, precision) "
             "DO UPDATE SET peak_bytes=MAX(peak_bytes, excluded.peak_bytes)",
-            (model, batch_size, image_size, kind, peak_bytes),
+            (model, batch_size, image_size, kind, precision, peak_bytes),
         )
 
 

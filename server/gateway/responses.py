@@ -40,6 +40,17 @@ class TrainingParamsOut(BaseModel):
         description=f"Fraction held out for validation, {MIN_VAL_SPLIT:g}..{MAX_VAL_SPLIT:g}."
     )
     preemptible: bool = Field(description="Whether a more urgent task may preempt it.")
+    init_from: str = Field(description="Training task id or model file it started from; or empty.")
+    pretrained: str = Field(description="torchvision weights it started from; or empty.")
+    weights_path: str = Field(description="State-dict file it started from; or empty.")
+    freeze_epochs: int = Field(description="Epochs that trained only the classifier head.")
+    augment: str = Field(description="`none`, `light` or `strong`.")
+    weight_decay: float = Field(description="Weight decay.")
+    label_smoothing: float = Field(description="Label smoothing of the loss.")
+    lr_schedule: str = Field(description="`constant`, `cosine` or `step`.")
+    warmup_epochs: int = Field(description="Epochs of learning-rate warm-up.")
+    early_stopping_patience: int = Field(description="0, or epochs without improvement to stop.")
+    precision: str = Field(description="`auto`, `fp32`, `bf16` or `fp16`, as asked.")
 
 
 class InferenceParamsOut(BaseModel):

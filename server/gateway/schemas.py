@@ -26,17 +26,23 @@ from pydantic_core import PydanticCustomError
 
 from tandem import contract
 from tandem.contract import (
+    AUGMENTS,
+    DEFAULT_AUGMENT,
     DEFAULT_BATCH_SIZE,
     DEFAULT_DEVICE,
     DEFAULT_EPOCHS,
     DEFAULT_IMAGE_SIZE,
     DEFAULT_INFER_BATCH_SIZE,
+    DEFAULT_LABEL_SMOOTHING,
     DEFAULT_LEARNING_RATE,
+    DEFAULT_LR_SCHEDULE,
     DEFAULT_OPTIMIZER,
+    DEFAULT_PRECISION,
     DEFAULT_PRIORITY,
     DEFAULT_SEED,
     DEFAULT_TOP_K,
     DEFAULT_VAL_SPLIT,
+    LR_SCHEDULES,
     MAX_BATCH_SIZE,
     MAX_EPOCHS,
     MAX_IMAGE_SIZE,
@@ -46,10 +52,12 @@ from tandem.contract import (
     MAX_REQUEST_ID,
     MAX_TOP_K,
     MAX_VAL_SPLIT,
+    MAX_WEIGHT_DECAY,
     MIN_IMAGE_SIZE,
     MIN_PRIORITY,
     MIN_VAL_SPLIT,
     OPTIMIZERS,
+    PRECISIONS,
 )
 
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
@@ -127,7 +135,38 @@ REQUEST_ID_HELP = (
     f"Idempotency key, at most {MAX_REQUEST_ID} characters: a retried submit with the same "
     "key returns the first task instead of starting another. Default: none."
 )
-OPTIMIZER_NAMES = ", ".join(f"`{name}`" for name in OPTIMIZERS)
+
+
+def _names(values: tuple[str, ...]) -> str:
+    return ", ".join(f"`{name}`" for name in values)
+
+
+OPTIMIZER_NAMES = _names(OPTIMIZERS)
+
+# The recipe's fields. Ranges that depend on `epochs` (freeze_epochs, warmup_epochs)
+# are checked by the server, whose sentence then comes back as 422.
+FreezeEpochs = Annotated[int, _integer(0, MAX_EPOCHS)]
+WarmupEpochs = Annotated[int, _integer(0, MAX_EPOCHS - 1)]
+Patience = Annotated[int, _contract_check(contract.check_patience), _integer(0, MAX_EPOCHS)]
+WeightDecay = Annotated[
+    float, _contract_check(contract.check_weight_decay), _number(0, MAX_WEIGHT_DECAY)
+]
+LabelSmoothing = Annotated[
+    float,
+    _contract_check(contract.check_label_smoothing),
+    WithJsonSchema({"type": "number", "minimum": 0, "exclusiveMaximum": 1}),
+]
+Augment = Annotated[
+    str, _contract_check(contract.check_augment), WithJsonSchema({"enum": list(AUGMENTS)})
+]
+LrSchedule = Annotated[
+    str,
+    _contract_check(contract.check_lr_schedule),
+    WithJsonSchema({"enum": list(LR_SCHEDULES)}),
+]
+Precision = Annotated[
+    str, _contract_check(contract.check_precision), WithJsonSchema({"enum": list(PRECISIONS)})
+]
 
 
 class _Body(BaseModel):
@@ -157,11 +196,14 @@ class _Body(BaseModel):
 class TrainBody(_Body):
     """A training task to run (`POST /api/v1/train`, `POST /api/v2/train`)."""
 
-    model: str = Field(
+    model: str | None = Field(
+        None,
         min_length=1,
         max_length=MAX_TEXT,
         description="torchvision classification model name, for example `resnet18`, "
-        "`mobilenet_v3_small` or `efficientnet_b0`; random initialisation. Required.",
+        "`mobilenet_v3_small` or `efficientnet_b0`. Required, except with `init_from` "
+        "(whose architecture it then defaults to). Weights start random unless "
+        "`init_from`, `pretrained` or `weights_path` says otherwise.",
         examples=["mobilenet_v3_small"],
     )
     dataset: str = Field(
@@ -217,6 +259,84 @@ class TrainBody(_Body):
         "state at a batch boundary, waits in the queue (`PREEMPTED`, then `QUEUED`) and "
         "resumes exactly where it stopped. Default true.",
     )
+    init_from: str | None = Field(
+        None,
+        max_length=MAX_TEXT,
+        description="Start from an earlier model: a SUCCEEDED training task's id, or a "
+        "Tandem model file under the model roots. When the classes differ the classifier "
+        "head is replaced and the rest kept. At most one of `init_from`, `pretrained`, "
+        "`weights_path`.",
+    )
+    pretrained: str | None = Field(
+        None,
+        max_length=MAX_TEXT,
+        description="torchvision weights for `model` by name (`DEFAULT`, `IMAGENET1K_V1`, "
+        "...), read from the local torch hub cache (`$TORCH_HOME/hub/checkpoints`) only; "
+        "a missing file is refused with 409 naming it and where it comes from.",
+        examples=["DEFAULT"],
+    )
+    weights_path: str | None = Field(
+        None,
+        max_length=MAX_TEXT,
+        description="A plain state dict in torchvision's layout under the model roots.",
+    )
+    freeze_epochs: FreezeEpochs | None = Field(
+        None,
+        description="Epochs that train only the classifier head, 0..`epochs`; needs one "
+        "of the three above. Default 0.",
+    )
+    augment: Augment | None = Field(
+        None, description=f"{_names(AUGMENTS)}. Default `{DEFAULT_AUGMENT}`."
+    )
+    weight_decay: WeightDecay | None = Field(
+        None,
+        description=f"0..{MAX_WEIGHT_DECAY:g}. Default: the optimizer's own (0.01 for "
+        "`adamw`, else 0).",
+    )
+    label_smoothing: LabelSmoothing | None = Field(
+        None,
+        description=f"At least 0 and below 1. Default {DEFAULT_LABEL_SMOOTHING:g}.",
+    )
+    lr_schedule: LrSchedule | None = Field(
+        None,
+        description=f"{_names(LR_SCHEDULES)}, stepped every batch. "
+        f"Default `{DEFAULT_LR_SCHEDULE}`.",
+    )
+    warmup_epochs: WarmupEpochs | None = Field(
+        None, description="Epochs of linear warm-up, 0..`epochs` - 1. Default 0."
+    )
+    early_stopping_patience: Patience | None = Field(
+        None,
+        description="Stop after this many epochs without a better validation loss; "
+        "0 never stops early. Default 0.",
+    )
+    precision: Precision | None = Field(
+        None,
+        description=f"{_names(PRECISIONS)}: `auto` is bf16 on a GPU that has it, else "
+        f"fp16 with a gradient scaler, and fp32 on the CPU. Default `{DEFAULT_PRECISION}`.",
+    )
+
+    @model_validator(mode="after")
+    def _fields_agree(self) -> TrainBody:
+        # What depends on more than one field; the same sentences as the server's.
+        epochs = self.epochs if self.epochs is not None else DEFAULT_EPOCHS
+        sources = (self.init_from or "", self.pretrained or "", self.weights_path or "")
+        try:
+            contract.check_weights_sources(*sources)
+            if self.freeze_epochs is not None:
+                contract.check_freeze_epochs(
+                    self.freeze_epochs, epochs, has_weights=any(s.strip() for s in sources)
+                )
+            if self.warmup_epochs is not None:
+                contract.check_epochs_within(
+                    "warmup_epochs", self.warmup_epochs, epochs, below=True
+                )
+            if self.early_stopping_patience is not None:
+                val_split = self.val_split if self.val_split is not None else DEFAULT_VAL_SPLIT
+                contract.check_early_stopping(self.early_stopping_patience, val_split)
+        except contract.OutOfRange as exc:
+            raise _refused(exc) from None
+        return self
 
 
 class InferBody(_Body):

@@ -59,10 +59,22 @@ def test_default_limits_are_limits_the_contract_allows() -> None:
 
 
 def test_the_engines_know_exactly_the_contract_optimizers() -> None:
-    from engines.training import OPTIMIZERS
+    from engines.recipe import OPTIMIZERS
 
     assert sorted(OPTIMIZERS) == sorted(contract.OPTIMIZERS)
     assert contract.DEFAULT_OPTIMIZER in OPTIMIZERS
+
+
+def test_the_engines_know_exactly_the_contract_recipe_choices() -> None:
+    from engines.augment import AUGMENTS
+    from engines.recipe import LR_SCHEDULES, resolve_precision
+
+    assert AUGMENTS == contract.AUGMENTS
+    assert LR_SCHEDULES == contract.LR_SCHEDULES
+    import torch
+
+    for name in contract.PRECISIONS:  # each one resolves on the CPU
+        assert resolve_precision(name, torch.device("cpu")).name in contract.PRECISIONS
 
 
 def test_the_rest_schema_shows_the_contract_bounds() -> None:

@@ -42,12 +42,31 @@ def _epoch_metrics(recorder: Recorder) -> list[dict[str, float]]:
     return [{k: m[k] for k in EXACT_METRICS} for m in recorder.epochs()]
 
 
+# The whole recipe: per-image augmentation draws, a schedule by step, a frozen
+# backbone in epoch 1, label smoothing, decoupled weight decay and bf16 autocast.
+FULL_RECIPE = {
+    "augment": "strong",
+    "lr_schedule": "cosine",
+    "warmup_epochs": 1,
+    "label_smoothing": 0.1,
+    "weight_decay": 0.01,
+    "freeze_epochs": 1,
+    "precision": "bf16",
+}
+
+
 @pytest.mark.parametrize("yield_before_batch", [4, 6 + 3])  # epoch 1's 4th; epoch 2's 3rd
+@pytest.mark.parametrize("recipe", [{}, FULL_RECIPE], ids=["plain", "full-recipe"])
 def test_a_run_preempted_mid_epoch_and_resumed_equals_an_uninterrupted_one(
-    tmp_path: Path, yield_before_batch: int
+    tmp_path: Path, yield_before_batch: int, recipe: dict[str, object]
 ) -> None:
     job = make_job(
-        tmp_path / "whole", model="mobilenet_v3_small", epochs=3, optimizer="sgd", batch_size=16
+        tmp_path / "whole",
+        model="mobilenet_v3_small",
+        epochs=3,
+        optimizer="sgd",
+        batch_size=16,
+        **recipe,
     )
     whole_events = Recorder()
     whole = train(job, whole_events, never)

@@ -52,6 +52,17 @@ MIN_VAL_SPLIT: Final = 0.0
 MAX_VAL_SPLIT: Final = 0.9
 DEFAULT_VAL_SPLIT: Final = 0.2
 DEFAULT_SEED: Final = 0
+# The recipe (issue 16): see `TrainRequest` for what each one does.
+AUGMENTS: Final = ("none", "light", "strong")
+DEFAULT_AUGMENT: Final = "none"
+MAX_WEIGHT_DECAY: Final = 1.0
+# The optimizer's own default weight decay (torch's), used when none is given.
+OPTIMIZER_WEIGHT_DECAY: Final = {"adamw": 0.01}
+DEFAULT_LABEL_SMOOTHING: Final = 0.1
+LR_SCHEDULES: Final = ("constant", "cosine", "step")
+DEFAULT_LR_SCHEDULE: Final = "cosine"
+PRECISIONS: Final = ("auto", "fp32", "bf16", "fp16")
+DEFAULT_PRECISION: Final = "auto"
 
 # -- inference ------------------------------------------------------------------------
 
@@ -143,6 +154,98 @@ def check_image_size(value: int) -> int:
 
 def check_val_split(value: float) -> float:
     return check_between("val_split", value, MIN_VAL_SPLIT, MAX_VAL_SPLIT)
+
+
+def _choice(field: str, value: str, choices: tuple[str, ...], default: str) -> str:
+    name = value.strip().lower() or default
+    if name not in choices:
+        raise OutOfRange(f"unknown {field} {value!r}; choose one of {', '.join(choices)}")
+    return name
+
+
+def check_augment(value: str) -> str:
+    """The augmentation's name in lower case; empty means the default."""
+    return _choice("augment", value, AUGMENTS, DEFAULT_AUGMENT)
+
+
+def check_lr_schedule(value: str) -> str:
+    """The schedule's name in lower case; empty means the default."""
+    return _choice("lr_schedule", value, LR_SCHEDULES, DEFAULT_LR_SCHEDULE)
+
+
+def check_precision(value: str) -> str:
+    """The precision's name in lower case; empty means the default."""
+    return _choice("precision", value, PRECISIONS, DEFAULT_PRECISION)
+
+
+def default_weight_decay(optimizer: str) -> float:
+    return OPTIMIZER_WEIGHT_DECAY.get(optimizer, 0.0)
+
+
+def check_weight_decay(value: float) -> float:
+    return check_between("weight_decay", value, 0.0, MAX_WEIGHT_DECAY)
+
+
+def check_label_smoothing(value: float) -> float:
+    # Written so that NaN is out of range, as in check_between.
+    if not 0.0 <= value < 1.0:
+        raise OutOfRange(f"label_smoothing must be at least 0 and below 1, got {_number(value)}")
+    return value
+
+
+def check_epochs_within(name: str, value: int, epochs: int, *, below: bool = False) -> int:
+    """A number of epochs (`freeze_epochs`, `warmup_epochs`) from 0 up to the task's
+    `epochs`, or below it with `below`."""
+    high = epochs - 1 if below else epochs
+    if not 0 <= value <= high:
+        which = "below" if below else "at most"
+        raise OutOfRange(
+            f"{name} must be between 0 and {high} ({which} epochs, {epochs}), got {value}"
+        )
+    return value
+
+
+def check_patience(value: int) -> int:
+    """`early_stopping_patience`: 0 (never stop early) up to MAX_EPOCHS."""
+    check_between("early_stopping_patience", value, 0, MAX_EPOCHS)
+    return value
+
+
+def check_weights_sources(init_from: str, pretrained: str, weights_path: str) -> None:
+    """At most one of the three fields that say where a training's weights start."""
+    given = [
+        name
+        for name, value in (
+            ("init_from", init_from),
+            ("pretrained", pretrained),
+            ("weights_path", weights_path),
+        )
+        if value.strip()
+    ]
+    if len(given) > 1:
+        raise OutOfRange(
+            f"give at most one of init_from, pretrained and weights_path, not {' and '.join(given)}"
+        )
+
+
+def check_freeze_epochs(value: int, epochs: int, *, has_weights: bool) -> int:
+    """`freeze_epochs`: 0 .. `epochs`, and above 0 only with weights to start from."""
+    check_epochs_within("freeze_epochs", value, epochs)
+    if value and not has_weights:
+        raise OutOfRange(
+            "freeze_epochs needs weights to start from: init_from, pretrained or weights_path"
+        )
+    return value
+
+
+def check_early_stopping(patience: int, val_split: float) -> int:
+    """`early_stopping_patience`, which needs a validation split to watch."""
+    check_patience(patience)
+    if patience and val_split == 0:
+        raise OutOfRange(
+            "early_stopping_patience watches the validation loss; it needs a val_split above 0"
+        )
+    return patience
 
 
 def check_top_k(value: int) -> int:

@@ -114,7 +114,7 @@ class Task(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., state: _Optional[_Union[TaskState, str]] = ..., priority: _Optional[int] = ..., effective_priority: _Optional[int] = ..., device: _Optional[str] = ..., assigned_device: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., error: _Optional[str] = ..., queue_position: _Optional[int] = ..., waiting_reason: _Optional[str] = ..., request_id: _Optional[str] = ..., training: _Optional[_Union[TrainingParams, _Mapping]] = ..., inference: _Optional[_Union[InferenceParams, _Mapping]] = ..., model_path: _Optional[str] = ..., output_path: _Optional[str] = ..., last_seq: _Optional[int] = ..., preemptions: _Optional[int] = ...) -> None: ...
 
 class TrainingParams(_message.Message):
-    __slots__ = ("model", "dataset", "epochs", "batch_size", "learning_rate", "optimizer", "image_size", "seed", "val_split", "preemptible")
+    __slots__ = ("model", "dataset", "epochs", "batch_size", "learning_rate", "optimizer", "image_size", "seed", "val_split", "preemptible", "init_from", "pretrained", "weights_path", "freeze_epochs", "augment", "weight_decay", "label_smoothing", "lr_schedule", "warmup_epochs", "early_stopping_patience", "precision")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +125,17 @@ class TrainingParams(_message.Message):
     SEED_FIELD_NUMBER: _ClassVar[int]
     VAL_SPLIT_FIELD_NUMBER: _ClassVar[int]
     PREEMPTIBLE_FIELD_NUMBER: _ClassVar[int]
+    INIT_FROM_FIELD_NUMBER: _ClassVar[int]
+    PRETRAINED_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_PATH_FIELD_NUMBER: _ClassVar[int]
+    FREEZE_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    AUGMENT_FIELD_NUMBER: _ClassVar[int]
+    WEIGHT_DECAY_FIELD_NUMBER: _ClassVar[int]
+    LABEL_SMOOTHING_FIELD_NUMBER: _ClassVar[int]
+    LR_SCHEDULE_FIELD_NUMBER: _ClassVar[int]
+    WARMUP_EPOCHS_FIELD_NUMBER: _ClassVar[int]
+    EARLY_STOPPING_PATIENCE_FIELD_NUMBER: _ClassVar[int]
+    PRECISION_FIELD_NUMBER: _ClassVar[int]
     model: str
     dataset: str
     epochs: int
@@ -135,7 +146,18 @@ class TrainingParams(_message.Message):
     seed: int
     val_split: float
     preemptible: bool
-    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., optimizer: _Optional[str] = ..., image_size: _Optional[int] = ..., seed: _Optional[int] = ..., val_split: _Optional[float] = ..., preemptible: _Optional[bool] = ...) -> None: ...
+    init_from: str
+    pretrained: str
+    weights_path: str
+    freeze_epochs: int
+    augment: str
+    weight_decay: float
+    label_smoothing: float
+    lr_schedule: str
+    warmup_epochs: int
+    early_stopping_patience: int
+    precision: str
+    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., optimizer: _Optional[str] = ..., image_size: _Optional[int] = ..., seed: _Optional[int] = ..., val_split: _Optional[float] = ..., preemptible: _Optional[bool] = ..., init_from: _Optional[str] = ..., pretrained: _Optional[str] = ..., weights_path: _Optional[str] = ..., freeze_epochs: _Optional[int] = ..., augment: _Optional[str] = ..., weight_decay: _Optional[float] = ..., label_smoothing: _Optional[float] = ..., lr_schedule: _Optional[str] = ..., warmup_epochs: _Optional[int] = ..., early_stopping_patience: _Optional[int] = ..., precision: _Optional[str] = ...) -> None: ...
 
 class InferenceParams(_message.Message):
     __slots__ = ("task_id", "model_path", "dataset", "batch_size", "top_k", "model", "image_size")

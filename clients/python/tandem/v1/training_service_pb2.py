@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from tandem.v1 import task_pb2 as tandem_dot_v1_dot_task__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n tandem/v1/training_service.proto\x12\ttandem.v1\x1a\x14tandem/v1/task.proto\"\x93\x03\n\x0cTrainRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x13\n\x06\x65pochs\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x17\n\nbatch_size\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x1a\n\rlearning_rate\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12\x11\n\toptimizer\x18\x06 \x01(\t\x12\x17\n\nimage_size\x18\x07 \x01(\x05H\x03\x88\x01\x01\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\x12\x15\n\x08priority\x18\t \x01(\x05H\x04\x88\x01\x01\x12\x11\n\x04seed\x18\n \x01(\x03H\x05\x88\x01\x01\x12\x16\n\tval_split\x18\x0b \x01(\x01H\x06\x88\x01\x01\x12\x12\n\nrequest_id\x18\x0c \x01(\t\x12\x18\n\x0bpreemptible\x18\r \x01(\x08H\x07\x88\x01\x01\x42\t\n\x07_epochsB\r\n\x0b_batch_sizeB\x10\n\x0e_learning_rateB\r\n\x0b_image_sizeB\x0b\n\t_priorityB\x07\n\x05_seedB\x0c\n\n_val_splitB\x0e\n\x0c_preemptible\".\n\rTrainResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.tandem.v1.Task2M\n\x0fTrainingService\x12:\n\x05Train\x12\x17.tandem.v1.TrainRequest\x1a\x18.tandem.v1.TrainResponseB:Z8github.com/tandem-ml/tandem/clients/go/tandemv1;tandemv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n tandem/v1/training_service.proto\x12\ttandem.v1\x1a\x14tandem/v1/task.proto\"\x85\x06\n\x0cTrainRequest\x12\r\n\x05model\x18\x01 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x02 \x01(\t\x12\x13\n\x06\x65pochs\x18\x03 \x01(\x05H\x00\x88\x01\x01\x12\x17\n\nbatch_size\x18\x04 \x01(\x05H\x01\x88\x01\x01\x12\x1a\n\rlearning_rate\x18\x05 \x01(\x01H\x02\x88\x01\x01\x12\x11\n\toptimizer\x18\x06 \x01(\t\x12\x17\n\nimage_size\x18\x07 \x01(\x05H\x03\x88\x01\x01\x12\x0e\n\x06\x64\x65vice\x18\x08 \x01(\t\x12\x15\n\x08priority\x18\t \x01(\x05H\x04\x88\x01\x01\x12\x11\n\x04seed\x18\n \x01(\x03H\x05\x88\x01\x01\x12\x16\n\tval_split\x18\x0b \x01(\x01H\x06\x88\x01\x01\x12\x12\n\nrequest_id\x18\x0c \x01(\t\x12\x18\n\x0bpreemptible\x18\r \x01(\x08H\x07\x88\x01\x01\x12\x11\n\tinit_from\x18\x0e \x01(\t\x12\x12\n\npretrained\x18\x0f \x01(\t\x12\x14\n\x0cweights_path\x18\x10 \x01(\t\x12\x1a\n\rfreeze_epochs\x18\x11 \x01(\x05H\x08\x88\x01\x01\x12\x0f\n\x07\x61ugment\x18\x12 \x01(\t\x12\x19\n\x0cweight_decay\x18\x13 \x01(\x01H\t\x88\x01\x01\x12\x1c\n\x0flabel_smoothing\x18\x14 \x01(\x01H\n\x88\x01\x01\x12\x13\n\x0blr_schedule\x18\x15 \x01(\t\x12\x1a\n\rwarmup_epochs\x18\x16 \x01(\x05H\x0b\x88\x01\x01\x12$\n\x17\x65\x61rly_stopping_patience\x18\x17 \x01(\x05H\x0c\x88\x01\x01\x12\x11\n\tprecision\x18\x18 \x01(\tB\t\n\x07_epochsB\r\n\x0b_batch_sizeB\x10\n\x0e_learning_rateB\r\n\x0b_image_sizeB\x0b\n\t_priorityB\x07\n\x05_seedB\x0c\n\n_val_splitB\x0e\n\x0c_preemptibleB\x10\n\x0e_freeze_epochsB\x0f\n\r_weight_decayB\x12\n\x10_label_smoothingB\x10\n\x0e_warmup_epochsB\x1a\n\x18_early_stopping_patience\".\n\rTrainResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.tandem.v1.Task2M\n\x0fTrainingService\x12:\n\x05Train\x12\x17.tandem.v1.TrainRequest\x1a\x18.tandem.v1.TrainResponseB:Z8github.com/tandem-ml/tandem/clients/go/tandemv1;tandemv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,9 +34,9 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z8github.com/tandem-ml/tandem/clients/go/tandemv1;tandemv1'
   _globals['_TRAINREQUEST']._serialized_start=70
-  _globals['_TRAINREQUEST']._serialized_end=473
-  _globals['_TRAINRESPONSE']._serialized_start=475
-  _globals['_TRAINRESPONSE']._serialized_end=521
-  _globals['_TRAININGSERVICE']._serialized_start=523
-  _globals['_TRAININGSERVICE']._serialized_end=600
+  _globals['_TRAINREQUEST']._serialized_end=843
+  _globals['_TRAINRESPONSE']._serialized_start=845
+  _globals['_TRAINRESPONSE']._serialized_end=891
+  _globals['_TRAININGSERVICE']._serialized_start=893
+  _globals['_TRAININGSERVICE']._serialized_end=970
 # @@protoc_insertion_point(module_scope)
