@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 import pickle
 import re
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,25 +88,36 @@ def head_parameter_names(model: torch.nn.Module) -> frozenset[str]:
 
 
 def load_initial_weights(
-    model: torch.nn.Module, architecture: str, source: InitialWeights
+    model: torch.nn.Module,
+    architecture: str,
+    source: InitialWeights,
+    classes: Sequence[str] | None = None,
 ) -> WeightsReport:
     """Copy `source`'s weights into `model` (a freshly built `architecture`), in place.
+
+    `classes` are the dataset's: an artifact trained on other classes (other names, even
+    as many of them) gets a new head, since its rows would answer for the wrong labels.
 
     Raises JobError, with a sentence for the user, when the file is missing, unreadable,
     carries code, is an artifact of another architecture, or holds weights that do not
     fit the model outside its classifier head.
     """
+    keep_head = True
     if source.kind == "artifact":
-        state = _artifact_state(architecture, source)
+        state, trained_on = _artifact_state(architecture, source)
+        keep_head = classes is None or tuple(classes) == trained_on
     elif source.kind in ("pretrained", "state_dict"):
         state = _plain_state(source)
     else:
         raise ValueError(f"unknown kind of initial weights {source.kind!r}")
     state = _torchvision_layout(state, architecture)
-    return _copy_into(model, architecture, state, source.description)
+    return _copy_into(model, architecture, state, source.description, keep_head=keep_head)
 
 
-def _artifact_state(architecture: str, source: InitialWeights) -> dict[str, torch.Tensor]:
+def _artifact_state(
+    architecture: str, source: InitialWeights
+) -> tuple[dict[str, torch.Tensor], tuple[str, ...]]:
+    """The artifact's weights and the classes it was trained on."""
     try:
         artifact = load_artifact(source.path)
     except ArtifactError as exc:
@@ -116,7 +127,7 @@ def _artifact_state(architecture: str, source: InitialWeights) -> dict[str, torc
             f"cannot start from {source.description}: it is a {artifact.architecture} "
             f"and this task trains a {architecture}"
         )
-    return dict(artifact.state_dict)
+    return dict(artifact.state_dict), tuple(artifact.classes)
 
 
 def _plain_state(source: InitialWeights) -> dict[str, torch.Tensor]:
@@ -198,12 +209,16 @@ def _copy_into(
     architecture: str,
     state: dict[str, torch.Tensor],
     description: str,
+    *,
+    keep_head: bool = True,
 ) -> WeightsReport:
     target = model.state_dict()
     head = head_parameter_names(model)
     num_classes = _num_classes(target, head)
     # The head is taken whole or not at all: half a classifier from the file is no use.
-    head_fits = all(key in state and state[key].shape == target[key].shape for key in head)
+    head_fits = keep_head and all(
+        key in state and state[key].shape == target[key].shape for key in head
+    )
     loaded: list[str] = []
     new: list[str] = []
     missing: list[str] = []

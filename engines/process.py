@@ -29,7 +29,7 @@ _PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>
 
 def _worker_entry(conn: Connection, parent_pid: int) -> None:
     """The child's first steps: bind its life to the server's, then run the worker."""
-    _die_with_parent(parent_pid)
+    die_with_parent(parent_pid)
     worker_main(conn)
 
 
@@ -52,7 +52,7 @@ def _environment(variables: Mapping[str, str]) -> Iterator[None]:
                 os.environ[name] = value
 
 
-def _die_with_parent(parent_pid: int) -> None:
+def die_with_parent(parent_pid: int) -> None:
     """Asks Linux to SIGKILL this process when the server dies, even by SIGKILL.
 
     Otherwise a worker of a killed server trains on until its next event, and may

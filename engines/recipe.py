@@ -155,6 +155,17 @@ def should_stop_early(job: TrainingJob, metrics: dict[str, float]) -> bool:
     return patience > 0 and metrics.get(EPOCHS_SINCE_BETTER_LOSS, 0.0) >= patience
 
 
+def hold_norm_statistics(model: torch.nn.Module, trainable: frozenset[str]) -> None:
+    """Puts the batch-norm layers outside `trainable` in eval mode: a frozen backbone
+    keeps the running statistics its weights were trained with, instead of drifting to
+    a few batches of the new data (call after `model.train()`)."""
+    for prefix, module in model.named_modules():
+        if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+            names = {f"{prefix}.{name}" for name, _ in module.named_parameters()}
+            if not names & trainable:
+                module.eval()
+
+
 @contextlib.contextmanager
 def frozen_except(model: torch.nn.Module, trainable: frozenset[str]) -> Iterator[None]:
     """Only the parameters named in `trainable` learn inside; the others get no

@@ -107,7 +107,8 @@ def _fit(
         raise JobError(str(exc)) from None
     if job.initial_weights is not None and not job.resume_from:
         # A resumed run's own weights replace these anyway.
-        emit(JobEvent(load_initial_weights(model, job.model, job.initial_weights).sentence()))
+        report = load_initial_weights(model, job.model, job.initial_weights, data.classes)
+        emit(JobEvent(report.sentence()))
     model = model.to(device)
     if device.type == "cuda":
         # NHWC is what tensor cores want for convolutions; cuDNN picks the fastest
@@ -441,6 +442,8 @@ class _Run:
         totals: _Totals | None,
     ) -> dict[str, float]:
         self.model.train()
+        if epoch <= self.job.freeze_epochs:
+            recipe.hold_norm_statistics(self.model, self.head)
         totals = totals if totals is not None else self._totals()
         # Images of the batches run before a resume: not part of this run's speed.
         earlier = totals.images

@@ -26,12 +26,14 @@ from server.config import ServerConfig
 from server.device_registry import DeviceRegistry, with_saved_limits
 from server.dispatcher import Dispatcher
 from server.event_log import EventLogs
+from server.exports import Exporter
 from server.journal import Journal
 from server.manager import TaskManager
 from server.memory import MemoryPlanner
 from server.metrics import Metrics
 from server.recovery import Recovery
 from server.servicers.inference import InferenceServicer
+from server.servicers.models import ModelServicer
 from server.servicers.resources import ResourceServicer
 from server.servicers.tasks import TaskServicer, add_task_service
 from server.servicers.training import TrainingServicer
@@ -43,6 +45,8 @@ from tandem.contract import MAX_MESSAGE_BYTES
 from tandem.v1 import (
     inference_service_pb2,
     inference_service_pb2_grpc,
+    model_service_pb2,
+    model_service_pb2_grpc,
     resource_service_pb2,
     resource_service_pb2_grpc,
     task_service_pb2,
@@ -57,6 +61,7 @@ SERVICE_NAMES = (
     inference_service_pb2.DESCRIPTOR.services_by_name["InferenceService"].full_name,
     task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
     resource_service_pb2.DESCRIPTOR.services_by_name["ResourceService"].full_name,
+    model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
 )
 
 
@@ -242,6 +247,16 @@ def _add_servicers(
         server,
     )
     add_task_service(TaskServicer(manager), server)
+    model_service_pb2_grpc.add_ModelServiceServicer_to_server(
+        ModelServicer(
+            manager,
+            Exporter(),
+            model_roots=config.model_roots,
+            data_dir=config.data_dir,
+            task_dir=config.task_dir,
+        ),
+        server,
+    )
     resource_service_pb2_grpc.add_ResourceServiceServicer_to_server(
         ResourceServicer(devices, devices.statistics, inventory, lambda: metrics.preemptions_total),
         server,

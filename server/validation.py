@@ -79,10 +79,7 @@ def check_request_id(request_id: str) -> str:
 
 def check_model(name: str) -> str:
     if not name:
-        raise invalid_argument(
-            "model is required: a torchvision classification model such as "
-            "resnet18 or mobilenet_v3_small"
-        )
+        raise invalid_argument(contract.MODEL_REQUIRED)
     if name not in catalogue.classification_models():
         hints = catalogue.suggest(name) or ["resnet18", "mobilenet_v3_small", "efficientnet_b0"]
         raise invalid_argument(

@@ -24,7 +24,8 @@ shared GPUs and CPUs. A thin gateway: every call is a call on the `tandem.v1` gR
 * **v1** (`/api/v1`): the standard service's API: train, batch inference, task status,
   live logs (server-sent events), health.
 * **v2** (`/api/v2`): all of v1, plus `priority`, `task_id` on inference, the task list,
-  cancel, resources and run-time limits, and online prediction from an uploaded image.
+  cancel, resources and run-time limits, online prediction from an uploaded image, and
+  model export to ONNX or TorchScript.
 
 Errors are `{"detail": "<sentence>"}` with the status of the gRPC error: 400 bad field,
 401 unauthenticated, 403 denied, 404 not found, 409 wrong state (for example `cuda` on a

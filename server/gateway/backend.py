@@ -14,10 +14,12 @@ from typing import Any
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from tandem.contract import MAX_EVENTS_PER_MESSAGE, MAX_MESSAGE_BYTES
+from tandem.contract import EXPORT_TIMEOUT_S, MAX_EVENTS_PER_MESSAGE, MAX_MESSAGE_BYTES
 from tandem.v1 import (
     inference_service_pb2,
     inference_service_pb2_grpc,
+    model_service_pb2,
+    model_service_pb2_grpc,
     resource_service_pb2,
     resource_service_pb2_grpc,
     task_pb2,
@@ -49,6 +51,8 @@ class Timeouts:
     predict_s: float = 60.0
     # Health checks answer at once or the server is not healthy.
     health_s: float = 5.0
+    # An export runs for seconds to minutes, after waiting its turn.
+    export_s: float = EXPORT_TIMEOUT_S
 
 
 class Backend:
@@ -88,6 +92,10 @@ class Backend:
     @property
     def resources(self) -> Any:
         return self._stub("resources", resource_service_pb2_grpc.ResourceServiceStub)
+
+    @property
+    def models(self) -> Any:
+        return self._stub("models", model_service_pb2_grpc.ModelServiceStub)
 
     @property
     def health(self) -> Any:
@@ -184,6 +192,14 @@ class Rpc:
             await self.backend.resources.UpdateLimits(
                 request, **self._opts(self.backend.timeouts.unary_s)
             )
+        )
+        return response
+
+    async def export_model(
+        self, request: model_service_pb2.ExportModelRequest
+    ) -> model_service_pb2.ExportModelResponse:
+        response: model_service_pb2.ExportModelResponse = await self.backend.models.ExportModel(
+            request, **self._opts(self.backend.timeouts.export_s)
         )
         return response
 

@@ -17,8 +17,8 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException
 
+from server.gateway.fields import OUT_OF_RANGE, UNKNOWN_FIELD
 from server.gateway.responses import ErrorBody
-from server.gateway.schemas import OUT_OF_RANGE, UNKNOWN_FIELD
 
 log = logging.getLogger(__name__)
 

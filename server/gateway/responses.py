@@ -7,7 +7,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field
 
-from server.gateway.schemas import OPTIMIZER_NAMES
+from server.gateway.fields import OPTIMIZER_NAMES
 from tandem.contract import (
     MAX_IMAGE_SIZE,
     MAX_LIMIT,

@@ -13,8 +13,9 @@ from server.gateway import sse
 from server.gateway.convert import is_terminal, message, task_json
 from server.gateway.deps import RpcDep, SettingsDep
 from server.gateway.errors import error_responses
+from server.gateway.fields import INT64_MAX
 from server.gateway.responses import HealthOut, TaskOut, event_stream_doc
-from server.gateway.schemas import INT64_MAX, InferBody, TrainBody
+from server.gateway.schemas import InferBody, TrainBody
 from tandem.v1 import inference_service_pb2, training_service_pb2
 
 TaskIdPath = Annotated[str, Path(description="The task's id, as returned at submit.")]

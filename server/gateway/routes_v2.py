@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
 
-from server.gateway import routes_v1
+from server.gateway import routes_models, routes_v1
 from server.gateway.convert import (
     finite,
     limits_json,
@@ -19,6 +19,7 @@ from server.gateway.convert import (
 )
 from server.gateway.deps import RpcDep, SettingsDep
 from server.gateway.errors import error_responses
+from server.gateway.fields import MAX_TEXT, Priority, TopK
 from server.gateway.responses import (
     LimitsConfigOut,
     PredictionOut,
@@ -27,7 +28,7 @@ from server.gateway.responses import (
     TaskListOut,
     TaskOut,
 )
-from server.gateway.schemas import MAX_TEXT, LimitsConfigBody, Priority, TopK
+from server.gateway.schemas import LimitsConfigBody
 from tandem.contract import (
     DEFAULT_PAGE_SIZE,
     DEFAULT_PRIORITY,
@@ -237,3 +238,4 @@ def add_routes(router: APIRouter) -> None:
 router = APIRouter(prefix="/api/v2", tags=["v2"])
 routes_v1.add_routes(router)
 add_routes(router)
+routes_models.add_routes(router)

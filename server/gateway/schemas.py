@@ -11,25 +11,42 @@ names it rather than a setting silently ignored.
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any, TypeVar
+from pydantic import Field, model_validator
 
-from pydantic import (
-    AfterValidator,
-    BaseModel,
-    ConfigDict,
-    Field,
-    WithJsonSchema,
-    model_validator,
+from server.gateway.fields import (
+    DEVICE_HELP,
+    INT64_MAX,
+    INT64_MIN,
+    MAX_TEXT,
+    OPTIMIZER_NAMES,
+    PRIORITY_HELP,
+    REQUEST_ID_HELP,
+    Augment,
+    BatchSize,
+    Body,
+    Epochs,
+    FreezeEpochs,
+    ImageSize,
+    LabelSmoothing,
+    LearningRate,
+    Limit,
+    LrSchedule,
+    Patience,
+    Precision,
+    Priority,
+    RequestId,
+    TopK,
+    ValSplit,
+    WarmupEpochs,
+    WeightDecay,
+    names,
+    refused,
 )
-from pydantic_core import PydanticCustomError
-
 from tandem import contract
 from tandem.contract import (
     AUGMENTS,
     DEFAULT_AUGMENT,
     DEFAULT_BATCH_SIZE,
-    DEFAULT_DEVICE,
     DEFAULT_EPOCHS,
     DEFAULT_IMAGE_SIZE,
     DEFAULT_INFER_BATCH_SIZE,
@@ -38,7 +55,6 @@ from tandem.contract import (
     DEFAULT_LR_SCHEDULE,
     DEFAULT_OPTIMIZER,
     DEFAULT_PRECISION,
-    DEFAULT_PRIORITY,
     DEFAULT_SEED,
     DEFAULT_TOP_K,
     DEFAULT_VAL_SPLIT,
@@ -48,152 +64,16 @@ from tandem.contract import (
     MAX_IMAGE_SIZE,
     MAX_LEARNING_RATE,
     MAX_LIMIT,
-    MAX_PRIORITY,
-    MAX_REQUEST_ID,
     MAX_TOP_K,
     MAX_VAL_SPLIT,
     MAX_WEIGHT_DECAY,
     MIN_IMAGE_SIZE,
-    MIN_PRIORITY,
     MIN_VAL_SPLIT,
-    OPTIMIZERS,
     PRECISIONS,
 )
 
-INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
-# Long enough for any path or name a person types; short enough that nothing odd gets through.
-MAX_TEXT = 4096
 
-# pydantic error types of our own; errors.py turns them into the gateway's sentences.
-OUT_OF_RANGE = "out_of_range"  # ctx `sentence`: the contract's sentence, shown as it is
-UNKNOWN_FIELD = "unknown_field"  # ctx `unknown`: "field 'lr'"; `known`: the fields, listed
-
-T = TypeVar("T")
-
-
-def _refused(exc: contract.OutOfRange) -> PydanticCustomError:
-    return PydanticCustomError(OUT_OF_RANGE, "{sentence}", {"sentence": str(exc)})
-
-
-def _contract_check(check: Callable[[T], T]) -> AfterValidator:
-    """`check` from `tandem.contract` as a pydantic validator that keeps its sentence."""
-
-    def validate(value: T) -> T:
-        try:
-            return check(value)
-        except contract.OutOfRange as exc:
-            raise _refused(exc) from None
-
-    return AfterValidator(validate)
-
-
-def _integer(low: int, high: int) -> WithJsonSchema:
-    # The bounds the check enforces, for /docs and schema-driven clients.
-    return WithJsonSchema({"type": "integer", "minimum": low, "maximum": high})
-
-
-def _number(low: float, high: float, *, exclusive_low: bool = False) -> WithJsonSchema:
-    bound = "exclusiveMinimum" if exclusive_low else "minimum"
-    return WithJsonSchema({"type": "number", bound: low, "maximum": high})
-
-
-Priority = Annotated[
-    int, _contract_check(contract.check_priority), _integer(MIN_PRIORITY, MAX_PRIORITY)
-]
-Epochs = Annotated[int, _contract_check(contract.check_epochs), _integer(1, MAX_EPOCHS)]
-BatchSize = Annotated[int, _contract_check(contract.check_batch_size), _integer(1, MAX_BATCH_SIZE)]
-LearningRate = Annotated[
-    float,
-    _contract_check(contract.check_learning_rate),
-    _number(0, MAX_LEARNING_RATE, exclusive_low=True),
-]
-ImageSize = Annotated[
-    int, _contract_check(contract.check_image_size), _integer(MIN_IMAGE_SIZE, MAX_IMAGE_SIZE)
-]
-ValSplit = Annotated[
-    float, _contract_check(contract.check_val_split), _number(MIN_VAL_SPLIT, MAX_VAL_SPLIT)
-]
-TopK = Annotated[int, _contract_check(contract.check_top_k), _integer(1, MAX_TOP_K)]
-RequestId = Annotated[
-    str,
-    _contract_check(contract.check_request_id),
-    WithJsonSchema({"type": "string", "maxLength": MAX_REQUEST_ID}),
-]
-# Checked by LimitsConfigBody, whose sentence names the device as well.
-Limit = Annotated[int, _integer(0, MAX_LIMIT)]
-
-DEVICE_HELP = (
-    "`cpu`, `cuda` (any GPU; the arbiter picks), `cuda:N`, or `auto` (a GPU if there is "
-    "one, else the CPU). Asking for `cuda` on a machine without a GPU is refused with 409. "
-    f"Default `{DEFAULT_DEVICE}`."
-)
-PRIORITY_HELP = (
-    f"{MIN_PRIORITY} (most urgent) .. {MAX_PRIORITY}; equal priorities run in submit order. "
-    f"Default {DEFAULT_PRIORITY}. Added in v2; accepted on v1 too."
-)
-REQUEST_ID_HELP = (
-    f"Idempotency key, at most {MAX_REQUEST_ID} characters: a retried submit with the same "
-    "key returns the first task instead of starting another. Default: none."
-)
-
-
-def _names(values: tuple[str, ...]) -> str:
-    return ", ".join(f"`{name}`" for name in values)
-
-
-OPTIMIZER_NAMES = _names(OPTIMIZERS)
-
-# The recipe's fields. Ranges that depend on `epochs` (freeze_epochs, warmup_epochs)
-# are checked by the server, whose sentence then comes back as 422.
-FreezeEpochs = Annotated[int, _integer(0, MAX_EPOCHS)]
-WarmupEpochs = Annotated[int, _integer(0, MAX_EPOCHS - 1)]
-Patience = Annotated[int, _contract_check(contract.check_patience), _integer(0, MAX_EPOCHS)]
-WeightDecay = Annotated[
-    float, _contract_check(contract.check_weight_decay), _number(0, MAX_WEIGHT_DECAY)
-]
-LabelSmoothing = Annotated[
-    float,
-    _contract_check(contract.check_label_smoothing),
-    WithJsonSchema({"type": "number", "minimum": 0, "exclusiveMaximum": 1}),
-]
-Augment = Annotated[
-    str, _contract_check(contract.check_augment), WithJsonSchema({"enum": list(AUGMENTS)})
-]
-LrSchedule = Annotated[
-    str,
-    _contract_check(contract.check_lr_schedule),
-    WithJsonSchema({"enum": list(LR_SCHEDULES)}),
-]
-Precision = Annotated[
-    str, _contract_check(contract.check_precision), WithJsonSchema({"enum": list(PRECISIONS)})
-]
-
-
-class _Body(BaseModel):
-    # strict: "5" is not 5 and 5.0 is not 5, so a wrong type is a clear 422, never a guess.
-    # extra="forbid": a key this API does not know is refused (the schema says so too).
-    model_config = ConfigDict(strict=True, extra="forbid")
-
-    @model_validator(mode="before")
-    @classmethod
-    def _known_fields_only(cls, data: Any) -> Any:
-        # Before pydantic's own `extra_forbidden`, so the 422 can list the known fields.
-        if isinstance(data, dict):
-            unknown = [key for key in data if key not in cls.model_fields]
-            if unknown:
-                noun = "field" if len(unknown) == 1 else "fields"
-                raise PydanticCustomError(
-                    UNKNOWN_FIELD,
-                    "unknown {unknown}; the known fields are {known}",
-                    {
-                        "unknown": f"{noun} {', '.join(repr(key) for key in unknown)}",
-                        "known": ", ".join(cls.model_fields),
-                    },
-                )
-        return data
-
-
-class TrainBody(_Body):
+class TrainBody(Body):
     """A training task to run (`POST /api/v1/train`, `POST /api/v2/train`)."""
 
     model: str | None = Field(
@@ -286,7 +166,7 @@ class TrainBody(_Body):
         "of the three above. Default 0.",
     )
     augment: Augment | None = Field(
-        None, description=f"{_names(AUGMENTS)}. Default `{DEFAULT_AUGMENT}`."
+        None, description=f"{names(AUGMENTS)}. Default `{DEFAULT_AUGMENT}`."
     )
     weight_decay: WeightDecay | None = Field(
         None,
@@ -299,8 +179,7 @@ class TrainBody(_Body):
     )
     lr_schedule: LrSchedule | None = Field(
         None,
-        description=f"{_names(LR_SCHEDULES)}, stepped every batch. "
-        f"Default `{DEFAULT_LR_SCHEDULE}`.",
+        description=f"{names(LR_SCHEDULES)}, stepped every batch. Default `{DEFAULT_LR_SCHEDULE}`.",
     )
     warmup_epochs: WarmupEpochs | None = Field(
         None, description="Epochs of linear warm-up, 0..`epochs` - 1. Default 0."
@@ -312,7 +191,7 @@ class TrainBody(_Body):
     )
     precision: Precision | None = Field(
         None,
-        description=f"{_names(PRECISIONS)}: `auto` is bf16 on a GPU that has it, else "
+        description=f"{names(PRECISIONS)}: `auto` is bf16 on a GPU that has it, else "
         f"fp16 with a gradient scaler, and fp32 on the CPU. Default `{DEFAULT_PRECISION}`.",
     )
 
@@ -322,6 +201,7 @@ class TrainBody(_Body):
         epochs = self.epochs if self.epochs is not None else DEFAULT_EPOCHS
         sources = (self.init_from or "", self.pretrained or "", self.weights_path or "")
         try:
+            contract.check_model_given(self.model or "", self.init_from or "")
             contract.check_weights_sources(*sources)
             if self.freeze_epochs is not None:
                 contract.check_freeze_epochs(
@@ -335,11 +215,11 @@ class TrainBody(_Body):
                 val_split = self.val_split if self.val_split is not None else DEFAULT_VAL_SPLIT
                 contract.check_early_stopping(self.early_stopping_patience, val_split)
         except contract.OutOfRange as exc:
-            raise _refused(exc) from None
+            raise refused(exc) from None
         return self
 
 
-class InferBody(_Body):
+class InferBody(Body):
     """A batch-inference task over a dataset (`POST /api/v1/inference`, `/api/v2/inference`).
 
     Exactly one of `task_id` and `model_path` names the model."""
@@ -377,7 +257,7 @@ class InferBody(_Body):
     request_id: RequestId | None = Field(None, description=REQUEST_ID_HELP)
 
 
-class LimitsBody(_Body):
+class LimitsBody(Body):
     """New concurrency limits for one device; a missing kind keeps its limit."""
 
     training: Limit | None = Field(
@@ -388,7 +268,7 @@ class LimitsBody(_Body):
     )
 
 
-class LimitsConfigBody(_Body):
+class LimitsConfigBody(Body):
     """`POST /api/v2/resources/config`: the seed's shape,
     `{"max_concurrent": {"cuda": {"training": 1, "inference": 5}}}`."""
 
@@ -408,5 +288,5 @@ class LimitsConfigBody(_Body):
                 try:
                     contract.check_limit(device, kind, value)
                 except contract.OutOfRange as exc:
-                    raise _refused(exc) from None
+                    raise refused(exc) from None
         return self

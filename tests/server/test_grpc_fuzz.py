@@ -65,6 +65,7 @@ EXPECTED_RPCS = {
     "/tandem.v1.TaskService/Logs",
     "/tandem.v1.ResourceService/GetResources",
     "/tandem.v1.ResourceService/UpdateLimits",
+    "/tandem.v1.ModelService/ExportModel",
 }
 
 # Enough to reach every check of every RPC in a few seconds each; raise it for a longer

@@ -20,19 +20,26 @@ import click
 from google.protobuf.json_format import MessageToDict
 from google.protobuf.message import Message
 
+from tandem import contract
 from tandem.client import DEFAULT_ADDRESS, TERMINAL_STATES, Client
 from tandem.contract import (
+    AUGMENTS,
+    DEFAULT_AUGMENT,
     DEFAULT_BATCH_SIZE,
     DEFAULT_DEVICE,
     DEFAULT_EPOCHS,
     DEFAULT_IMAGE_SIZE,
     DEFAULT_INFER_BATCH_SIZE,
+    DEFAULT_LABEL_SMOOTHING,
     DEFAULT_LEARNING_RATE,
+    DEFAULT_LR_SCHEDULE,
     DEFAULT_OPTIMIZER,
+    DEFAULT_PRECISION,
     DEFAULT_PRIORITY,
     DEFAULT_SEED,
     DEFAULT_TOP_K,
     DEFAULT_VAL_SPLIT,
+    LR_SCHEDULES,
     MAX_BATCH_SIZE,
     MAX_EPOCHS,
     MAX_IMAGE_SIZE,
@@ -46,6 +53,7 @@ from tandem.contract import (
     MIN_PRIORITY,
     MIN_VAL_SPLIT,
     OPTIMIZERS,
+    PRECISIONS,
 )
 from tandem.errors import TandemError
 from tandem.v1 import task_pb2
@@ -197,10 +205,48 @@ def _options(**values: Any) -> dict[str, Any]:
     help="Whether a more urgent task may preempt it (it then resumes where it stopped); "
     "default preemptible.",
 )
+@click.option(
+    "--init-from",
+    help="Start from an earlier model: a SUCCEEDED training task's id or a model file "
+    "(the head is replaced when the classes differ).",
+)
+@click.option(
+    "--pretrained",
+    help="torchvision weights by name (DEFAULT, IMAGENET1K_V1, ...) from the server's "
+    "local torch hub cache; never downloaded.",
+)
+@click.option("--weights-path", help="A plain state dict in torchvision's layout (model roots).")
+@click.option("--freeze-epochs", type=int, help="Epochs that train only the head; default 0.")
+@click.option(
+    "--augment",
+    type=click.Choice(AUGMENTS, case_sensitive=False),
+    help=f"Default {DEFAULT_AUGMENT}.",
+)
+@click.option("--weight-decay", type=float, help="Default: the optimizer's own.")
+@click.option(
+    "--label-smoothing", type=float, help=f"0 up to 1; default {DEFAULT_LABEL_SMOOTHING:g}."
+)
+@click.option(
+    "--lr-schedule",
+    type=click.Choice(LR_SCHEDULES, case_sensitive=False),
+    help=f"Default {DEFAULT_LR_SCHEDULE}.",
+)
+@click.option("--warmup-epochs", type=int, help="Epochs of linear warm-up; default 0.")
+@click.option(
+    "--early-stopping-patience",
+    type=int,
+    help="Stop after this many epochs without a better validation loss; default 0 (never).",
+)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISIONS, case_sensitive=False),
+    help=f"Default {DEFAULT_PRECISION} (bf16 or fp16 on a GPU, fp32 on the CPU).",
+)
 @click.option("-f", "--follow", is_flag=True, help="Show live progress until the task ends.")
 @pass_context
 def train(ctx: Context, /, model: str, dataset: str, follow: bool, **params: Any) -> None:
-    """Submit a training task: MODEL (a torchvision name) on DATASET (a folder or synthetic)."""
+    """Submit a training task: MODEL (a torchvision name; with --init-from, '' takes that
+    model's) on DATASET (a folder or synthetic)."""
     with ctx.client() as client:
         task = client.train(model, dataset, **_options(**params))
         _submitted(ctx, client, task, follow)
@@ -332,6 +378,43 @@ def cancel(ctx: Context, task_id: str) -> None:
     with ctx.client() as client:
         found = client.cancel(task_id)
     ctx.emit(_dict(found), f"{found.task_id} {_state(found.state)}")
+
+
+# -- models ---------------------------------------------------------------------------
+
+# A model named on the command line is a file when it has a folder or a model file's
+# ending (`TrainRequest.init_from` reads it the same way); else a training task's id.
+MODEL_FILE_SUFFIXES = (".pt", ".pth")
+
+
+@main.command("export")
+@click.argument("model")
+@click.option(
+    "--format",
+    "format_",
+    type=click.Choice(contract.EXPORT_FORMATS, case_sensitive=False),
+    default=contract.EXPORT_FORMATS[0],
+    show_default=True,
+    help="onnx (input `images`, output `logits`, any batch size) or torchscript.",
+)
+@pass_context
+def export(ctx: Context, model: str, format_: str) -> None:
+    """Export MODEL (a training task's id, or a model file path: anything with a / or
+    ending in .pt or .pth) to ONNX or TorchScript; prints the checked file's path."""
+    reference = model.strip()
+    is_file = "/" in reference or reference.endswith(MODEL_FILE_SUFFIXES)
+    with ctx.client() as client:
+        answer = client.export_model(
+            task_id="" if is_file else reference,
+            model_path=reference if is_file else "",
+            format=format_,
+        )
+    opset = f", opset {answer.opset}" if answer.opset else ""
+    ctx.emit(
+        _dict(answer),
+        f"{answer.path}  ({format_.lower()}, {answer.size_bytes / 1e6:.1f} MB{opset}, "
+        f"max |diff| {answer.max_abs_diff:.1e})",
+    )
 
 
 # -- resources ------------------------------------------------------------------------

@@ -21,11 +21,13 @@ from typing import Any
 import grpc
 
 from tandem import contract
-from tandem.contract import DEFAULT_GRPC_PORT, DEFAULT_PAGE_SIZE
-from tandem.errors import TandemError, Unavailable, from_rpc_error
+from tandem.contract import DEFAULT_GRPC_PORT, DEFAULT_PAGE_SIZE, EXPORT_TIMEOUT_S
+from tandem.errors import InvalidArgument, TandemError, Unavailable, from_rpc_error
 from tandem.v1 import (
     inference_service_pb2,
     inference_service_pb2_grpc,
+    model_service_pb2,
+    model_service_pb2_grpc,
     resource_service_pb2,
     resource_service_pb2_grpc,
     resources_pb2,
@@ -87,6 +89,7 @@ class Client:
         self._inference = inference_service_pb2_grpc.InferenceServiceStub(self._channel)
         self._tasks = task_service_pb2_grpc.TaskServiceStub(self._channel)
         self._resources = resource_service_pb2_grpc.ResourceServiceStub(self._channel)
+        self._models = model_service_pb2_grpc.ModelServiceStub(self._channel)
 
     def close(self) -> None:
         self._closed = True
@@ -229,6 +232,28 @@ class Client:
                 return False
             raise from_rpc_error(error) from error
         return task.state in TERMINAL_STATES
+
+    # -- models -----------------------------------------------------------------------
+
+    def export_model(
+        self,
+        *,
+        task_id: str = "",
+        model_path: str = "",
+        format: str = "onnx",
+        timeout: float | None = EXPORT_TIMEOUT_S,
+    ) -> model_service_pb2.ExportModelResponse:
+        """Exports a trained model (`task_id` or `model_path`) to `format`, "onnx" or
+        "torchscript"; returns the checked file's path and size, and its `max_abs_diff`
+        from PyTorch. Takes seconds to minutes, hence a timeout of its own."""
+        name = format.strip().lower()
+        if name not in contract.EXPORT_FORMATS:
+            choices = ", ".join(contract.EXPORT_FORMATS)
+            raise InvalidArgument(f"unknown format {format!r}; choose one of {choices}")
+        request = model_service_pb2.ExportModelRequest(
+            task_id=task_id, model_path=model_path, format=f"EXPORT_FORMAT_{name.upper()}"
+        )
+        return self._call(self._models.ExportModel, request, timeout=timeout)
 
     # -- resources --------------------------------------------------------------------
 

@@ -70,6 +70,16 @@ DEFAULT_INFER_BATCH_SIZE: Final = 64
 MAX_TOP_K: Final = 1000
 DEFAULT_TOP_K: Final = 5
 
+# -- export ---------------------------------------------------------------------------
+
+# `ExportModelRequest.format` by the names REST and the CLI use: `tandem.v1.ExportFormat`
+# is EXPORT_FORMAT_<NAME> (server/servicers/models.py maps one to the other, and fails
+# at import if a name has no number).
+EXPORT_FORMATS: Final = ("onnx", "torchscript")
+# A gRPC export call's deadline: an export and its check take seconds to minutes, and
+# may wait for their turn behind others.
+EXPORT_TIMEOUT_S: Final = 900.0
+
 # -- resources and lists --------------------------------------------------------------
 
 # Concurrency limits per device and kind: 0 (admit nothing) .. MAX_LIMIT.
@@ -209,6 +219,18 @@ def check_patience(value: int) -> int:
     """`early_stopping_patience`: 0 (never stop early) up to MAX_EPOCHS."""
     check_between("early_stopping_patience", value, 0, MAX_EPOCHS)
     return value
+
+
+MODEL_REQUIRED = (
+    "model is required: a torchvision classification model such as "
+    "resnet18 or mobilenet_v3_small"
+)
+
+
+def check_model_given(model: str, init_from: str) -> None:
+    """A training names its model, unless `init_from`'s model says which it is."""
+    if not model.strip() and not init_from.strip():
+        raise OutOfRange(MODEL_REQUIRED)
 
 
 def check_weights_sources(init_from: str, pretrained: str, weights_path: str) -> None:
