@@ -21,6 +21,7 @@ from bench import (
     predict,
     ray_executor,
     ray_serve,
+    recipe,
     scaling,
     scheduler,
     throughput,
@@ -56,6 +57,7 @@ BENCHMARKS: tuple[Benchmark, ...] = (
     ray_serve,
     isolation,
     throughput,
+    recipe,
     scaling,
     # Minutes at full size (1,000 tasks): last, so the quick figures come first.
     load,

@@ -55,6 +55,7 @@ from torchvision import transforms
 from bench.harness import SEED, Tandem, save_model, write_image_folder
 from bench.report import Goal
 from engines.artifacts import load_artifact
+from engines.augment import LIGHT_CROP_SCALE
 from engines.datasets import IMAGENET_MEAN, IMAGENET_STD
 from engines.worker import lower_thread_priority
 from tandem.v1 import task_pb2
@@ -243,6 +244,9 @@ def _compare_training(
             device="cpu",
             seed=SEED,
             val_split=0.0,
+            # The bare loop's recipe: a constant rate, plain cross-entropy.
+            lr_schedule="constant",
+            label_smoothing=0.0,
         )
         epochs = _epoch_metrics(tandem.events(task.task_id))
         if len(epochs) != settings.train_epochs:
@@ -342,16 +346,23 @@ def bare_training(
     batch_size: int,
     epochs: int,
     threads: int | None,
+    augment: bool = False,
 ) -> list[float]:
     """images/s of each epoch of a plain training loop over the ImageFolder `folder`, with
-    `threads` intra-op threads (None: torch's default)."""
+    `threads` intra-op threads (None: torch's default); with `augment`, the transforms of
+    Tandem's `augment: light` (a random resized crop at the job's size and a flip)."""
     _as_nice_as_a_batch_job()
     _use_threads(threads)
     torch.manual_seed(SEED)
+    augmentation = [
+        transforms.RandomResizedCrop(image_size, scale=LIGHT_CROP_SCALE),
+        transforms.RandomHorizontalFlip(),
+    ]
     transform = transforms.Compose(
         [
             transforms.Resize(image_size),
             transforms.CenterCrop(image_size),
+            *(augmentation if augment else []),
             transforms.ToTensor(),
             transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD),
         ]
