@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from typing import IO, Any
@@ -35,6 +36,7 @@ __all__ = [
     "ModelArtifact",
     "load_artifact",
     "load_artifact_bytes",
+    "load_weights",
     "save_artifact",
 ]
 
@@ -54,7 +56,7 @@ class ModelArtifact(ArtifactInfo):
         """The model with these weights loaded, in eval mode, on the weights' device."""
         try:
             model = zoo.build_model(self.architecture, self.num_classes, self.image_size)
-            model.load_state_dict(self.state_dict)
+            load_weights(model, self.state_dict)
         except (ValueError, RuntimeError) as exc:
             # load_state_dict raises RuntimeError listing missing/unexpected/mis-shaped keys.
             raise ArtifactError(
@@ -64,6 +66,16 @@ class ModelArtifact(ArtifactInfo):
         # load_state_dict copies into the model's CPU parameters; follow map_location.
         device = next(iter(self.state_dict.values())).device
         return model.to(device).eval()
+
+
+def load_weights(model: torch.nn.Module, state: Mapping[str, torch.Tensor]) -> None:
+    """`model.load_state_dict(state)` for weights read back from a file. A saved state
+    dict loses the per-module versions `state_dict()` carries in its `_metadata`, and
+    some modules refuse to load without them (mnasnet's batch norm: "version should be
+    set"); the freshly built model's own versions are the right ones."""
+    versioned: OrderedDict[str, torch.Tensor] = OrderedDict(state)
+    versioned._metadata = getattr(model.state_dict(), "_metadata", None)  # type: ignore[attr-defined]
+    model.load_state_dict(versioned)
 
 
 def _to_cpu(value: Any) -> Any:

@@ -140,7 +140,7 @@ def _load_resume_point(job: TrainingJob, run: _Run) -> ResumePoint:
     nothing drawn while building the run moves them."""
     try:
         point = training_state.load(job.resume_from)
-        run.model.load_state_dict(point.model)
+        artifacts.load_weights(run.model, point.model)
         run.optimizer.load_state_dict(point.optimizer)
         if run.scaler is not None and point.scaler:
             run.scaler.load_state_dict(point.scaler)
@@ -157,7 +157,7 @@ def _resume(
     epochs it had finished and their metrics."""
     try:
         checkpoint = artifacts.load_artifact(job.resume_from, map_location=str(device))
-        model.load_state_dict(dict(checkpoint.state_dict))
+        artifacts.load_weights(model, checkpoint.state_dict)
         if checkpoint.optimizer_state is not None:
             optimizer.load_state_dict(dict(checkpoint.optimizer_state))
     except (artifacts.ArtifactError, RuntimeError, ValueError, KeyError) as exc:
@@ -376,7 +376,7 @@ class _Run:
                 checkpoint = artifacts.load_artifact(checkpoint_path(self.job.output_dir, best))
             except artifacts.ArtifactError as exc:
                 raise JobError(f"cannot read the checkpoint of epoch {best}: {exc}") from None
-            self.model.load_state_dict(dict(checkpoint.state_dict))
+            artifacts.load_weights(self.model, checkpoint.state_dict)
             # The model file's numbers are its own epoch's; the run's totals stay in
             # the task's metrics.
             kept = {

@@ -259,3 +259,26 @@ def test_the_description_refuses_text_protocol_memo_indices(tmp_path: Path) -> N
     assert b"p0" in data or b"g0" in data  # protocol 0 memoises with text indices
     with pytest.raises(ArtifactError, match="no sets and no text-protocol memo"):
         read_info(_zip_with_pickle(tmp_path / "text-memo.pt", data))
+
+
+def test_a_model_whose_modules_are_versioned_loads_back(tmp_path: Path) -> None:
+    """mnasnet's batch norm refuses weights without the module versions a saved state
+    dict loses; the artifact gives it the freshly built model's."""
+    from engines import zoo
+
+    model = zoo.build_model("mnasnet0_5", 3, 32)
+    path = tmp_path / "mnasnet.pt"
+    save_artifact(
+        str(path),
+        model=model,
+        architecture="mnasnet0_5",
+        classes=["a", "b", "c"],
+        image_size=32,
+        mean=[0.5] * 3,
+        std=[0.5] * 3,
+        epoch=1,
+        metrics={},
+    )
+    rebuilt = load_artifact(str(path)).build_model()
+    for name, tensor in model.state_dict().items():
+        assert torch.equal(rebuilt.state_dict()[name], tensor), name
