@@ -307,15 +307,22 @@ class _Run:
             totals.correct_top += resume.correct_top
             totals.images = resume.images
         last_epoch = first_epoch - 1
+        # A run that had stopped early, resumed from its last checkpoint after a crash,
+        # stays stopped.
+        if resume is None and "stopped_early_at_epoch" in metrics:
+            first_epoch = job.epochs + 1
         for epoch in range(first_epoch, job.epochs + 1):
             metrics = recipe.keep_best(self._epoch(epoch, metrics, start, totals), metrics)
+            stop = recipe.should_stop_early(job, metrics) and epoch < job.epochs
+            if stop:
+                # In the checkpoint too, so a run resumed from it stays stopped.
+                metrics["stopped_early_at_epoch"] = float(epoch)
             self.emit(JobEvent(_epoch_line(epoch, job.epochs, metrics), metrics=metrics))
             start, totals, last_epoch = 0, None, epoch
             self._stop_if_asked(f"after epoch {epoch}")
             self._save(checkpoint_path(job.output_dir, epoch), epoch, metrics, optimizer=True)
             self.emit(JobEvent(f"saved checkpoint epoch {epoch}"))
-            if recipe.should_stop_early(job, metrics) and epoch < job.epochs:
-                metrics["stopped_early_at_epoch"] = float(epoch)
+            if stop:
                 self.emit(
                     JobEvent(
                         f"stopping early after epoch {epoch}: the validation loss has not "

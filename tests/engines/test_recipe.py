@@ -179,6 +179,12 @@ def test_early_stopping_stops_after_patience_epochs_without_a_better_val_loss(
     assert any(
         line.startswith(f"stopping early after epoch {len(losses)}") for line in events.lines()
     )
+    # Recovered after a crash from its last checkpoint, it stays stopped.
+    last = checkpoint_path(job.output_dir, len(losses))
+    again = Recorder()
+    recovered = train(dataclasses.replace(job, resume_from=last), again, never)
+    assert again.epochs() == []
+    assert recovered.metrics["best_epoch"] == result.metrics["best_epoch"]
 
 
 def test_augmentation_is_the_same_for_an_image_and_epoch_and_leaves_torchs_generator_alone() -> (
