@@ -17,7 +17,7 @@ from pathlib import Path
 
 from engines.artifact_info import ArtifactError, read_info
 from server.errors import failed_precondition, invalid_argument
-from server.paths import resolve_under_roots
+from server.paths import MODEL_ROOTS_HINT, resolve_under_roots
 from server.records import TaskKind, TaskRecord, TaskState
 
 
@@ -57,7 +57,7 @@ def model_file(
                 f"task {task_id} is {task.state.value}; its model can be used once it has SUCCEEDED"
             )
         return task.model_path, task_id
-    path = resolve_under_roots(model_path, roots, what="model_path")
+    path = resolve_under_roots(model_path, roots, what="model_path", hint=MODEL_ROOTS_HINT)
     if not path.is_file():
         raise invalid_argument(f"model_path {model_path!r} is not a file")
     return str(path), ""

@@ -14,7 +14,13 @@ from server.errors import invalid_argument, not_found, permission_denied
 SYNTHETIC = "synthetic"
 
 
-def resolve_under_roots(spec: str, roots: Sequence[Path], *, what: str) -> Path:
+DATASET_ROOTS_HINT = "add its folder to TANDEM_DATASET_ROOTS or --dataset-root"
+MODEL_ROOTS_HINT = "add its folder to TANDEM_MODEL_ROOTS"
+
+
+def resolve_under_roots(
+    spec: str, roots: Sequence[Path], *, what: str, hint: str = DATASET_ROOTS_HINT
+) -> Path:
     """The real path of `spec` (relative ones resolve under the first root), which must
     exist and lie inside one of `roots`."""
     if not spec.strip():
@@ -37,8 +43,5 @@ def resolve_under_roots(spec: str, roots: Sequence[Path], *, what: str) -> Path:
         raise not_found(f"{what} {spec!r} does not exist")
     if not any(real.is_relative_to(root) for root in roots):
         allowed = ", ".join(str(r) for r in roots)
-        raise permission_denied(
-            f"{what} {spec!r} is outside the allowed roots ({allowed}); "
-            "add its folder to TANDEM_DATASET_ROOTS or --dataset-root"
-        )
+        raise permission_denied(f"{what} {spec!r} is outside the allowed roots ({allowed}); {hint}")
     return real

@@ -17,7 +17,7 @@ from engines.pretrained import resolve as resolve_pretrained
 from scheduler.devices import DeviceError, DeviceUnavailable, resolve_among
 from server.errors import failed_precondition, invalid_argument
 from server.models import ModelInfo
-from server.paths import SYNTHETIC, resolve_under_roots
+from server.paths import MODEL_ROOTS_HINT, SYNTHETIC, resolve_under_roots
 from tandem import contract
 from tandem.contract import (
     DEFAULT_BATCH_SIZE,
@@ -360,7 +360,9 @@ def _initial_weights(
             ),
         }
     if weights_path:
-        path = resolve_under_roots(weights_path, model_roots, what="weights_path")
+        path = resolve_under_roots(
+            weights_path, model_roots, what="weights_path", hint=MODEL_ROOTS_HINT
+        )
         if not path.is_file():
             raise invalid_argument(f"weights_path {weights_path!r} is not a file")
         return {

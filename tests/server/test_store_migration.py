@@ -38,3 +38,32 @@ def test_an_older_data_dir_gains_the_preemptions_column(tmp_path: Path) -> None:
     again = reopened.get("old")
     assert again is not None and again.preemptions == 2
     reopened.close()
+
+
+def test_an_older_data_dir_keeps_its_memory_peaks_as_fp32(tmp_path: Path) -> None:
+    path = tmp_path / "tandem.db"
+    # As the release before precisions wrote it: peaks keyed by shape alone.
+    with sqlite3.connect(path) as db:
+        db.execute(
+            "CREATE TABLE memory_peaks (model TEXT NOT NULL, batch_size INTEGER NOT NULL, "
+            "image_size INTEGER NOT NULL, kind TEXT NOT NULL, peak_bytes INTEGER NOT NULL, "
+            "PRIMARY KEY (model, batch_size, image_size, kind))"
+        )
+        db.executemany(
+            "INSERT INTO memory_peaks VALUES (?, ?, ?, ?, ?)",
+            [("resnet18", 64, 224, "training", 3_000_000_000), ("vgg16", 8, 224, "inference", 7)],
+        )
+
+    store = TaskStore(path)
+    assert sorted(store.load_memory_peaks()) == [
+        ("resnet18", 64, 224, "training", "fp32", 3_000_000_000),
+        ("vgg16", 8, 224, "inference", "fp32", 7),
+    ]
+    store.close()
+    with sqlite3.connect(path) as db:
+        tables = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+    assert "memory_peaks" not in tables and "gpu_memory_peaks" in tables
+
+    again = TaskStore(path)  # a second open finds nothing left to migrate
+    assert len(again.load_memory_peaks()) == 2
+    again.close()
