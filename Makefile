@@ -1,6 +1,6 @@
 # Tandem: `make serve` runs the service, `make test` checks everything. Both set up on
-# first use (a .venv with the pinned packages, buf from npm, Debian's Go toolchain) and
-# do nothing more on later runs.
+# first use (a .venv with the pinned packages, buf from npm, Debian's Go toolchain and
+# Debian's Chromium for the dashboard's browser tests) and do nothing more on later runs.
 
 SHELL := /bin/bash
 PYTHON ?= python3
@@ -13,7 +13,7 @@ GOPATH_DIR := $(CURDIR)/.gopath
 GO_IMPORT := github.com/tandem-ml/tandem
 GO_PACKAGES := golang-go protobuf-compiler protoc-gen-go protoc-gen-go-grpc \
 	golang-google-grpc-dev golang-google-protobuf-dev golang-github-golang-protobuf-1-5-dev
-PROTOS := $(wildcard proto/tandem/v1/*.proto)
+PROTOS := $(wildcard proto/tandem/v1/*.proto proto/tandem/inference/*.proto)
 APT := $(if $(filter 0,$(shell id -u)),,sudo) apt-get
 
 .PHONY: serve test lint gen check-gen go-build pytest bench setup clean
@@ -23,7 +23,7 @@ serve: $(VENV)/.installed
 
 test: setup lint check-gen go-build pytest
 
-setup: $(VENV)/.installed $(BUF) $(TOOLS)/.go-installed
+setup: $(VENV)/.installed $(BUF) $(TOOLS)/.go-installed $(TOOLS)/.chromium-installed
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt setup.cfg pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
@@ -41,6 +41,15 @@ $(TOOLS)/.go-installed:
 	      && test -d /usr/share/gocode/src/github.com/golang/protobuf \
 	      && test -d /usr/share/gocode/src/google.golang.org/grpc) >/dev/null; then \
 	  $(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq $(GO_PACKAGES); \
+	fi
+	touch $@
+
+# The dashboard's browser tests drive Debian's Chromium through Playwright (pinned in
+# requirements-dev.txt); Playwright's own browser download is never used.
+$(TOOLS)/.chromium-installed:
+	@mkdir -p $(TOOLS)
+	@if ! command -v chromium >/dev/null; then \
+	  $(APT) update -qq && DEBIAN_FRONTEND=noninteractive $(APT) install -y -qq chromium; \
 	fi
 	touch $@
 
@@ -69,7 +78,9 @@ check-gen: $(VENV)/.installed $(TOOLS)/.go-installed
 	@rm -rf $(TOOLS)/gen-check && mkdir -p $(TOOLS)/gen-check
 	scripts/generate.sh $(TOOLS)/gen-check
 	diff -r --exclude=__init__.py --exclude=__pycache__ $(TOOLS)/gen-check/python/tandem/v1 clients/python/tandem/v1
+	diff -r --exclude=__init__.py --exclude=__pycache__ $(TOOLS)/gen-check/python/tandem/inference clients/python/tandem/inference
 	diff -r $(TOOLS)/gen-check/go/tandemv1 clients/go/tandemv1
+	diff -r $(TOOLS)/gen-check/go/inference clients/go/inference
 	@echo "generated code is fresh"
 
 # GOPATH mode, offline: the repo is linked into a private GOPATH under its import path.

@@ -161,6 +161,15 @@ class Prediction:
     index: int
 
 
+@dataclass(frozen=True)
+class Pixels:
+    """An image its caller has already preprocessed (the Open Inference Protocol's FP32
+    input): the model's input tensor for one image, (3, H, W) in row-major order, as
+    little-endian float32 bytes, normalised with the model's mean and std."""
+
+    data: bytes
+
+
 def first_line(exc: BaseException) -> str:
     """The first line of an exception's message (or its type), for a user's sentence."""
     text = str(exc).strip()

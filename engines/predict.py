@@ -1,4 +1,5 @@
-"""Prediction with a trained model: image bytes or tensors in, top-k labels out.
+"""Prediction with a trained model: image bytes or tensors in, top-k labels (and, when
+asked, each image's whole probability vector) out.
 
 `Predictor` holds one model artifact's network on one device and answers batches. It
 preprocesses with `datasets.image_transform` and the artifact's own size and
@@ -23,7 +24,7 @@ from PIL import Image, UnidentifiedImageError
 from engines.artifacts import ModelArtifact, load_artifact, load_artifact_bytes
 from engines.datasets import image_transform
 from engines.devices import resolve_device
-from engines.jobs import Prediction, first_line
+from engines.jobs import Pixels, Prediction, first_line
 
 # 50 megapixels covers a 48 MP camera photo; decoded to RGB that is 150 MB, which is as
 # much as one request should be able to make a worker allocate. It is below Pillow's own
@@ -150,62 +151,106 @@ class Predictor:
             raise TypeError(f"the transform returned {type(tensor).__name__}, not a tensor")
         return tensor
 
+    def pixels(self, pixels: Pixels) -> torch.Tensor:
+        """A caller's preprocessed image as the model's input (on the CPU); ImageError
+        when it is not (3, H, W) float32 at the model's size, or holds NaN or infinity."""
+        size = self.artifact.image_size
+        expected = 3 * size * size * 4
+        if len(pixels.data) != expected:
+            raise ImageError(
+                f"the tensor has {len(pixels.data)} bytes; a 3x{size}x{size} float32 image "
+                f"has {expected}"
+            )
+        # A copy: torch must own writable memory, and the message's bytes are not.
+        tensor = torch.frombuffer(bytearray(pixels.data), dtype=torch.float32)
+        if not bool(torch.isfinite(tensor).all()):
+            raise ImageError("the tensor holds NaN or infinite values")
+        return tensor.view(3, size, size)
+
     def predict_batch(self, batch: torch.Tensor, top_k: int) -> list[list[Prediction]]:
         """Top-k predictions (most likely first) for each image of an NCHW `batch`.
 
         `batch` holds preprocessed images (see `preprocess`) on any device. `top_k` above
         the number of classes gives every class.
         """
+        return self.score_batch(batch, top_k, probabilities=False)[0]
+
+    def score_batch(
+        self, batch: torch.Tensor, top_k: int, *, probabilities: bool
+    ) -> tuple[list[list[Prediction]], list[bytes]]:
+        """`predict_batch`'s top-k, and with `probabilities` each image's softmax over
+        every class as float32 bytes (the same numbers the top-k scores come from)."""
         if top_k < 1:
             raise ValueError(f"top_k must be at least 1, not {top_k}")
         if batch.ndim != 4:
             raise ValueError(f"expected a batch of shape (N, 3, H, W), not {tuple(batch.shape)}")
         if batch.shape[0] == 0:
-            return []
+            return [], []
         k = min(top_k, self.num_classes)
+        vectors: list[bytes] = []
         with _full_float32_convolutions(), torch.inference_mode():
             logits = self.model(batch.to(self.device, non_blocking=True))
             if not isinstance(logits, torch.Tensor):
                 # zoo builds every model with a single head; anything else is a zoo bug.
                 raise TypeError(f"{self.artifact.architecture} returned {type(logits).__name__}")
             # Softmax in float32 even if a model ever computes in lower precision.
-            scores, indices = torch.softmax(logits.float(), dim=1).topk(k, dim=1)
+            softmax = torch.softmax(logits.float(), dim=1)
+            scores, indices = softmax.topk(k, dim=1)
             # One device-to-host copy for the whole batch, not one per number.
             rows = zip(scores.cpu().tolist(), indices.cpu().tolist(), strict=True)
+            if probabilities:
+                vectors = [row.numpy().tobytes() for row in softmax.cpu().contiguous()]
         return [
             [
                 Prediction(label=self.classes[index], score=float(score), index=int(index))
                 for score, index in zip(row_scores, row_indices, strict=True)
             ]
             for row_scores, row_indices in rows
-        ]
+        ], vectors
 
     def predict_images(
-        self, images: Sequence[bytes], top_k: int
+        self, images: Sequence[bytes | Pixels], top_k: int
     ) -> list[list[Prediction] | ImageError]:
-        """Predictions for each encoded image (PNG or JPEG), in input order.
+        """Predictions for each encoded image (PNG or JPEG) or preprocessed tensor, in
+        input order.
 
         An input that does not decode gets its ImageError in its place; the others are
         answered together in one forward pass.
         """
+        return self.answer_images(images, top_k, probabilities=False)[0]
+
+    def answer_images(
+        self, images: Sequence[bytes | Pixels], top_k: int, *, probabilities: bool
+    ) -> tuple[list[list[Prediction] | ImageError], list[bytes]]:
+        """`predict_images`, and with `probabilities` each input's probability vector
+        (see `score_batch`; empty bytes for an input that did not decode)."""
         results: list[list[Prediction] | ImageError] = []
         tensors: list[torch.Tensor] = []
         good: list[int] = []
         for position, data in enumerate(images):
             try:
                 # Preprocess at once so a large decoded image is freed before the next.
-                tensors.append(self.preprocess(decode_image(data)))
+                tensor = (
+                    self.pixels(data)
+                    if isinstance(data, Pixels)
+                    else self.preprocess(decode_image(data))
+                )
             except ImageError as exc:
                 results.append(exc)
                 continue
+            tensors.append(tensor)
             good.append(position)
             results.append([])
+        vectors = [b""] * len(images) if probabilities else []
         if tensors:
-            for position, predictions in zip(
-                good, self.predict_batch(torch.stack(tensors), top_k), strict=True
-            ):
+            answers, scored = self.score_batch(
+                torch.stack(tensors), top_k, probabilities=probabilities
+            )
+            for number, (position, predictions) in enumerate(zip(good, answers, strict=True)):
                 results[position] = predictions
-        return results
+                if probabilities:
+                    vectors[position] = scored[number]
+        return results, vectors
 
 
 def from_path(model_path: str, device: str) -> Predictor:

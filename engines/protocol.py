@@ -11,12 +11,13 @@ A child that dies mid-job sends nothing more: the parent sees its exit instead.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from engines.jobs import (
     InferenceJob,
     JobEvent,
     JobResult,
+    Pixels,
     Prediction,
     Preemption,
     ServeJob,
@@ -59,21 +60,28 @@ class Shutdown:
 
 @dataclass(frozen=True)
 class PredictBatch:
-    """Images for the model a serving job holds; answered by one `PredictReply`."""
+    """Images for the model a serving job holds (encoded files, or tensors a caller has
+    preprocessed); answered by one `PredictReply`."""
 
     task_id: str
     batch_id: int
-    images: list[bytes]
+    images: list[bytes | Pixels]
     top_k: int
+    # Also answer each image's whole probability vector (the Open Inference Protocol's
+    # output); Predict needs only the top-k.
+    probabilities: bool = False
 
 
 @dataclass(frozen=True)
 class PredictReply:
-    """Per image of the batch, in order: its predictions, or why it could not be read."""
+    """Per image of the batch, in order: its predictions, or why it could not be read;
+    and, when the batch asked for them, each image's probabilities (float32 bytes, one
+    per class; empty for an image that could not be read)."""
 
     task_id: str
     batch_id: int
     results: list[list[Prediction] | str]
+    probabilities: list[bytes] = field(default_factory=list)
 
 
 @dataclass(frozen=True)

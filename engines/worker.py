@@ -262,14 +262,17 @@ def _nicer(run: Callable[[], JobResult]) -> JobResult:
 
 
 def answer(predictor: Predictor, batch: PredictBatch) -> PredictReply:
-    """A served model's reply to one batch: per image, its top-k or why it is unreadable."""
+    """A served model's reply to one batch: per image, its top-k or why it is unreadable
+    (and its probabilities, when the batch asks for them)."""
     from engines.predict import ImageError
 
-    outcome = predictor.predict_images(batch.images, batch.top_k)
+    outcome, probabilities = predictor.answer_images(
+        batch.images, batch.top_k, probabilities=batch.probabilities
+    )
     results: list[list[Prediction] | str] = [
         str(r) if isinstance(r, ImageError) else r for r in outcome
     ]
-    return PredictReply(batch.task_id, batch.batch_id, results)
+    return PredictReply(batch.task_id, batch.batch_id, results, probabilities)
 
 
 def _execute(job: Job, control: _Control) -> JobResult:

@@ -31,9 +31,12 @@ from server.journal import Journal
 from server.manager import TaskManager
 from server.memory import MemoryPlanner
 from server.metrics import Metrics
+from server.model_registry import ModelRegistry
 from server.recovery import Recovery
+from server.registry_store import RegistryStore
 from server.servicers.inference import InferenceServicer
 from server.servicers.models import ModelServicer
+from server.servicers.open_inference import OpenInferenceServicer
 from server.servicers.resources import ResourceServicer
 from server.servicers.tasks import TaskServicer, add_task_service
 from server.servicers.training import TrainingServicer
@@ -42,6 +45,7 @@ from server.store import TaskStore
 from server.thread_share import ThreadShare
 from server.tls import PrivateSocket, TlsFiles
 from tandem.contract import MAX_MESSAGE_BYTES
+from tandem.inference import open_inference_pb2, open_inference_pb2_grpc
 from tandem.v1 import (
     inference_service_pb2,
     inference_service_pb2_grpc,
@@ -62,6 +66,8 @@ SERVICE_NAMES = (
     task_service_pb2.DESCRIPTOR.services_by_name["TaskService"].full_name,
     resource_service_pb2.DESCRIPTOR.services_by_name["ResourceService"].full_name,
     model_service_pb2.DESCRIPTOR.services_by_name["ModelService"].full_name,
+    # The Open Inference Protocol (KServe v2), for tritonclient and KServe's clients.
+    open_inference_pb2.DESCRIPTOR.services_by_name["GRPCInferenceService"].full_name,
 )
 
 
@@ -151,6 +157,12 @@ async def create_server(
         threads = ThreadShare(backend.cores, backend.executor.set_threads)
         planner = MemoryPlanner(store, gate)
         metrics = Metrics(arbiter.statistics, backend.inventory)
+        model_server = ModelServer(config, dispatcher, planner, threads, backend.executor)
+        registry_store = RegistryStore(config.db_path)
+        stack.callback(registry_store.close)
+        registry = ModelRegistry(
+            registry_store, served_paths=lambda: {path for _, path, _ in model_server.loaded()}
+        )
         manager = TaskManager(
             config,
             store,
@@ -162,8 +174,8 @@ async def create_server(
             threads,
             planner,
             metrics,
+            registry,
         )
-        model_server = ModelServer(config, dispatcher, planner, threads, backend.executor)
         server = grpc.aio.server(
             interceptors=[TokenAuth(config.auth_token)] if config.auth_token else [],
             options=[
@@ -174,7 +186,15 @@ async def create_server(
             ],
         )
         health_servicer = _add_servicers(
-            server, config, manager, model_server, devices, metrics, backend.inventory
+            server,
+            config,
+            manager,
+            model_server,
+            registry,
+            devices,
+            metrics,
+            backend.inventory,
+            gate,
         )
         port, internal_target, private_socket = _bind(server, config, tls)
         if private_socket is not None:
@@ -225,14 +245,19 @@ def _add_servicers(
     config: ServerConfig,
     manager: TaskManager,
     model_server: ModelServer,
+    registry: ModelRegistry,
     devices: DeviceRegistry,
     metrics: Metrics,
     inventory: DeviceInventory,
+    gate: MemoryGate,
 ) -> health.aio.HealthServicer:
     """Registers every service, health and reflection included; returns health's."""
     training_service_pb2_grpc.add_TrainingServiceServicer_to_server(
         TrainingServicer(
-            manager, dataset_roots=config.dataset_roots, model_roots=config.model_roots
+            manager,
+            registry,
+            dataset_roots=config.dataset_roots,
+            model_roots=config.model_roots,
         ),
         server,
     )
@@ -240,6 +265,7 @@ def _add_servicers(
         InferenceServicer(
             manager,
             model_server,
+            registry,
             dataset_roots=config.dataset_roots,
             model_roots=config.model_roots,
             metrics=metrics,
@@ -250,6 +276,7 @@ def _add_servicers(
     model_service_pb2_grpc.add_ModelServiceServicer_to_server(
         ModelServicer(
             manager,
+            registry,
             Exporter(),
             model_roots=config.model_roots,
             data_dir=config.data_dir,
@@ -258,8 +285,17 @@ def _add_servicers(
         server,
     )
     resource_service_pb2_grpc.add_ResourceServiceServicer_to_server(
-        ResourceServicer(devices, devices.statistics, inventory, lambda: metrics.preemptions_total),
+        ResourceServicer(
+            devices,
+            devices.statistics,
+            inventory,
+            lambda: metrics.preemptions_total,
+            gate.reserved,
+        ),
         server,
+    )
+    open_inference_pb2_grpc.add_GRPCInferenceServiceServicer_to_server(
+        OpenInferenceServicer(registry, model_server, devices, metrics=metrics), server
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -1,7 +1,9 @@
 """Token authentication for the gRPC API: `authorization: Bearer <token>` metadata.
 
-With a token configured every RPC needs it, except the standard health service, which
-load balancers and orchestrators must reach without credentials. A missing or wrong
+With a token configured every RPC needs it, except the probes that load balancers and
+orchestrators must reach without credentials: the standard health service, and the
+Open Inference Protocol's ServerLive and ServerReady (its metadata and inference need
+the token). A missing or wrong
 token is UNAUTHENTICATED; the comparison takes the same time whatever the token.
 The REST gateway forwards the HTTP `Authorization` header, so REST is covered too.
 """
@@ -14,7 +16,11 @@ from typing import Any
 
 import grpc
 
-OPEN_PREFIXES = ("/grpc.health.v1.Health/",)
+OPEN_PREFIXES = (
+    "/grpc.health.v1.Health/",
+    "/inference.GRPCInferenceService/ServerLive",
+    "/inference.GRPCInferenceService/ServerReady",
+)
 
 
 def bearer_matches(header: str | None, token: str) -> bool:

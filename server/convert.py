@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
+
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from scheduler import WaitingInfo
 from server.event_log import StoredEvent
+from server.model_registry import ModelVersion
 from server.records import TaskKind, TaskRecord, TaskState
-from tandem.v1 import task_pb2
+from tandem.v1 import model_pb2, task_pb2
 
 STATE_TO_PB: dict[TaskState, task_pb2.TaskState] = {
     TaskState.QUEUED: task_pb2.TASK_STATE_QUEUED,
@@ -96,4 +99,38 @@ def event_to_pb(task_id: str, event: StoredEvent) -> task_pb2.TaskEvent:
         if event.state
         else task_pb2.TASK_STATE_UNSPECIFIED,
         task_id=task_id,
+    )
+
+
+def model_version_to_pb(version: ModelVersion) -> model_pb2.ModelVersion:
+    return model_pb2.ModelVersion(
+        name=version.name,
+        version=version.version,
+        task_id=version.task_id,
+        model_path=version.path,
+        architecture=version.architecture,
+        classes=version.classes,
+        image_size=version.image_size,
+        metrics=version.metrics,
+        size_bytes=version.size_bytes,
+        create_time=timestamp(version.create_time),
+        aliases=version.aliases,
+    )
+
+
+def model_to_pb(
+    versions: Sequence[ModelVersion], aliases: Mapping[str, int], *, every_version: bool
+) -> model_pb2.Model:
+    """A name's `Model` from its versions (oldest first, at least one) and aliases; with
+    `every_version`, `versions` is filled too (GetModel)."""
+    oldest, latest = versions[0], versions[-1]
+    return model_pb2.Model(
+        name=latest.name,
+        latest_version=latest.version,
+        version_count=len(versions),
+        aliases=aliases,
+        create_time=timestamp(oldest.create_time),
+        update_time=timestamp(latest.create_time),
+        latest=model_version_to_pb(latest),
+        versions=[model_version_to_pb(v) for v in versions] if every_version else [],
     )

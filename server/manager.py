@@ -29,8 +29,9 @@ from server.jobs import job_for
 from server.journal import STORAGE_ERRORS, Journal, StorageFull
 from server.memory import PEAK_METRIC, MemoryPlanner
 from server.metrics import Metrics
+from server.model_registry import ModelRegistry
 from server.preemption import Preemptions
-from server.records import TaskKind, TaskRecord, TaskState
+from server.records import TaskKind, TaskRecord, TaskState, success_message
 from server.recovery import Recovery, RequeueRefused
 from server.store import TaskPage, TaskStore
 from server.thread_share import Role, ThreadShare
@@ -43,7 +44,6 @@ _STATE_LEVEL = {
     TaskState.FAILED: "error",
     TaskState.CANCELLED: "warning",
 }
-_SUMMARY_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
 
 
 class TaskManager:
@@ -61,6 +61,7 @@ class TaskManager:
         threads: ThreadShare,
         planner: MemoryPlanner,
         metrics: Metrics,
+        registry: ModelRegistry,
     ) -> None:
         self._config = config
         self._store = store
@@ -72,6 +73,7 @@ class TaskManager:
         self._threads = threads
         self._planner = planner
         self._metrics = metrics
+        self._registry = registry
         # QUEUED and RUNNING tasks; ended tasks are read from the store.
         self._active: dict[str, TaskRecord] = {}
         self._cancel_requested: set[str] = set()
@@ -110,9 +112,8 @@ class TaskManager:
         self._preempting = asyncio.create_task(self._preemptions.watch())
 
     async def close(self) -> None:
-        """Stops recording and ends every open Logs stream (followers resume with
-        `from_seq` against the next server). Running tasks stay RUNNING in the store:
-        the next start decides their fate."""
+        """Stops recording and ends every open Logs stream (followers resume with `from_seq`
+        against the next server). Running tasks stay RUNNING: the next start decides."""
         self._closing = True
         if self._preempting is not None:
             self._preempting.cancel()
@@ -280,7 +281,8 @@ class TaskManager:
                 task.output_path = outcome.result.output_path or task.output_path
             failure = self._journal.failure(task_id)
             if outcome.outcome is Outcome.SUCCEEDED:
-                self._end(task, TaskState.SUCCEEDED, _success_message(task.metrics))
+                self._registry.publish_model_of(task, self._journal)  # never raises
+                self._end(task, TaskState.SUCCEEDED, success_message(task.metrics))
             elif failure is not None:
                 self._end(task, TaskState.FAILED, failure)
             elif outcome.outcome in (Outcome.CANCELLED, Outcome.PREEMPTED):
@@ -392,8 +394,3 @@ class TaskManager:
     def _snapshot(task: TaskRecord) -> TaskRecord:
         """A copy for callers: later changes to the live record do not leak into replies."""
         return TaskRecord(**{**task.__dict__, "metrics": dict(task.metrics)})
-
-
-def _success_message(metrics: Mapping[str, float]) -> str:
-    shown = [f"{k} {metrics[k]:.4g}" for k in _SUMMARY_METRICS if k in metrics]
-    return f"succeeded: {', '.join(shown)}" if shown else "succeeded"

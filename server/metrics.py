@@ -3,8 +3,8 @@
 Gauges (queue depth, running tasks, limits, GPU memory) are read from the arbiter's
 statistics snapshot and the device inventory at scrape time, so they are never stale
 and cost nothing between scrapes. Counters and histograms (task outcomes, durations,
-Predict latency) are updated where the events happen. Each service has its own
-registry, so several services in one process (tests) do not collide.
+Predict and ModelInfer latency) are updated where the events happen. Each service has
+its own registry, so several services in one process (tests) do not collide.
 """
 
 from __future__ import annotations
@@ -100,6 +100,20 @@ class Metrics:
             "Predict calls, from request to answer, per outcome (ok or the gRPC code).",
             ["outcome"],
             buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
+            registry=self.registry,
+        )
+        # The Open Inference Protocol's ModelInfer, over gRPC and REST alike (the gateway
+        # calls it): calls by outcome, and the images they carried.
+        self.model_infer_latency = Histogram(
+            "tandem_model_infer_latency_seconds",
+            "ModelInfer calls, from request to answer, per outcome (ok or the gRPC code).",
+            ["outcome"],
+            buckets=(0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1, 2, 5),
+            registry=self.registry,
+        )
+        self.model_infer_images = Counter(
+            "tandem_model_infer_images",
+            "Images answered by ModelInfer calls that succeeded.",
             registry=self.registry,
         )
 

@@ -1,9 +1,11 @@
 """Which model file a request means, and what is in it.
 
-Infer and Predict name a model by the `task_id` of a SUCCEEDED training task or by a
-`model_path` inside the model roots. The artifact's description (architecture, classes,
-image size) is read once per file version, without torch and without its weights, by
-`engines.artifact_info` (a model file can never run code); a worker loads the weights.
+Infer, Predict and ExportModel name a model by the `task_id` of a SUCCEEDED training
+task, by a `model_path` inside the model roots, or by a `model_name` reference in the
+model registry; `init_from` by any of the three in one string. The artifact's
+description (architecture, classes, image size) is read once per file version, without
+torch and without its weights, by `engines.artifact_info` (a model file can never run
+code); a worker loads the weights.
 """
 
 from __future__ import annotations
@@ -14,11 +16,18 @@ from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+import grpc
 
 from engines.artifact_info import ArtifactError, read_info
-from server.errors import failed_precondition, invalid_argument
+from server.errors import ServiceError, failed_precondition, invalid_argument, not_found
 from server.paths import MODEL_ROOTS_HINT, resolve_under_roots
 from server.records import TaskKind, TaskRecord, TaskState
+from tandem.contract import REFERENCE_FORM, OutOfRange, parse_model_reference
+
+if TYPE_CHECKING:
+    from server.model_registry import ModelRegistry
 
 
 @dataclass(frozen=True)
@@ -31,6 +40,49 @@ class ModelInfo:
     architecture: str
     classes: tuple[str, ...]
     image_size: int
+
+
+@dataclass(frozen=True)
+class ModelSource:
+    """The model file a request means, and how it was named."""
+
+    path: str
+    # The training task it came from; empty when given by path.
+    task_id: str
+    # `name/version` when it was named through the registry; else empty.
+    reference: str = ""
+
+
+def requested_model(
+    task_id: str,
+    model_path: str,
+    model_name: str,
+    *,
+    get_task: Callable[[str], TaskRecord],
+    roots: Sequence[Path],
+    registry: ModelRegistry,
+) -> ModelSource:
+    """The model of a request's `task_id`, `model_path` and `model_name` (exactly one)."""
+    given = [
+        field
+        for field, value in (
+            ("task_id", task_id),
+            ("model_path", model_path),
+            ("model_name", model_name),
+        )
+        if value.strip()
+    ]
+    if len(given) != 1:
+        raise invalid_argument(
+            "give exactly one of task_id (a SUCCEEDED training task), model_path (a model "
+            f"file) and model_name (a registry reference: {REFERENCE_FORM})"
+            + (f", not {' and '.join(given)}" if given else "")
+        )
+    if model_name.strip():
+        version = registry.resolve(model_name)
+        return ModelSource(version.path, version.task_id, version.reference)
+    path, source_task = model_file(task_id, model_path, get_task=get_task, roots=roots)
+    return ModelSource(path, source_task)
 
 
 def model_file(
@@ -64,14 +116,33 @@ def model_file(
 
 
 def init_source(
-    reference: str, *, get_task: Callable[[str], TaskRecord], roots: Sequence[Path]
-) -> tuple[str, str]:
-    """(path of the model file, source task id) for `TrainRequest.init_from`: a path
-    (it has a folder or a model file's suffix) or else a training task's id."""
+    reference: str,
+    *,
+    get_task: Callable[[str], TaskRecord],
+    roots: Sequence[Path],
+    registry: ModelRegistry,
+) -> ModelSource:
+    """The model of `TrainRequest.init_from`: a registry reference whose name the
+    registry holds, else a training task's id (no folder and no model file suffix),
+    else a path."""
     reference = reference.strip()
+    try:
+        parsed = parse_model_reference(reference, "init_from")
+    except OutOfRange:
+        parsed = None
+    if parsed is not None and registry.has(parsed.name):
+        version = registry.resolve(parsed, "init_from")
+        return ModelSource(version.path, version.task_id, version.reference)
     if "/" in reference or reference.endswith(_MODEL_SUFFIXES):
-        return model_file("", reference, get_task=get_task, roots=roots)
-    return model_file(reference, "", get_task=get_task, roots=roots)
+        return ModelSource(*model_file("", reference, get_task=get_task, roots=roots))
+    try:
+        return ModelSource(*model_file(reference, "", get_task=get_task, roots=roots))
+    except ServiceError as exc:
+        if exc.code is not grpc.StatusCode.NOT_FOUND or parsed is None:
+            raise
+        raise not_found(
+            f"init_from {reference!r} is neither a model in the registry nor a task"
+        ) from None
 
 
 _MODEL_SUFFIXES = (".pt", ".pth")

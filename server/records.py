@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import enum
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -101,3 +102,13 @@ class TaskRecord:
         # Inference runs in fp32; a training's precision changes its activations' size.
         precision = p.get("precision", "fp32") if self.kind is TaskKind.TRAINING else "fp32"
         return Shape(p["model"], p["batch_size"], p["image_size"], self.kind.slot, precision)
+
+
+# The metrics a training's last log line, "succeeded: ...", shows when it has them.
+_SUMMARY_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy")
+
+
+def success_message(metrics: Mapping[str, float]) -> str:
+    """The sentence a task's SUCCEEDED event says, with its headline metrics."""
+    shown = [f"{k} {metrics[k]:.4g}" for k in _SUMMARY_METRICS if k in metrics]
+    return f"succeeded: {', '.join(shown)}" if shown else "succeeded"

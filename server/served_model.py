@@ -10,21 +10,32 @@ import asyncio
 import itertools
 from dataclasses import dataclass, field
 
-from engines.jobs import Prediction
+import grpc
+
+from engines.jobs import Pixels, Prediction
+from engines.protocol import PredictReply
 from server.errors import ServiceError, invalid_argument
 from server.models import ModelInfo
 
-# Per image of a batch, as the worker answered: its top-k, or why it is unreadable.
-Results = list[list[Prediction] | str]
+
+@dataclass(frozen=True)
+class ImageAnswer:
+    """One image's answer: its top-k, and its probabilities (float32 bytes, one per
+    class) when they were asked for, else empty."""
+
+    predictions: list[Prediction]
+    probabilities: bytes = b""
 
 
 @dataclass
 class Pending:
-    """One Predict call waiting for its answer."""
+    """One image of a Predict or ModelInfer call, waiting for its answer."""
 
-    image: bytes
+    image: bytes | Pixels
     top_k: int
-    future: asyncio.Future[list[Prediction]]
+    future: asyncio.Future[ImageAnswer]
+    # Also wants its whole probability vector (ModelInfer's output).
+    probabilities: bool = False
 
 
 @dataclass
@@ -40,7 +51,7 @@ class ServedModel:
     # The batch being gathered, and the batches sent to the worker by batch id.
     gathering: list[Pending] = field(default_factory=list)
     in_flight: dict[int, list[Pending]] = field(default_factory=dict)
-    replies: dict[int, asyncio.Future[Results]] = field(default_factory=dict)
+    replies: dict[int, asyncio.Future[PredictReply]] = field(default_factory=dict)
     batch_ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
     # Set whenever a batch's answer is in: a stream is free again.
     answered: asyncio.Event = field(default_factory=asyncio.Event)
@@ -91,12 +102,37 @@ class ServedModel:
         self.in_flight.clear()
 
 
-def answer_all(batch: list[Pending], results: Results) -> None:
-    """Hands each call of a batch its answer, or INVALID_ARGUMENT for an unreadable image."""
-    for pending, result in zip(batch, results, strict=True):
+def answer_all(batch: list[Pending], reply: PredictReply) -> None:
+    """Hands each image of a batch its answer, or INVALID_ARGUMENT for an unreadable one."""
+    probabilities = reply.probabilities or [b""] * len(batch)
+    for pending, result, vector in zip(batch, reply.results, probabilities, strict=True):
         if pending.future.done():
             continue
         if isinstance(result, str):
             pending.future.set_exception(invalid_argument(result))
         else:
-            pending.future.set_result(result[: pending.top_k])
+            wanted = vector if pending.probabilities else b""
+            pending.future.set_result(ImageAnswer(result[: pending.top_k], wanted))
+
+
+async def answers_of(pending: list[Pending]) -> list[ImageAnswer]:
+    """The answers of one call's images, in order. An unreadable image fails the call
+    with INVALID_ARGUMENT naming it (when there are several); whatever else the call no
+    longer waits for is dropped: an image still waiting is skipped by its batch, and an
+    error no one reads is not logged."""
+    answers: list[ImageAnswer] = []
+    try:
+        for number, item in enumerate(pending, 1):
+            try:
+                answers.append(await item.future)
+            except ServiceError as exc:
+                if len(pending) == 1 or exc.code is not grpc.StatusCode.INVALID_ARGUMENT:
+                    raise
+                raise invalid_argument(f"image {number} of {len(pending)}: {exc}") from None
+        return answers
+    finally:
+        for item in pending:
+            if not item.future.done():
+                item.future.cancel()
+            elif not item.future.cancelled():
+                item.future.exception()

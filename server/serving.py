@@ -1,15 +1,17 @@
-"""Online Predict: trained models held loaded in workers, answering with dynamic batching.
+"""Online Predict and the Open Inference Protocol's ModelInfer: trained models held
+loaded in workers, answering with dynamic batching.
 
 A served model lives in one worker process and holds one inference slot of its device
 for as long as it is loaded; it gets that slot from the arbiter like any task, at the
 priority of the request that loads it. Requests for a loaded model go straight to its
 worker and never queue behind batch tasks.
 
-Batching: a request that finds a free stream goes at once (with whatever waits beside
-it, up to `predict_max_batch`); requests that arrive while every stream is busy form
-the next batch. A model has as many streams as it has CPU threads, at most
-`predict_max_streams`: its worker runs the batches in flight at once, the threads
-split between them. So under load requests share forward passes, and a lone request
+Batching: each image of a call waits on its own, so the images of ModelInfer calls and
+Predict calls share forward passes. An image that finds a free stream goes at once (with
+whatever waits beside it, up to `predict_max_batch`); images that arrive while every
+stream is busy form the next batch. A model has as many streams as it has CPU threads,
+at most `predict_max_streams`: its worker runs the batches in flight at once, the
+threads split between them. So under load requests share forward passes, and a lone request
 never waits for company (unless `predict_max_wait_s` asks for it).
 
 Threads: a served model's share of its device's cores follows the jobs running there
@@ -32,7 +34,7 @@ from collections import OrderedDict
 import grpc
 
 from engines.executor import Executor, JobOutcome, Outcome
-from engines.jobs import JobEvent, Prediction, ServeJob
+from engines.jobs import JobEvent, Pixels, Prediction, ServeJob
 from engines.protocol import PredictBatch, PredictReply
 from scheduler import Admission, Kind, QueueFull, Request
 from scheduler.devices import is_gpu
@@ -42,7 +44,7 @@ from server.dispatcher import DeviceGone, Dispatcher
 from server.errors import ServiceError, failed_precondition, resource_exhausted
 from server.memory import MemoryPlanner
 from server.models import ModelInfo
-from server.served_model import Pending, Results, ServedModel, answer_all
+from server.served_model import ImageAnswer, Pending, ServedModel, answer_all, answers_of
 from server.thread_share import Role, ThreadShare
 
 log = logging.getLogger(__name__)
@@ -90,6 +92,21 @@ class ModelServer:
         priority: int,
     ) -> tuple[list[Prediction], str]:
         """The top-k predictions for `image`, and the device that computed them."""
+        answers, device = await self.answer(model, candidates, [image], top_k, priority)
+        return answers[0].predictions, device
+
+    async def answer(
+        self,
+        model: ModelInfo,
+        candidates: tuple[str, ...],
+        images: list[bytes | Pixels],
+        top_k: int,
+        priority: int,
+        *,
+        probabilities: bool = False,
+    ) -> tuple[list[ImageAnswer], str]:
+        """Each image's top-k (and with `probabilities` its probability vector), in order,
+        and the device that computed them. INVALID_ARGUMENT names an unreadable image."""
         if self._closed:
             raise _unavailable("the server is shutting down; retry on another")
         key = (model.path, candidates)
@@ -98,12 +115,18 @@ class ModelServer:
             served = self._load(key, model, candidates, priority)
         self._served.move_to_end(key)
         loop = asyncio.get_running_loop()
-        pending = Pending(image, top_k, loop.create_future())
-        served.queue.put_nowait(pending)
+        pending = [Pending(image, top_k, loop.create_future(), probabilities) for image in images]
+        for item in pending:
+            served.queue.put_nowait(item)
         try:
-            return await pending.future, served.device
+            return await answers_of(pending), served.device
         finally:
             served.last_used = loop.time()
+
+    @property
+    def accepting(self) -> bool:
+        """Whether calls are taken (not once the server has begun to stop)."""
+        return not self._closed
 
     def maintain(self) -> None:
         """Gives back the slots of served models that are idle too long, or whose slot a
@@ -158,7 +181,7 @@ class ModelServer:
         served = self._by_job.get(task_id)
         future = served.replies.pop(reply.batch_id, None) if served else None
         if future is not None and not future.done():
-            future.set_result(reply.results)
+            future.set_result(reply)
 
     def job_finished(self, task_id: str, outcome: JobOutcome) -> None:
         self._threads.leave(task_id)
@@ -303,7 +326,7 @@ class ModelServer:
             if not batch:
                 continue
             batch_id = next(served.batch_ids)
-            reply: asyncio.Future[Results] = loop.create_future()
+            reply: asyncio.Future[PredictReply] = loop.create_future()
             served.replies[batch_id] = reply
             served.in_flight[batch_id] = batch
             served.gathering = []
@@ -312,7 +335,10 @@ class ModelServer:
             # pipe ahead of the batch.
             self._threads.resume(served.job_id)
             top_k = max(p.top_k for p in batch)
-            message = PredictBatch(served.job_id, batch_id, [p.image for p in batch], top_k)
+            wanted = any(p.probabilities for p in batch)
+            message = PredictBatch(
+                served.job_id, batch_id, [p.image for p in batch], top_k, probabilities=wanted
+            )
             if not self._executor.send(served.job_id, message):
                 return  # the job is ending; job_finished fails what is pending
             task = asyncio.create_task(self._answer(served, batch_id, batch, reply))
@@ -324,10 +350,10 @@ class ModelServer:
         served: ServedModel,
         batch_id: int,
         batch: list[Pending],
-        reply: asyncio.Future[Results],
+        reply: asyncio.Future[PredictReply],
     ) -> None:
         try:
-            results = await reply
+            message = await reply
         except asyncio.CancelledError:
             if reply.cancelled():
                 return  # the job ended: job_finished has failed the batch's callers
@@ -338,7 +364,7 @@ class ModelServer:
         self.batches += 1
         self.images += len(batch)
         try:
-            answer_all(batch, results)
+            answer_all(batch, message)
         except Exception:  # a reply out of step with its batch: a bug, never a hang
             log.exception("serving %s: a bad reply to batch %d", served.model.path, batch_id)
             error = ServiceError(grpc.StatusCode.INTERNAL, "prediction failed")

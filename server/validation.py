@@ -133,8 +133,10 @@ def inference(
     *,
     roots: Sequence[Path],
     devices: Sequence[str],
+    reference: str = "",
 ) -> Submission:
-    """Validates an InferRequest whose model has already been resolved and read."""
+    """Validates an InferRequest whose model has already been resolved and read
+    (`reference`: its registry version, `name/3`, when it was named by one)."""
     priority = check_priority(request.HasField("priority"), request.priority)
     batch_size = (
         _checked(contract.check_batch_size, request.batch_size)
@@ -154,6 +156,7 @@ def inference(
             "top_k": top_k,
             "model": model.architecture,
             "image_size": model.image_size,
+            **({"model_name": reference} if reference else {}),
         },
         priority=priority,
         device=device,
@@ -181,11 +184,13 @@ def training(
     devices: Sequence[str],
     model_roots: Sequence[Path] = (),
     init_model: ModelInfo | None = None,
+    init_reference: str = "",
 ) -> Submission:
     """Validates a TrainRequest; the order of checks puts cheap, common mistakes first.
 
     `init_model` is the model `init_from` names, already resolved and read (its
-    architecture and image size are the defaults of `model` and `image_size`)."""
+    architecture and image size are the defaults of `model` and `image_size`);
+    `init_reference` its registry version (`name/3`) when it was named by one."""
     model = _training_model(request.model.strip(), init_model)
     priority = check_priority(request.HasField("priority"), request.priority)
     epochs = _optional(
@@ -226,7 +231,10 @@ def training(
     recipe = _recipe(
         request, epochs=epochs, optimizer=optimizer, val_split=val_split, has_weights=has_weights
     )
-    weights = _initial_weights(request, model, init_model, model_roots)
+    weights = _initial_weights(request, model, init_model, model_roots, init_reference)
+    model_name = request.model_name.strip()
+    if model_name:
+        _checked(contract.check_model_name, model_name)
     seed = request.seed if request.HasField("seed") else DEFAULT_SEED
     request_id = check_request_id(request.request_id)
     device, candidates = check_device(request.device, devices)
@@ -250,6 +258,8 @@ def training(
     }
     if weights is not None:
         params.update(weights)
+    if model_name:
+        params["model_name"] = model_name
     return Submission(
         params=params,
         priority=priority,
@@ -334,6 +344,7 @@ def _initial_weights(
     model: str,
     init_model: ModelInfo | None,
     model_roots: Sequence[Path],
+    init_reference: str,
 ) -> dict[str, Any] | None:
     """The params naming where the weights start (and, under `initial_weights`, the file
     a worker loads), or None for a random start (at most one source: checked before)."""
@@ -341,8 +352,10 @@ def _initial_weights(
     weights_path = request.weights_path.strip()
     if init_model is not None:
         source = f"task {init_model.task_id}'s model" if init_model.task_id else init_model.path
+        if init_reference:
+            source = f"model {init_reference} ({source})"
         return {
-            "init_from": init_model.task_id or init_model.path,
+            "init_from": init_reference or init_model.task_id or init_model.path,
             "initial_weights": _weights("artifact", init_model.path, source),
         }
     if pretrained:

@@ -12,7 +12,8 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
 
-from server.gateway import docs, errors, routes_v1, routes_v2
+from server import dashboard
+from server.gateway import docs, errors, routes_oip, routes_v1, routes_v2
 from server.gateway.backend import Backend, Timeouts
 from server.gateway.body_limit import BodyLimit
 from server.gateway.deps import DEFAULT_MAX_UPLOAD_BYTES, Settings
@@ -26,6 +27,9 @@ shared GPUs and CPUs. A thin gateway: every call is a call on the `tandem.v1` gR
 * **v2** (`/api/v2`): all of v1, plus `priority`, `task_id` on inference, the task list,
   cancel, resources and run-time limits, online prediction from an uploaded image, and
   model export to ONNX or TorchScript.
+* **Open Inference Protocol** (`/v2/...`, KServe v2): health, metadata and inference for
+  the model registry's models, as tritonclient and KServe's clients call them; not in
+  this document (the protocol publishes its own), errors `{"error": "<sentence>"}`.
 
 Errors are `{"detail": "<sentence>"}` with the status of the gRPC error: 400 bad field,
 401 unauthenticated, 403 denied, 404 not found, 409 wrong state (for example `cuda` on a
@@ -79,7 +83,12 @@ def create_gateway(
     app.add_middleware(BodyLimit, max_bytes=max_upload_bytes + _MULTIPART_OVERHEAD_BYTES)
     app.include_router(routes_v1.router)
     app.include_router(routes_v2.router)
+    # The Open Inference Protocol (KServe v2) at its own paths, for tritonclient and
+    # KServe's clients.
+    app.include_router(routes_oip.create_router())
     docs.install(app)
+    # The dashboard at `/`: static files that call the routes above like any client.
+    dashboard.install(app)
     return app
 
 

@@ -15,6 +15,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from tandem.contract import EXPORT_TIMEOUT_S, MAX_EVENTS_PER_MESSAGE, MAX_MESSAGE_BYTES
+from tandem.inference import open_inference_pb2_grpc
 from tandem.v1 import (
     inference_service_pb2,
     inference_service_pb2_grpc,
@@ -96,6 +97,11 @@ class Backend:
     @property
     def models(self) -> Any:
         return self._stub("models", model_service_pb2_grpc.ModelServiceStub)
+
+    @property
+    def open_inference(self) -> Any:
+        """The Open Inference Protocol's service (`routes_oip.py`)."""
+        return self._stub("open_inference", open_inference_pb2_grpc.GRPCInferenceServiceStub)
 
     @property
     def health(self) -> Any:
@@ -200,6 +206,47 @@ class Rpc:
     ) -> model_service_pb2.ExportModelResponse:
         response: model_service_pb2.ExportModelResponse = await self.backend.models.ExportModel(
             request, **self._opts(self.backend.timeouts.export_s)
+        )
+        return response
+
+    async def list_models(self) -> model_service_pb2.ListModelsResponse:
+        response: model_service_pb2.ListModelsResponse = await self.backend.models.ListModels(
+            model_service_pb2.ListModelsRequest(), **self._opts(self.backend.timeouts.unary_s)
+        )
+        return response
+
+    async def get_model(self, name: str) -> model_service_pb2.GetModelResponse:
+        response: model_service_pb2.GetModelResponse = await self.backend.models.GetModel(
+            model_service_pb2.GetModelRequest(name=name),
+            **self._opts(self.backend.timeouts.unary_s),
+        )
+        return response
+
+    async def set_model_alias(
+        self, request: model_service_pb2.SetModelAliasRequest
+    ) -> model_service_pb2.SetModelAliasResponse:
+        response: model_service_pb2.SetModelAliasResponse = await self.backend.models.SetModelAlias(
+            request, **self._opts(self.backend.timeouts.unary_s)
+        )
+        return response
+
+    async def delete_model_alias(
+        self, request: model_service_pb2.DeleteModelAliasRequest
+    ) -> model_service_pb2.DeleteModelAliasResponse:
+        response: model_service_pb2.DeleteModelAliasResponse = (
+            await self.backend.models.DeleteModelAlias(
+                request, **self._opts(self.backend.timeouts.unary_s)
+            )
+        )
+        return response
+
+    async def delete_model_version(
+        self, request: model_service_pb2.DeleteModelVersionRequest
+    ) -> model_service_pb2.DeleteModelVersionResponse:
+        response: model_service_pb2.DeleteModelVersionResponse = (
+            await self.backend.models.DeleteModelVersion(
+                request, **self._opts(self.backend.timeouts.unary_s)
+            )
         )
         return response
 

@@ -183,6 +183,7 @@ def resources_json(response: resource_service_pb2.GetResourcesResponse) -> Resou
                 free_gb=gpu.free_gb,
                 device=gpu.device,
                 name=gpu.name,
+                estimated_gb=gpu.estimated_gb,
             )
             for name, gpu in response.gpu_memory_info.items()
         },

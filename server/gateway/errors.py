@@ -7,7 +7,9 @@ a sentence; the gateway only chooses the HTTP status for that code, here and now
 
 from __future__ import annotations
 
+import functools
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
 
@@ -123,6 +125,31 @@ def _validation_detail(exc: RequestValidationError) -> str:
     return "; ".join(parts) or "the request is not valid"
 
 
+_METHODS: Final = frozenset({"delete", "get", "head", "options", "patch", "post", "put"})
+
+
+@functools.lru_cache(maxsize=256)
+def _template(path: str) -> re.Pattern[str]:
+    """An OpenAPI path template (`/api/v2/models/{name}`) as a pattern of the paths it
+    stands for."""
+    parts = re.split(r"\{[^}/]+\}", path)
+    return re.compile("[^/]+".join(re.escape(part) for part in parts))
+
+
+def _allowed_methods(request: Request) -> str | None:
+    """The methods the OpenAPI document gives the request's path (the most specific of
+    the templates it fits, as routing prefers `/models/export` to `/models/{name}`), or
+    None for a path it does not document. Starlette's own 405 names only the methods of
+    the first route of the path, and a path may have one route per method (`PUT` and
+    `DELETE` of an alias)."""
+    paths: dict[str, dict[str, Any]] = request.app.openapi().get("paths", {})
+    fits = [(t.count("{"), t) for t in paths if _template(t).fullmatch(request.url.path)]
+    if not fits:
+        return None
+    _, template = min(fits)
+    return ", ".join(sorted(m.upper() for m in paths[template] if m in _METHODS))
+
+
 def install(app: FastAPI, target: str) -> None:
     """Makes every error of `app` an `ErrorBody` with the status the mapping gives."""
 
@@ -139,6 +166,9 @@ def install(app: FastAPI, target: str) -> None:
         assert isinstance(exc, HTTPException)
         response = error_response(exc.status_code, str(exc.detail))
         response.headers.update(exc.headers or {})
+        allowed = _allowed_methods(request) if exc.status_code == 405 else None
+        if allowed:
+            response.headers["Allow"] = allowed
         return response
 
     async def on_unexpected(request: Request, exc: Exception) -> JSONResponse:

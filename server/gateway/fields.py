@@ -27,6 +27,7 @@ from tandem.contract import (
     MAX_IMAGE_SIZE,
     MAX_LEARNING_RATE,
     MAX_LIMIT,
+    MAX_MODEL_NAME,
     MAX_PRIORITY,
     MAX_REQUEST_ID,
     MAX_TOP_K,
@@ -98,6 +99,23 @@ RequestId = Annotated[
     contract_check(contract.check_request_id),
     WithJsonSchema({"type": "string", "maxLength": MAX_REQUEST_ID}),
 ]
+# The model registry: a name to publish under, and a reference to a version.
+ModelName = Annotated[
+    str,
+    contract_check(contract.check_model_name),
+    WithJsonSchema(
+        {"type": "string", "pattern": f"^[a-z0-9][a-z0-9._-]{{0,{MAX_MODEL_NAME - 1}}}$"}
+    ),
+]
+ModelReference = Annotated[
+    str,
+    contract_check(contract.check_model_reference),
+    WithJsonSchema({"type": "string", "minLength": 1, "maxLength": 2 * MAX_MODEL_NAME + 1}),
+]
+REFERENCE_HELP = (
+    "A model in the registry: `NAME` (its latest version), `NAME/VERSION` or "
+    "`NAME@ALIAS`, for example `cats@production`."
+)
 # Checked by LimitsConfigBody, whose sentence names the device as well.
 Limit = Annotated[int, _integer(0, MAX_LIMIT)]
 

@@ -51,6 +51,7 @@ class TrainingParamsOut(BaseModel):
     warmup_epochs: int = Field(description="Epochs of learning-rate warm-up.")
     early_stopping_patience: int = Field(description="0, or epochs without improvement to stop.")
     precision: str = Field(description="`auto`, `fp32`, `bf16` or `fp16`, as asked.")
+    model_name: str = Field(description="The registry name its model is published under; or empty.")
 
 
 class InferenceParamsOut(BaseModel):
@@ -63,6 +64,9 @@ class InferenceParamsOut(BaseModel):
     top_k: int = Field(description="Labels per image, >= 1.")
     model: str = Field(description="Architecture read from the model file.")
     image_size: int = Field(description="Side in pixels, read from the model file.")
+    model_name: str = Field(
+        description="The registry version used (`name/version`) when named by one; or empty."
+    )
 
 
 _PARAM_NOTE = " Top-level copy of the task's parameters (null when the kind has no such field)."
@@ -175,6 +179,10 @@ class GpuMemoryOut(BaseModel):
     free_gb: float = Field(description="Memory not in use, GiB.")
     device: str = Field(description="Tandem's name for this GPU, for example `cuda:0`.")
     name: str = Field(description="Model name reported by the driver.")
+    estimated_gb: float = Field(
+        description="The memory estimates of the tasks and served models admitted to this "
+        "GPU, added up, GiB: what admission counts as taken."
+    )
 
 
 class LimitsOut(BaseModel):
@@ -242,6 +250,10 @@ class PredictOut(BaseModel):
         description="The `top_k` most likely labels, most likely first."
     )
     device: str = Field(description="The device that ran the model, for example `cpu`.")
+    model_name: str = Field(
+        description="The registry version that answered (`name/version`) when the model "
+        "was named by `model_name`; else empty."
+    )
 
 
 class LogEventOut(BaseModel):

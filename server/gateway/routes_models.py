@@ -12,7 +12,7 @@ from pydantic_core import PydanticCustomError
 from server.gateway.convert import finite, message
 from server.gateway.deps import RpcDep
 from server.gateway.errors import error_responses
-from server.gateway.fields import MAX_TEXT, OUT_OF_RANGE, Body
+from server.gateway.fields import MAX_TEXT, OUT_OF_RANGE, REFERENCE_HELP, Body, ModelReference
 from tandem.contract import EXPORT_FORMATS
 from tandem.v1 import model_pb2, model_service_pb2
 
@@ -35,21 +35,27 @@ ExportFormatName = Annotated[
 
 
 class ExportBody(Body):
-    """A trained model to export (`POST /api/v2/models/export`). Exactly one of `task_id`
-    and `model_path` names the model."""
+    """A trained model to export (`POST /api/v2/models/export`). Exactly one of `task_id`,
+    `model_path` and `model_name` names the model."""
 
     task_id: str | None = Field(
         None,
         max_length=MAX_TEXT,
         description="A SUCCEEDED training task whose final model to export; the file is "
-        "written beside it. Give this or `model_path`. Default: none.",
+        "written beside it. Give this, `model_path` or `model_name`. Default: none.",
     )
     model_path: str | None = Field(
         None,
         max_length=MAX_TEXT,
         description="A model file written by Tandem, under the data dir or a model root; "
-        "the file is written under the data dir's `exports/`. Give this or `task_id`. "
-        "Default: none.",
+        "the file is written under the data dir's `exports/`. Give this, `task_id` or "
+        "`model_name`. Default: none.",
+    )
+    model_name: ModelReference | None = Field(
+        None,
+        description=f"{REFERENCE_HELP} The file is written beside its task's model. Give "
+        "this, `task_id` or `model_path`. Default: none.",
+        examples=["cats@production"],
     )
     format: ExportFormatName = Field(
         description=f"{_NAMES} (any case). Required.", examples=["onnx"]
@@ -69,6 +75,9 @@ class ExportOut(BaseModel):
     opset: int = Field(description="ONNX operator set (18 or higher); 0 for TorchScript.")
     model_path: str = Field(description="The model file that was exported.")
     task_id: str = Field(description="The training task it came from; empty if by path.")
+    model_name: str = Field(
+        description="The registry version exported (`name/version`) when named by one; else empty."
+    )
     export_seconds: float | None = Field(description="Seconds the export and its check took.")
 
 
@@ -89,6 +98,7 @@ async def export_model(body: ExportBody, rpc: RpcDep) -> ExportOut:
         model_path=response.model_path,
         task_id=response.task_id,
         export_seconds=finite(response.export_seconds),
+        model_name=response.model_name,
     )
 
 

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, HTTPException, Query, UploadFile
 
-from server.gateway import routes_models, routes_v1
+from server.gateway import routes_models, routes_registry, routes_v1
 from server.gateway.convert import (
     finite,
     limits_json,
@@ -19,7 +19,7 @@ from server.gateway.convert import (
 )
 from server.gateway.deps import RpcDep, SettingsDep
 from server.gateway.errors import error_responses
-from server.gateway.fields import MAX_TEXT, Priority, TopK
+from server.gateway.fields import MAX_TEXT, REFERENCE_HELP, ModelReference, Priority, TopK
 from server.gateway.responses import (
     LimitsConfigOut,
     PredictionOut,
@@ -131,16 +131,21 @@ async def predict(
         str | None,
         Form(
             max_length=MAX_TEXT,
-            description="A SUCCEEDED training task whose model to use. Give this or "
-            "`model_path`. Default: none.",
+            description="A SUCCEEDED training task whose model to use. Give this, "
+            "`model_path` or `model_name`. Default: none.",
         ),
     ] = None,
     model_path: Annotated[
         str | None,
         Form(
             max_length=MAX_TEXT,
-            description="A model file written by Tandem. Give this or `task_id`. Default: none.",
+            description="A model file written by Tandem. Give this, `task_id` or `model_name`. "
+            "Default: none.",
         ),
+    ] = None,
+    model_name: Annotated[
+        ModelReference | None,
+        Form(description=f"{REFERENCE_HELP} Give this, `task_id` or `model_path`. Default: none."),
     ] = None,
     top_k: Annotated[
         TopK | None,
@@ -173,6 +178,7 @@ async def predict(
         "image": await _read_upload(upload, settings.max_upload_bytes),
         "task_id": task_id,
         "model_path": model_path,
+        "model_name": model_name,
         "top_k": top_k,
         "device": device,
         "priority": priority,
@@ -187,6 +193,7 @@ async def predict(
             for p in response.predictions
         ],
         device=response.device,
+        model_name=response.model_name,
     )
 
 
@@ -239,3 +246,4 @@ router = APIRouter(prefix="/api/v2", tags=["v2"])
 routes_v1.add_routes(router)
 add_routes(router)
 routes_models.add_routes(router)
+routes_registry.add_routes(router)

@@ -20,6 +20,7 @@ from server.gateway.fields import (
     MAX_TEXT,
     OPTIMIZER_NAMES,
     PRIORITY_HELP,
+    REFERENCE_HELP,
     REQUEST_ID_HELP,
     Augment,
     BatchSize,
@@ -31,6 +32,8 @@ from server.gateway.fields import (
     LearningRate,
     Limit,
     LrSchedule,
+    ModelName,
+    ModelReference,
     Patience,
     Precision,
     Priority,
@@ -142,10 +145,11 @@ class TrainBody(Body):
     init_from: str | None = Field(
         None,
         max_length=MAX_TEXT,
-        description="Start from an earlier model: a SUCCEEDED training task's id, or a "
-        "Tandem model file under the model roots. When the classes differ the classifier "
-        "head is replaced and the rest kept. At most one of `init_from`, `pretrained`, "
-        "`weights_path`.",
+        description="Start from an earlier model: a model registry reference (`NAME`, "
+        "`NAME/VERSION`, `NAME@ALIAS`), a SUCCEEDED training task's id, or a Tandem model "
+        "file under the model roots, tried in that order. When the classes differ the "
+        "classifier head is replaced and the rest kept. At most one of `init_from`, "
+        "`pretrained`, `weights_path`.",
     )
     pretrained: str | None = Field(
         None,
@@ -194,6 +198,13 @@ class TrainBody(Body):
         description=f"{names(PRECISIONS)}: `auto` is bf16 on a GPU that has it, else "
         f"fp16 with a gradient scaler, and fp32 on the CPU. Default `{DEFAULT_PRECISION}`.",
     )
+    model_name: ModelName | None = Field(
+        None,
+        description="Publish the model, when the task succeeds, as the next version (1, 2, "
+        "3, ...) of this name in the model registry: 1 to 64 characters, lower-case "
+        "letters, digits, `-`, `_` and `.`, starting with a letter or digit. Default: none.",
+        examples=["cats"],
+    )
 
     @model_validator(mode="after")
     def _fields_agree(self) -> TrainBody:
@@ -222,19 +233,24 @@ class TrainBody(Body):
 class InferBody(Body):
     """A batch-inference task over a dataset (`POST /api/v1/inference`, `/api/v2/inference`).
 
-    Exactly one of `task_id` and `model_path` names the model."""
+    Exactly one of `task_id`, `model_path` and `model_name` names the model."""
 
     task_id: str | None = Field(
         None,
         max_length=MAX_TEXT,
         description="A SUCCEEDED training task whose final model to use. Added in v2 "
-        "(accepted on v1 too). Give this or `model_path`. Default: none.",
+        "(accepted on v1 too). Give this, `model_path` or `model_name`. Default: none.",
     )
     model_path: str | None = Field(
         None,
         max_length=MAX_TEXT,
         description="A model file written by Tandem, under the data dir or a model root. "
-        "Give this or `task_id`. Default: none.",
+        "Give this, `task_id` or `model_name`. Default: none.",
+    )
+    model_name: ModelReference | None = Field(
+        None,
+        description=f"{REFERENCE_HELP} Give this, `task_id` or `model_path`. Default: none.",
+        examples=["cats@production"],
     )
     dataset: str = Field(
         min_length=1,

@@ -15,7 +15,8 @@ from server.convert import task_to_pb
 from server.errors import Context, ServiceError, unary
 from server.manager import TaskManager
 from server.metrics import Metrics
-from server.models import ModelCatalog, model_file
+from server.model_registry import ModelRegistry
+from server.models import ModelCatalog, ModelSource, model_file, requested_model
 from server.records import TaskKind
 from server.serving import ModelServer
 from tandem.v1 import inference_service_pb2, inference_service_pb2_grpc
@@ -26,6 +27,7 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
         self,
         manager: TaskManager,
         model_server: ModelServer,
+        registry: ModelRegistry,
         *,
         dataset_roots: Sequence[Path],
         model_roots: Sequence[Path],
@@ -34,6 +36,7 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
         self._manager = manager
         self._metrics = metrics
         self._server = model_server
+        self._registry = registry
         self._catalog = ModelCatalog()
         self._dataset_roots = dataset_roots
         self._model_roots = model_roots
@@ -42,7 +45,11 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
         # `describe` still stats the file on every call and notices it is gone.
         self._resolved: OrderedDict[tuple[str, str], tuple[str, str]] = OrderedDict()
 
-    def _model_file(self, task_id: str, model_path: str) -> tuple[str, str]:
+    def _model_file(self, task_id: str, model_path: str, model_name: str) -> ModelSource:
+        if model_name.strip() or bool(task_id.strip()) == bool(model_path.strip()):
+            # A reference means another version once one is published or an alias moves,
+            # so it is never remembered (and a request naming no model or two is refused).
+            return self._requested(task_id, model_path, model_name)
         key = (task_id, model_path)
         found = self._resolved.get(key)
         if found is None:
@@ -52,21 +59,30 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
             self._resolved[key] = found
             if len(self._resolved) > 256:
                 self._resolved.popitem(last=False)
-        return found
+        return ModelSource(*found)
+
+    def _requested(self, task_id: str, model_path: str, model_name: str) -> ModelSource:
+        return requested_model(
+            task_id,
+            model_path,
+            model_name,
+            get_task=self._manager.get,
+            roots=self._model_roots,
+            registry=self._registry,
+        )
 
     @unary
     async def Infer(
         self, request: inference_service_pb2.InferRequest, context: Context
     ) -> inference_service_pb2.InferResponse:
-        path, task_id = model_file(
-            request.task_id,
-            request.model_path,
-            get_task=self._manager.get,
-            roots=self._model_roots,
-        )
-        model = await self._catalog.describe(path, task_id)
+        source = self._requested(request.task_id, request.model_path, request.model_name)
+        model = await self._catalog.describe(source.path, source.task_id)
         submission = validation.inference(
-            request, model, roots=self._dataset_roots, devices=self._manager.devices
+            request,
+            model,
+            roots=self._dataset_roots,
+            devices=self._manager.devices,
+            reference=source.reference,
         )
         task = self._manager.submit(TaskKind.INFERENCE, submission)
         return inference_service_pb2.InferResponse(task=task_to_pb(task))
@@ -96,8 +112,8 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
         image = validation.check_image(request.image)
         priority = validation.check_priority(request.HasField("priority"), request.priority)
         _, candidates = validation.check_device(request.device, self._manager.devices)
-        path, task_id = self._model_file(request.task_id, request.model_path)
-        model = await self._catalog.describe(path, task_id)
+        source = self._model_file(request.task_id, request.model_path, request.model_name)
+        model = await self._catalog.describe(source.path, source.task_id)
         top_k = validation.check_top_k(request.HasField("top_k"), request.top_k, len(model.classes))
         # Never a late answer: stop waiting when the caller's deadline passes.
         remaining = context.time_remaining()
@@ -115,4 +131,5 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
                 for p in predictions
             ],
             device=device,
+            model_name=source.reference,
         )

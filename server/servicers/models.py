@@ -1,14 +1,16 @@
-"""`tandem.v1.ModelService`: trained models as files (export; the registry joins later)."""
+"""`tandem.v1.ModelService`: the model registry (names, versions, aliases) and export."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from server.convert import model_to_pb, model_version_to_pb
 from server.errors import Context, invalid_argument, unary
 from server.exports import Exporter, export_path
 from server.manager import TaskManager
-from server.models import ModelCatalog, model_file
+from server.model_registry import ModelRegistry
+from server.models import ModelCatalog, requested_model
 from tandem.contract import EXPORT_FORMATS
 from tandem.v1 import model_pb2, model_service_pb2, model_service_pb2_grpc
 
@@ -33,6 +35,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
     def __init__(
         self,
         manager: TaskManager,
+        registry: ModelRegistry,
         exporter: Exporter,
         *,
         model_roots: Sequence[Path],
@@ -40,6 +43,7 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         task_dir: Callable[[str], Path],
     ) -> None:
         self._manager = manager
+        self._registry = registry
         self._exporter = exporter
         self._catalog = ModelCatalog()
         self._model_roots = model_roots
@@ -51,12 +55,15 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
         self, request: model_service_pb2.ExportModelRequest, context: Context
     ) -> model_service_pb2.ExportModelResponse:
         fmt = export_format(request.format)
-        path, task_id = model_file(
+        source = requested_model(
             request.task_id,
             request.model_path,
+            request.model_name,
             get_task=self._manager.get,
             roots=self._model_roots,
+            registry=self._registry,
         )
+        path, task_id = source.path, source.task_id
         # A damaged or foreign file is refused here, without torch, as Infer and Predict
         # refuse it (INVALID_ARGUMENT), before a process is started for it.
         await self._catalog.describe(path, task_id)
@@ -72,4 +79,62 @@ class ModelServicer(model_service_pb2_grpc.ModelServiceServicer):
             model_path=path,
             task_id=task_id,
             export_seconds=exported.seconds,
+            model_name=source.reference,
         )
+
+    # -- the registry --------------------------------------------------------------------
+
+    @unary
+    async def ListModels(
+        self, request: model_service_pb2.ListModelsRequest, context: Context
+    ) -> model_service_pb2.ListModelsResponse:
+        registry = self._registry
+        return model_service_pb2.ListModelsResponse(
+            models=[
+                model_to_pb(registry.versions(n), registry.aliases(n), every_version=False)
+                for n in registry.names()
+            ]
+        )
+
+    @unary
+    async def GetModel(
+        self, request: model_service_pb2.GetModelRequest, context: Context
+    ) -> model_service_pb2.GetModelResponse:
+        name = _required(request.name, "name")
+        model = model_to_pb(
+            self._registry.versions(name), self._registry.aliases(name), every_version=True
+        )
+        return model_service_pb2.GetModelResponse(model=model)
+
+    @unary
+    async def SetModelAlias(
+        self, request: model_service_pb2.SetModelAliasRequest, context: Context
+    ) -> model_service_pb2.SetModelAliasResponse:
+        version, previous = self._registry.set_alias(
+            _required(request.name, "name"), _required(request.alias, "alias"), request.version
+        )
+        return model_service_pb2.SetModelAliasResponse(
+            version=model_version_to_pb(version), previous_version=previous
+        )
+
+    @unary
+    async def DeleteModelAlias(
+        self, request: model_service_pb2.DeleteModelAliasRequest, context: Context
+    ) -> model_service_pb2.DeleteModelAliasResponse:
+        version = self._registry.delete_alias(
+            _required(request.name, "name"), _required(request.alias, "alias")
+        )
+        return model_service_pb2.DeleteModelAliasResponse(version=version)
+
+    @unary
+    async def DeleteModelVersion(
+        self, request: model_service_pb2.DeleteModelVersionRequest, context: Context
+    ) -> model_service_pb2.DeleteModelVersionResponse:
+        deleted = self._registry.delete_version(_required(request.name, "name"), request.version)
+        return model_service_pb2.DeleteModelVersionResponse(version=model_version_to_pb(deleted))
+
+
+def _required(value: str, field: str) -> str:
+    if not value.strip():
+        raise invalid_argument(f"{field} is required")
+    return value.strip()

@@ -31,11 +31,14 @@ class ResourceServicer(resource_service_pb2_grpc.ResourceServiceServicer):
         statistics: Callable[[], ArbiterStatistics],
         inventory: DeviceInventory,
         preemptions: Callable[[], int],
+        estimated_bytes: Callable[[str], int],
     ) -> None:
         self._devices = devices
         self._statistics = statistics
         self._inventory = inventory
         self._preemptions = preemptions
+        # What the memory gate holds for the jobs admitted to a GPU (`MemoryGate.reserved`).
+        self._estimated_bytes = estimated_bytes
 
     def _max_concurrent(self) -> dict[str, resources_pb2.ConcurrencyLimits]:
         limits = {device: self._devices.limits(device) for device in self._devices.devices}
@@ -73,6 +76,7 @@ class ResourceServicer(resource_service_pb2_grpc.ResourceServiceServicer):
                 free_gb=round(gpu.free_bytes / GIB, 3),
                 device=gpu.device,
                 name=gpu.name,
+                estimated_gb=round(self._estimated_bytes(gpu.device) / GIB, 3),
             )
             for gpu in self._inventory.gpus()
         }

@@ -17,6 +17,19 @@ const _ = grpc.SupportPackageIsVersion7
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 type ModelServiceClient interface {
+	// Lists every name in the registry, sorted, each with its newest version.
+	ListModels(ctx context.Context, in *ListModelsRequest, opts ...grpc.CallOption) (*ListModelsResponse, error)
+	// Shows one name with all its versions and aliases.
+	GetModel(ctx context.Context, in *GetModelRequest, opts ...grpc.CallOption) (*GetModelResponse, error)
+	// Points an alias of a name at one of its versions, creating the alias or moving
+	// it. `latest` is not an alias one can set: a bare name already means its latest.
+	SetModelAlias(ctx context.Context, in *SetModelAliasRequest, opts ...grpc.CallOption) (*SetModelAliasResponse, error)
+	// Removes an alias; the version it pointed at stays.
+	DeleteModelAlias(ctx context.Context, in *DeleteModelAliasRequest, opts ...grpc.CallOption) (*DeleteModelAliasResponse, error)
+	// Removes a version from the registry; the task's model file stays (it belongs to
+	// the task). FAILED_PRECONDITION while an alias points at it or while it is loaded
+	// for serving. Its number is never given again.
+	DeleteModelVersion(ctx context.Context, in *DeleteModelVersionRequest, opts ...grpc.CallOption) (*DeleteModelVersionResponse, error)
 	// Exports a trained model to ONNX or TorchScript and checks the file before
 	// answering: the exported model's logits on generated images (a batch size
 	// other than the export's example, to prove the dynamic batch) must match
@@ -35,6 +48,51 @@ func NewModelServiceClient(cc grpc.ClientConnInterface) ModelServiceClient {
 	return &modelServiceClient{cc}
 }
 
+func (c *modelServiceClient) ListModels(ctx context.Context, in *ListModelsRequest, opts ...grpc.CallOption) (*ListModelsResponse, error) {
+	out := new(ListModelsResponse)
+	err := c.cc.Invoke(ctx, "/tandem.v1.ModelService/ListModels", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *modelServiceClient) GetModel(ctx context.Context, in *GetModelRequest, opts ...grpc.CallOption) (*GetModelResponse, error) {
+	out := new(GetModelResponse)
+	err := c.cc.Invoke(ctx, "/tandem.v1.ModelService/GetModel", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *modelServiceClient) SetModelAlias(ctx context.Context, in *SetModelAliasRequest, opts ...grpc.CallOption) (*SetModelAliasResponse, error) {
+	out := new(SetModelAliasResponse)
+	err := c.cc.Invoke(ctx, "/tandem.v1.ModelService/SetModelAlias", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *modelServiceClient) DeleteModelAlias(ctx context.Context, in *DeleteModelAliasRequest, opts ...grpc.CallOption) (*DeleteModelAliasResponse, error) {
+	out := new(DeleteModelAliasResponse)
+	err := c.cc.Invoke(ctx, "/tandem.v1.ModelService/DeleteModelAlias", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *modelServiceClient) DeleteModelVersion(ctx context.Context, in *DeleteModelVersionRequest, opts ...grpc.CallOption) (*DeleteModelVersionResponse, error) {
+	out := new(DeleteModelVersionResponse)
+	err := c.cc.Invoke(ctx, "/tandem.v1.ModelService/DeleteModelVersion", in, out, opts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 func (c *modelServiceClient) ExportModel(ctx context.Context, in *ExportModelRequest, opts ...grpc.CallOption) (*ExportModelResponse, error) {
 	out := new(ExportModelResponse)
 	err := c.cc.Invoke(ctx, "/tandem.v1.ModelService/ExportModel", in, out, opts...)
@@ -48,6 +106,19 @@ func (c *modelServiceClient) ExportModel(ctx context.Context, in *ExportModelReq
 // All implementations must embed UnimplementedModelServiceServer
 // for forward compatibility
 type ModelServiceServer interface {
+	// Lists every name in the registry, sorted, each with its newest version.
+	ListModels(context.Context, *ListModelsRequest) (*ListModelsResponse, error)
+	// Shows one name with all its versions and aliases.
+	GetModel(context.Context, *GetModelRequest) (*GetModelResponse, error)
+	// Points an alias of a name at one of its versions, creating the alias or moving
+	// it. `latest` is not an alias one can set: a bare name already means its latest.
+	SetModelAlias(context.Context, *SetModelAliasRequest) (*SetModelAliasResponse, error)
+	// Removes an alias; the version it pointed at stays.
+	DeleteModelAlias(context.Context, *DeleteModelAliasRequest) (*DeleteModelAliasResponse, error)
+	// Removes a version from the registry; the task's model file stays (it belongs to
+	// the task). FAILED_PRECONDITION while an alias points at it or while it is loaded
+	// for serving. Its number is never given again.
+	DeleteModelVersion(context.Context, *DeleteModelVersionRequest) (*DeleteModelVersionResponse, error)
 	// Exports a trained model to ONNX or TorchScript and checks the file before
 	// answering: the exported model's logits on generated images (a batch size
 	// other than the export's example, to prove the dynamic batch) must match
@@ -63,6 +134,21 @@ type ModelServiceServer interface {
 type UnimplementedModelServiceServer struct {
 }
 
+func (UnimplementedModelServiceServer) ListModels(context.Context, *ListModelsRequest) (*ListModelsResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method ListModels not implemented")
+}
+func (UnimplementedModelServiceServer) GetModel(context.Context, *GetModelRequest) (*GetModelResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method GetModel not implemented")
+}
+func (UnimplementedModelServiceServer) SetModelAlias(context.Context, *SetModelAliasRequest) (*SetModelAliasResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method SetModelAlias not implemented")
+}
+func (UnimplementedModelServiceServer) DeleteModelAlias(context.Context, *DeleteModelAliasRequest) (*DeleteModelAliasResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DeleteModelAlias not implemented")
+}
+func (UnimplementedModelServiceServer) DeleteModelVersion(context.Context, *DeleteModelVersionRequest) (*DeleteModelVersionResponse, error) {
+	return nil, status.Errorf(codes.Unimplemented, "method DeleteModelVersion not implemented")
+}
 func (UnimplementedModelServiceServer) ExportModel(context.Context, *ExportModelRequest) (*ExportModelResponse, error) {
 	return nil, status.Errorf(codes.Unimplemented, "method ExportModel not implemented")
 }
@@ -77,6 +163,96 @@ type UnsafeModelServiceServer interface {
 
 func RegisterModelServiceServer(s *grpc.Server, srv ModelServiceServer) {
 	s.RegisterService(&_ModelService_serviceDesc, srv)
+}
+
+func _ModelService_ListModels_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(ListModelsRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ModelServiceServer).ListModels(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/tandem.v1.ModelService/ListModels",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ModelServiceServer).ListModels(ctx, req.(*ListModelsRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ModelService_GetModel_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(GetModelRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ModelServiceServer).GetModel(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/tandem.v1.ModelService/GetModel",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ModelServiceServer).GetModel(ctx, req.(*GetModelRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ModelService_SetModelAlias_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(SetModelAliasRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ModelServiceServer).SetModelAlias(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/tandem.v1.ModelService/SetModelAlias",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ModelServiceServer).SetModelAlias(ctx, req.(*SetModelAliasRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ModelService_DeleteModelAlias_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteModelAliasRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ModelServiceServer).DeleteModelAlias(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/tandem.v1.ModelService/DeleteModelAlias",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ModelServiceServer).DeleteModelAlias(ctx, req.(*DeleteModelAliasRequest))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _ModelService_DeleteModelVersion_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(DeleteModelVersionRequest)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(ModelServiceServer).DeleteModelVersion(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: "/tandem.v1.ModelService/DeleteModelVersion",
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(ModelServiceServer).DeleteModelVersion(ctx, req.(*DeleteModelVersionRequest))
+	}
+	return interceptor(ctx, in, info, handler)
 }
 
 func _ModelService_ExportModel_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
@@ -101,6 +277,26 @@ var _ModelService_serviceDesc = grpc.ServiceDesc{
 	ServiceName: "tandem.v1.ModelService",
 	HandlerType: (*ModelServiceServer)(nil),
 	Methods: []grpc.MethodDesc{
+		{
+			MethodName: "ListModels",
+			Handler:    _ModelService_ListModels_Handler,
+		},
+		{
+			MethodName: "GetModel",
+			Handler:    _ModelService_GetModel_Handler,
+		},
+		{
+			MethodName: "SetModelAlias",
+			Handler:    _ModelService_SetModelAlias_Handler,
+		},
+		{
+			MethodName: "DeleteModelAlias",
+			Handler:    _ModelService_DeleteModelAlias_Handler,
+		},
+		{
+			MethodName: "DeleteModelVersion",
+			Handler:    _ModelService_DeleteModelVersion_Handler,
+		},
 		{
 			MethodName: "ExportModel",
 			Handler:    _ModelService_ExportModel_Handler,

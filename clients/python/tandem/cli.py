@@ -56,7 +56,7 @@ from tandem.contract import (
     PRECISIONS,
 )
 from tandem.errors import TandemError
-from tandem.v1 import task_pb2
+from tandem.v1 import model_pb2, task_pb2
 
 STATE_NAMES = [n.removeprefix("TASK_STATE_") for n in task_pb2.TaskState.keys()[1:]]
 STATE_VALUES = {_n: task_pb2.TaskState.Value(f"TASK_STATE_{_n}") for _n in STATE_NAMES}
@@ -65,6 +65,7 @@ KIND_NAMES = {"training": task_pb2.TASK_KIND_TRAINING, "inference": task_pb2.TAS
 COMMANDS_GROUP = "tandem.commands"
 PRIORITY_HELP = f"{MIN_PRIORITY} (most urgent) .. {MAX_PRIORITY}; default {DEFAULT_PRIORITY}."
 DEVICE_HELP = f"cpu, cuda, cuda:N or auto; default {DEFAULT_DEVICE}."
+REFERENCE_HELP = "A model in the registry: NAME (its latest version), NAME/VERSION or NAME@ALIAS."
 REQUEST_ID_HELP = (
     f"Idempotency key (at most {MAX_REQUEST_ID} characters): a retry returns the first task."
 )
@@ -207,8 +208,9 @@ def _options(**values: Any) -> dict[str, Any]:
 )
 @click.option(
     "--init-from",
-    help="Start from an earlier model: a SUCCEEDED training task's id or a model file "
-    "(the head is replaced when the classes differ).",
+    help="Start from an earlier model: a registry reference (NAME, NAME/VERSION, "
+    "NAME@ALIAS), a SUCCEEDED training task's id or a model file (the head is replaced "
+    "when the classes differ).",
 )
 @click.option(
     "--pretrained",
@@ -242,6 +244,11 @@ def _options(**values: Any) -> dict[str, Any]:
     type=click.Choice(PRECISIONS, case_sensitive=False),
     help=f"Default {DEFAULT_PRECISION} (bf16 or fp16 on a GPU, fp32 on the CPU).",
 )
+@click.option(
+    "--model-name",
+    help="Publish the model, when the task succeeds, as the next version of this name "
+    "in the model registry (lower-case letters, digits, - _ .).",
+)
 @click.option("-f", "--follow", is_flag=True, help="Show live progress until the task ends.")
 @pass_context
 def train(ctx: Context, /, model: str, dataset: str, follow: bool, **params: Any) -> None:
@@ -256,6 +263,7 @@ def train(ctx: Context, /, model: str, dataset: str, follow: bool, **params: Any
 @click.argument("dataset")
 @click.option("--task-id", help="A SUCCEEDED training task whose model to use.")
 @click.option("--model-path", help="A model file (under the data dir or a model root).")
+@click.option("--model-name", help=REFERENCE_HELP)
 @click.option(
     "--batch-size", type=int, help=f"1..{MAX_BATCH_SIZE}; default {DEFAULT_INFER_BATCH_SIZE}."
 )
@@ -285,8 +293,9 @@ def _submitted(ctx: Context, client: Client, task: task_pb2.Task, follow: bool) 
 
 @main.command()
 @click.argument("image", type=click.Path(exists=True, dir_okay=False))
-@click.option("--task-id")
-@click.option("--model-path")
+@click.option("--task-id", help="A SUCCEEDED training task whose model to use.")
+@click.option("--model-path", help="A model file (under the data dir or a model root).")
+@click.option("--model-name", help=REFERENCE_HELP)
 @click.option("--top-k", type=int, help=f"1..{MAX_TOP_K}; default {DEFAULT_TOP_K}.")
 @click.option("--device", help=DEVICE_HELP)
 @click.option("--priority", type=click.IntRange(MIN_PRIORITY, MAX_PRIORITY), help=PRIORITY_HELP)
@@ -297,6 +306,8 @@ def predict(ctx: Context, /, image: str, timeout: float | None, **params: Any) -
     with ctx.client() as client:
         answer = client.predict(image, timeout=timeout, **_options(**params))
     lines = [f"{p.label:<24} {p.score:.4f}" for p in answer.predictions]
+    if answer.model_name:
+        lines.append(f"(model {answer.model_name})")
     ctx.emit(_dict(answer), "\n".join(lines))
 
 
@@ -388,7 +399,8 @@ MODEL_FILE_SUFFIXES = (".pt", ".pth")
 
 
 @main.command("export")
-@click.argument("model")
+@click.argument("model", required=False)
+@click.option("--model-name", help=f"{REFERENCE_HELP} Instead of MODEL.")
 @click.option(
     "--format",
     "format_",
@@ -398,15 +410,19 @@ MODEL_FILE_SUFFIXES = (".pt", ".pth")
     help="onnx (input `images`, output `logits`, any batch size) or torchscript.",
 )
 @pass_context
-def export(ctx: Context, model: str, format_: str) -> None:
+def export(ctx: Context, model: str | None, model_name: str | None, format_: str) -> None:
     """Export MODEL (a training task's id, or a model file path: anything with a / or
-    ending in .pt or .pth) to ONNX or TorchScript; prints the checked file's path."""
-    reference = model.strip()
+    ending in .pt or .pth), or the registry's --model-name, to ONNX or TorchScript;
+    prints the checked file's path."""
+    if (model is None) == (model_name is None):
+        raise click.UsageError("give MODEL or --model-name, not both and not neither")
+    reference = (model or "").strip()
     is_file = "/" in reference or reference.endswith(MODEL_FILE_SUFFIXES)
     with ctx.client() as client:
         answer = client.export_model(
             task_id="" if is_file else reference,
             model_path=reference if is_file else "",
+            model_name=model_name or "",
             format=format_,
         )
     opset = f", opset {answer.opset}" if answer.opset else ""
@@ -415,6 +431,94 @@ def export(ctx: Context, model: str, format_: str) -> None:
         f"{answer.path}  ({format_.lower()}, {answer.size_bytes / 1e6:.1f} MB{opset}, "
         f"max |diff| {answer.max_abs_diff:.1e})",
     )
+
+
+@main.group()
+def models() -> None:
+    """The model registry: names, their versions, aliases."""
+
+
+def _version_row(version: model_pb2.ModelVersion) -> list[str]:
+    accuracy = version.metrics.get("val_accuracy", version.metrics.get("accuracy"))
+    return [
+        str(version.version),
+        version.task_id,
+        version.architecture,
+        str(version.image_size),
+        str(len(version.classes)),
+        f"{accuracy:.3f}" if accuracy is not None else "",
+        f"{version.size_bytes / 1e6:.1f}",
+        version.create_time.ToDatetime().strftime("%Y-%m-%d %H:%M:%S"),
+        ",".join(version.aliases),
+    ]
+
+
+def _aliases(model: model_pb2.Model) -> str:
+    return ", ".join(f"{a}->{v}" for a, v in sorted(model.aliases.items()))
+
+
+@models.command("list")
+@pass_context
+def models_list(ctx: Context) -> None:
+    """List the names, each with its newest version."""
+    with ctx.client() as client:
+        found = client.list_models()
+    rows = [
+        [m.name, str(m.latest_version), str(m.version_count), m.latest.architecture, _aliases(m)]
+        for m in found
+    ]
+    header = ["NAME", "LATEST", "VERSIONS", "ARCHITECTURE", "ALIASES"]
+    ctx.emit([_dict(m) for m in found], _table(rows, header))
+
+
+@models.command("show")
+@click.argument("name")
+@pass_context
+def models_show(ctx: Context, name: str) -> None:
+    """Show NAME with every version and its aliases."""
+    with ctx.client() as client:
+        found = client.get_model(name)
+    header = ["VERSION", "TASK", "ARCHITECTURE", "SIZE", "CLASSES", "ACCURACY", "MB"]
+    table = _table((_version_row(v) for v in found.versions), [*header, "CREATED", "ALIASES"])
+    text = f"{found.name}: latest {found.latest_version}; aliases {_aliases(found) or 'none'}"
+    ctx.emit(_dict(found), f"{text}\n{table}")
+
+
+@models.command("alias")
+@click.argument("name")
+@click.argument("alias")
+@click.argument("version", type=click.IntRange(1, contract.MAX_VERSION))
+@pass_context
+def models_alias(ctx: Context, name: str, alias: str, version: int) -> None:
+    """Point NAME@ALIAS at VERSION (creating or moving the alias)."""
+    with ctx.client() as client:
+        answer = client.set_model_alias(name, alias, version)
+    was = f" (was {answer.previous_version})" if answer.previous_version else " (new)"
+    ctx.emit(_dict(answer), f"{name}@{alias} -> {answer.version.version}{was}")
+
+
+@models.command("unalias")
+@click.argument("name")
+@click.argument("alias")
+@pass_context
+def models_unalias(ctx: Context, name: str, alias: str) -> None:
+    """Remove NAME@ALIAS (its version stays)."""
+    with ctx.client() as client:
+        version = client.delete_model_alias(name, alias)
+    data = {"name": name, "alias": alias, "version": version}
+    ctx.emit(data, f"removed {name}@{alias} (it pointed at {version})")
+
+
+@models.command("delete")
+@click.argument("name")
+@click.argument("version", type=click.IntRange(1, contract.MAX_VERSION))
+@pass_context
+def models_delete(ctx: Context, name: str, version: int) -> None:
+    """Delete VERSION of NAME from the registry (refused while aliased or served); its
+    task's model file stays."""
+    with ctx.client() as client:
+        gone = client.delete_model_version(name, version)
+    ctx.emit(_dict(gone), f"deleted {name}/{version}; the model file stays at {gone.model_path}")
 
 
 # -- resources ------------------------------------------------------------------------

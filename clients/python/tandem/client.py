@@ -26,6 +26,7 @@ from tandem.errors import InvalidArgument, TandemError, Unavailable, from_rpc_er
 from tandem.v1 import (
     inference_service_pb2,
     inference_service_pb2_grpc,
+    model_pb2,
     model_service_pb2,
     model_service_pb2_grpc,
     resource_service_pb2,
@@ -109,7 +110,8 @@ class Client:
         return self._call(self._training.Train, request).task
 
     def infer(self, dataset: str, **params: Any) -> task_pb2.Task:
-        """Submits a batch inference (`task_id` or `model_path`, and `InferRequest` fields)."""
+        """Submits a batch inference (`task_id`, `model_path` or `model_name`, and
+        `InferRequest` fields)."""
         request = inference_service_pb2.InferRequest(dataset=dataset, **params)
         return self._call(self._inference.Infer, request).task
 
@@ -240,10 +242,12 @@ class Client:
         *,
         task_id: str = "",
         model_path: str = "",
+        model_name: str = "",
         format: str = "onnx",
         timeout: float | None = EXPORT_TIMEOUT_S,
     ) -> model_service_pb2.ExportModelResponse:
-        """Exports a trained model (`task_id` or `model_path`) to `format`, "onnx" or
+        """Exports a trained model (`task_id`, `model_path` or a registry reference
+        `model_name`: `name`, `name/3`, `name@alias`) to `format`, "onnx" or
         "torchscript"; returns the checked file's path and size, and its `max_abs_diff`
         from PyTorch. Takes seconds to minutes, hence a timeout of its own."""
         name = format.strip().lower()
@@ -251,9 +255,48 @@ class Client:
             choices = ", ".join(contract.EXPORT_FORMATS)
             raise InvalidArgument(f"unknown format {format!r}; choose one of {choices}")
         request = model_service_pb2.ExportModelRequest(
-            task_id=task_id, model_path=model_path, format=f"EXPORT_FORMAT_{name.upper()}"
+            task_id=task_id,
+            model_path=model_path,
+            model_name=model_name,
+            format=f"EXPORT_FORMAT_{name.upper()}",
         )
         return self._call(self._models.ExportModel, request, timeout=timeout)
+
+    # -- the model registry -------------------------------------------------------------
+
+    def list_models(self) -> list[model_pb2.Model]:
+        """Every name in the registry, sorted, each with its newest version (`latest`)."""
+        reply = self._call(self._models.ListModels, model_service_pb2.ListModelsRequest())
+        return list(reply.models)
+
+    def get_model(self, name: str) -> model_pb2.Model:
+        """A name with every version (`versions`, oldest first) and its aliases."""
+        request = model_service_pb2.GetModelRequest(name=name)
+        model: model_pb2.Model = self._call(self._models.GetModel, request).model
+        return model
+
+    def set_model_alias(
+        self, name: str, alias: str, version: int
+    ) -> model_service_pb2.SetModelAliasResponse:
+        """Points `alias` of `name` at `version` (creating or moving it); the answer has
+        the version and the one it pointed at before (0 if new)."""
+        request = model_service_pb2.SetModelAliasRequest(name=name, alias=alias, version=version)
+        return self._call(self._models.SetModelAlias, request)
+
+    def delete_model_alias(self, name: str, alias: str) -> int:
+        """Removes an alias; returns the version it pointed at."""
+        request = model_service_pb2.DeleteModelAliasRequest(name=name, alias=alias)
+        version: int = self._call(self._models.DeleteModelAlias, request).version
+        return version
+
+    def delete_model_version(self, name: str, version: int) -> model_pb2.ModelVersion:
+        """Removes a version from the registry (refused while aliased or served); returns
+        it as it was. Its model file stays with its task."""
+        request = model_service_pb2.DeleteModelVersionRequest(name=name, version=version)
+        deleted: model_pb2.ModelVersion = self._call(
+            self._models.DeleteModelVersion, request
+        ).version
+        return deleted
 
     # -- resources --------------------------------------------------------------------
 

@@ -10,6 +10,8 @@ tests/clients/test_contract.py holds the two together.
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from typing import Final
 
 # -- tasks --------------------------------------------------------------------------
@@ -79,6 +81,17 @@ EXPORT_FORMATS: Final = ("onnx", "torchscript")
 # A gRPC export call's deadline: an export and its check take seconds to minutes, and
 # may wait for their turn behind others.
 EXPORT_TIMEOUT_S: Final = 900.0
+
+# -- the model registry --------------------------------------------------------------
+
+# A model name, and an alias of one of its versions: lower-case letters, digits, `-`,
+# `_` and `.`; never `/` or `@`, which references use (`name/3`, `name@production`).
+MAX_MODEL_NAME: Final = 64
+# A bare name means its latest version, so `name@latest` means it too and no alias may
+# take the word.
+LATEST_ALIAS: Final = "latest"
+# Versions are int32 on the wire.
+MAX_VERSION: Final = 2**31 - 1
 
 # -- resources and lists --------------------------------------------------------------
 
@@ -222,8 +235,7 @@ def check_patience(value: int) -> int:
 
 
 MODEL_REQUIRED = (
-    "model is required: a torchvision classification model such as "
-    "resnet18 or mobilenet_v3_small"
+    "model is required: a torchvision classification model such as resnet18 or mobilenet_v3_small"
 )
 
 
@@ -297,3 +309,95 @@ def check_page_size(value: int) -> int:
     if not 0 <= value <= MAX_PAGE_SIZE:
         raise OutOfRange(f"page_size must be between 1 and {MAX_PAGE_SIZE}, got {value}")
     return value or DEFAULT_PAGE_SIZE
+
+
+_NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
+# Aliases start with a letter, so `name@3` can never be read as a version.
+_ALIAS_RE = re.compile(r"[a-z][a-z0-9._-]*")
+_NAME_FORM = (
+    f"1 to {MAX_MODEL_NAME} characters: lower-case letters, digits, '-', '_' and '.', "
+    "starting with a letter or digit"
+)
+_ALIAS_FORM = (
+    f"1 to {MAX_MODEL_NAME} characters: lower-case letters, digits, '-', '_' and '.', "
+    f"starting with a letter, and not {LATEST_ALIAS!r} (a bare name means its latest version)"
+)
+REFERENCE_FORM = "NAME for its latest version, NAME/VERSION or NAME@ALIAS"
+
+
+def _quoted(value: str) -> str:
+    # What the caller sent, cut short: the sentence must stay readable.
+    return repr(value if len(value) <= 80 else value[:77] + "...")
+
+
+def check_model_name(value: str, field: str = "model_name") -> str:
+    """A model's name in the registry (the name a training publishes its model as)."""
+    if len(value) > MAX_MODEL_NAME or not _NAME_RE.fullmatch(value):
+        raise OutOfRange(
+            f"{field} must be {_NAME_FORM} (no '/' or '@', which references use), "
+            f"got {_quoted(value)}"
+        )
+    return value
+
+
+def check_alias(value: str, field: str = "alias") -> str:
+    """An alias a client may set on a version (`production`, `staging`)."""
+    if len(value) > MAX_MODEL_NAME or not _ALIAS_RE.fullmatch(value) or value == LATEST_ALIAS:
+        raise OutOfRange(f"{field} must be {_ALIAS_FORM}, got {_quoted(value)}")
+    return value
+
+
+def check_version(value: int, field: str = "version") -> int:
+    """A version number of a model name: 1, 2, 3, ..."""
+    if not 1 <= value <= MAX_VERSION:
+        raise OutOfRange(f"{field} must be a version number, 1 .. {MAX_VERSION}, got {value}")
+    return value
+
+
+@dataclass(frozen=True)
+class ModelReference:
+    """A model in the registry as a request names it: `name`, `name/3` or `name@alias`.
+    At most one of `version` and `alias` is set; neither means the latest version."""
+
+    name: str
+    version: int | None = None
+    alias: str | None = None
+
+    def __str__(self) -> str:
+        if self.version is not None:
+            return f"{self.name}/{self.version}"
+        return f"{self.name}@{self.alias}" if self.alias is not None else self.name
+
+
+def parse_model_reference(value: str, field: str = "model_name") -> ModelReference:
+    """`value` as a reference; `name@latest` is the bare name. OutOfRange says which
+    part is wrong when `value` is not one."""
+    text = value.strip()
+    name, slash, version = text.partition("/")
+    name, at, alias = name.partition("@")
+    reason = ""
+    if (slash and at) or not name:
+        reason = ""
+    elif len(name) > MAX_MODEL_NAME or not _NAME_RE.fullmatch(name):
+        reason = f": a name is {_NAME_FORM}"
+    elif slash:
+        if version.isascii() and version.isdigit() and 1 <= int(version) <= MAX_VERSION:
+            return ModelReference(name, version=int(version))
+        reason = f": a version is a number, 1 .. {MAX_VERSION}"
+    elif at:
+        if alias == LATEST_ALIAS:
+            return ModelReference(name)
+        if len(alias) <= MAX_MODEL_NAME and _ALIAS_RE.fullmatch(alias):
+            return ModelReference(name, alias=alias)
+        reason = f": an alias is {_ALIAS_FORM}"
+    else:
+        return ModelReference(name)
+    raise OutOfRange(
+        f"{field} {_quoted(value)} is not a model reference ({REFERENCE_FORM}){reason}"
+    )
+
+
+def check_model_reference(value: str, field: str = "model_name") -> str:
+    """`value` (stripped) when it is a reference (see `parse_model_reference`)."""
+    parse_model_reference(value, field)
+    return value.strip()

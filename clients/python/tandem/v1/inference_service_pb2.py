@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from tandem.v1 import task_pb2 as tandem_dot_v1_dot_task__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!tandem/v1/inference_service.proto\x12\ttandem.v1\x1a\x14tandem/v1/task.proto\"\xd2\x01\n\x0cInferRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\nmodel_path\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x17\n\nbatch_size\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\x05top_k\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\t\x12\x15\n\x08priority\x18\x07 \x01(\x05H\x02\x88\x01\x01\x12\x12\n\nrequest_id\x18\x08 \x01(\tB\r\n\x0b_batch_sizeB\x08\n\x06_top_kB\x0b\n\t_priority\".\n\rInferResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.tandem.v1.Task\"\x96\x01\n\x0ePredictRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\nmodel_path\x18\x02 \x01(\t\x12\r\n\x05image\x18\x03 \x01(\x0c\x12\x12\n\x05top_k\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\x15\n\x08priority\x18\x06 \x01(\x05H\x01\x88\x01\x01\x42\x08\n\x06_top_kB\x0b\n\t_priority\"9\n\nPrediction\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\r\n\x05index\x18\x03 \x01(\x05\"M\n\x0fPredictResponse\x12*\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x15.tandem.v1.Prediction\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t2\x90\x01\n\x10InferenceService\x12:\n\x05Infer\x12\x17.tandem.v1.InferRequest\x1a\x18.tandem.v1.InferResponse\x12@\n\x07Predict\x12\x19.tandem.v1.PredictRequest\x1a\x1a.tandem.v1.PredictResponseB:Z8github.com/tandem-ml/tandem/clients/go/tandemv1;tandemv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n!tandem/v1/inference_service.proto\x12\ttandem.v1\x1a\x14tandem/v1/task.proto\"\xe6\x01\n\x0cInferRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\nmodel_path\x18\x02 \x01(\t\x12\x0f\n\x07\x64\x61taset\x18\x03 \x01(\t\x12\x17\n\nbatch_size\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x12\n\x05top_k\x18\x05 \x01(\x05H\x01\x88\x01\x01\x12\x0e\n\x06\x64\x65vice\x18\x06 \x01(\t\x12\x15\n\x08priority\x18\x07 \x01(\x05H\x02\x88\x01\x01\x12\x12\n\nrequest_id\x18\x08 \x01(\t\x12\x12\n\nmodel_name\x18\t \x01(\tB\r\n\x0b_batch_sizeB\x08\n\x06_top_kB\x0b\n\t_priority\".\n\rInferResponse\x12\x1d\n\x04task\x18\x01 \x01(\x0b\x32\x0f.tandem.v1.Task\"\xaa\x01\n\x0ePredictRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\nmodel_path\x18\x02 \x01(\t\x12\r\n\x05image\x18\x03 \x01(\x0c\x12\x12\n\x05top_k\x18\x04 \x01(\x05H\x00\x88\x01\x01\x12\x0e\n\x06\x64\x65vice\x18\x05 \x01(\t\x12\x15\n\x08priority\x18\x06 \x01(\x05H\x01\x88\x01\x01\x12\x12\n\nmodel_name\x18\x07 \x01(\tB\x08\n\x06_top_kB\x0b\n\t_priority\"9\n\nPrediction\x12\r\n\x05label\x18\x01 \x01(\t\x12\r\n\x05score\x18\x02 \x01(\x01\x12\r\n\x05index\x18\x03 \x01(\x05\"a\n\x0fPredictResponse\x12*\n\x0bpredictions\x18\x01 \x03(\x0b\x32\x15.tandem.v1.Prediction\x12\x0e\n\x06\x64\x65vice\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t2\x90\x01\n\x10InferenceService\x12:\n\x05Infer\x12\x17.tandem.v1.InferRequest\x1a\x18.tandem.v1.InferResponse\x12@\n\x07Predict\x12\x19.tandem.v1.PredictRequest\x1a\x1a.tandem.v1.PredictResponseB:Z8github.com/tandem-ml/tandem/clients/go/tandemv1;tandemv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,15 +34,15 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z8github.com/tandem-ml/tandem/clients/go/tandemv1;tandemv1'
   _globals['_INFERREQUEST']._serialized_start=71
-  _globals['_INFERREQUEST']._serialized_end=281
-  _globals['_INFERRESPONSE']._serialized_start=283
-  _globals['_INFERRESPONSE']._serialized_end=329
-  _globals['_PREDICTREQUEST']._serialized_start=332
-  _globals['_PREDICTREQUEST']._serialized_end=482
-  _globals['_PREDICTION']._serialized_start=484
-  _globals['_PREDICTION']._serialized_end=541
-  _globals['_PREDICTRESPONSE']._serialized_start=543
-  _globals['_PREDICTRESPONSE']._serialized_end=620
-  _globals['_INFERENCESERVICE']._serialized_start=623
-  _globals['_INFERENCESERVICE']._serialized_end=767
+  _globals['_INFERREQUEST']._serialized_end=301
+  _globals['_INFERRESPONSE']._serialized_start=303
+  _globals['_INFERRESPONSE']._serialized_end=349
+  _globals['_PREDICTREQUEST']._serialized_start=352
+  _globals['_PREDICTREQUEST']._serialized_end=522
+  _globals['_PREDICTION']._serialized_start=524
+  _globals['_PREDICTION']._serialized_end=581
+  _globals['_PREDICTRESPONSE']._serialized_start=583
+  _globals['_PREDICTRESPONSE']._serialized_end=680
+  _globals['_INFERENCESERVICE']._serialized_start=683
+  _globals['_INFERENCESERVICE']._serialized_end=827
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class InferRequest(_message.Message):
-    __slots__ = ("task_id", "model_path", "dataset", "batch_size", "top_k", "device", "priority", "request_id")
+    __slots__ = ("task_id", "model_path", "dataset", "batch_size", "top_k", "device", "priority", "request_id", "model_name")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_PATH_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class InferRequest(_message.Message):
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     model_path: str
     dataset: str
@@ -25,7 +26,8 @@ class InferRequest(_message.Message):
     device: str
     priority: int
     request_id: str
-    def __init__(self, task_id: _Optional[str] = ..., model_path: _Optional[str] = ..., dataset: _Optional[str] = ..., batch_size: _Optional[int] = ..., top_k: _Optional[int] = ..., device: _Optional[str] = ..., priority: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+    model_name: str
+    def __init__(self, task_id: _Optional[str] = ..., model_path: _Optional[str] = ..., dataset: _Optional[str] = ..., batch_size: _Optional[int] = ..., top_k: _Optional[int] = ..., device: _Optional[str] = ..., priority: _Optional[int] = ..., request_id: _Optional[str] = ..., model_name: _Optional[str] = ...) -> None: ...
 
 class InferResponse(_message.Message):
     __slots__ = ("task",)
@@ -34,20 +36,22 @@ class InferResponse(_message.Message):
     def __init__(self, task: _Optional[_Union[_task_pb2.Task, _Mapping]] = ...) -> None: ...
 
 class PredictRequest(_message.Message):
-    __slots__ = ("task_id", "model_path", "image", "top_k", "device", "priority")
+    __slots__ = ("task_id", "model_path", "image", "top_k", "device", "priority", "model_name")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_PATH_FIELD_NUMBER: _ClassVar[int]
     IMAGE_FIELD_NUMBER: _ClassVar[int]
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     PRIORITY_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     model_path: str
     image: bytes
     top_k: int
     device: str
     priority: int
-    def __init__(self, task_id: _Optional[str] = ..., model_path: _Optional[str] = ..., image: _Optional[bytes] = ..., top_k: _Optional[int] = ..., device: _Optional[str] = ..., priority: _Optional[int] = ...) -> None: ...
+    model_name: str
+    def __init__(self, task_id: _Optional[str] = ..., model_path: _Optional[str] = ..., image: _Optional[bytes] = ..., top_k: _Optional[int] = ..., device: _Optional[str] = ..., priority: _Optional[int] = ..., model_name: _Optional[str] = ...) -> None: ...
 
 class Prediction(_message.Message):
     __slots__ = ("label", "score", "index")
@@ -60,9 +64,11 @@ class Prediction(_message.Message):
     def __init__(self, label: _Optional[str] = ..., score: _Optional[float] = ..., index: _Optional[int] = ...) -> None: ...
 
 class PredictResponse(_message.Message):
-    __slots__ = ("predictions", "device")
+    __slots__ = ("predictions", "device", "model_name")
     PREDICTIONS_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     predictions: _containers.RepeatedCompositeFieldContainer[Prediction]
     device: str
-    def __init__(self, predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., device: _Optional[str] = ...) -> None: ...
+    model_name: str
+    def __init__(self, predictions: _Optional[_Iterable[_Union[Prediction, _Mapping]]] = ..., device: _Optional[str] = ..., model_name: _Optional[str] = ...) -> None: ...

@@ -22,9 +22,10 @@ _runtime_version.ValidateProtobufRuntimeVersion(
 _sym_db = _symbol_database.Default()
 
 
+from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15tandem/v1/model.proto\x12\ttandem.v1*d\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45XPORT_FORMAT_ONNX\x10\x01\x12\x1d\n\x19\x45XPORT_FORMAT_TORCHSCRIPT\x10\x02\x42:Z8github.com/tandem-ml/tandem/clients/go/tandemv1;tandemv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x15tandem/v1/model.proto\x12\ttandem.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xda\x02\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x16\n\x0elatest_version\x18\x02 \x01(\x05\x12\x15\n\rversion_count\x18\x03 \x01(\x05\x12.\n\x07\x61liases\x18\x04 \x03(\x0b\x32\x1d.tandem.v1.Model.AliasesEntry\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0bupdate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\'\n\x06latest\x18\x07 \x01(\x0b\x32\x17.tandem.v1.ModelVersion\x12)\n\x08versions\x18\x08 \x03(\x0b\x32\x17.tandem.v1.ModelVersion\x1a.\n\x0c\x41liasesEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x05:\x02\x38\x01\"\xca\x02\n\x0cModelVersion\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\x12\x0f\n\x07task_id\x18\x03 \x01(\t\x12\x12\n\nmodel_path\x18\x04 \x01(\t\x12\x14\n\x0c\x61rchitecture\x18\x05 \x01(\t\x12\x0f\n\x07\x63lasses\x18\x06 \x03(\t\x12\x12\n\nimage_size\x18\x07 \x01(\x05\x12\x35\n\x07metrics\x18\x08 \x03(\x0b\x32$.tandem.v1.ModelVersion.MetricsEntry\x12\x12\n\nsize_bytes\x18\t \x01(\x03\x12/\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0f\n\x07\x61liases\x18\x0b \x03(\t\x1a.\n\x0cMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01*d\n\x0c\x45xportFormat\x12\x1d\n\x19\x45XPORT_FORMAT_UNSPECIFIED\x10\x00\x12\x16\n\x12\x45XPORT_FORMAT_ONNX\x10\x01\x12\x1d\n\x19\x45XPORT_FORMAT_TORCHSCRIPT\x10\x02\x42:Z8github.com/tandem-ml/tandem/clients/go/tandemv1;tandemv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,6 +33,18 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tandem.v1.model_pb2', _glob
 if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z8github.com/tandem-ml/tandem/clients/go/tandemv1;tandemv1'
-  _globals['_EXPORTFORMAT']._serialized_start=36
-  _globals['_EXPORTFORMAT']._serialized_end=136
+  _globals['_MODEL_ALIASESENTRY']._loaded_options = None
+  _globals['_MODEL_ALIASESENTRY']._serialized_options = b'8\001'
+  _globals['_MODELVERSION_METRICSENTRY']._loaded_options = None
+  _globals['_MODELVERSION_METRICSENTRY']._serialized_options = b'8\001'
+  _globals['_EXPORTFORMAT']._serialized_start=751
+  _globals['_EXPORTFORMAT']._serialized_end=851
+  _globals['_MODEL']._serialized_start=70
+  _globals['_MODEL']._serialized_end=416
+  _globals['_MODEL_ALIASESENTRY']._serialized_start=370
+  _globals['_MODEL_ALIASESENTRY']._serialized_end=416
+  _globals['_MODELVERSION']._serialized_start=419
+  _globals['_MODELVERSION']._serialized_end=749
+  _globals['_MODELVERSION_METRICSENTRY']._serialized_start=703
+  _globals['_MODELVERSION_METRICSENTRY']._serialized_end=749
 # @@protoc_insertion_point(module_scope)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from tandem.v1 import model_pb2 as tandem_dot_v1_dot_model__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtandem/v1/model_service.proto\x12\ttandem.v1\x1a\x15tandem/v1/model.proto\"b\n\x12\x45xportModelRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\nmodel_path\x18\x02 \x01(\t\x12\'\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x17.tandem.v1.ExportFormat\"\xc2\x01\n\x13\x45xportModelResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\'\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x17.tandem.v1.ExportFormat\x12\x14\n\x0cmax_abs_diff\x18\x04 \x01(\x01\x12\r\n\x05opset\x18\x05 \x01(\x05\x12\x12\n\nmodel_path\x18\x06 \x01(\t\x12\x0f\n\x07task_id\x18\x07 \x01(\t\x12\x16\n\x0e\x65xport_seconds\x18\x08 \x01(\x01\x32\\\n\x0cModelService\x12L\n\x0b\x45xportModel\x12\x1d.tandem.v1.ExportModelRequest\x1a\x1e.tandem.v1.ExportModelResponseB:Z8github.com/tandem-ml/tandem/clients/go/tandemv1;tandemv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtandem/v1/model_service.proto\x12\ttandem.v1\x1a\x15tandem/v1/model.proto\"v\n\x12\x45xportModelRequest\x12\x0f\n\x07task_id\x18\x01 \x01(\t\x12\x12\n\nmodel_path\x18\x02 \x01(\t\x12\x12\n\nmodel_name\x18\x03 \x01(\t\x12\'\n\x06\x66ormat\x18\x04 \x01(\x0e\x32\x17.tandem.v1.ExportFormat\"\xd6\x01\n\x13\x45xportModelResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x12\n\nsize_bytes\x18\x02 \x01(\x03\x12\'\n\x06\x66ormat\x18\x03 \x01(\x0e\x32\x17.tandem.v1.ExportFormat\x12\x14\n\x0cmax_abs_diff\x18\x04 \x01(\x01\x12\r\n\x05opset\x18\x05 \x01(\x05\x12\x12\n\nmodel_path\x18\x06 \x01(\t\x12\x0f\n\x07task_id\x18\x07 \x01(\t\x12\x16\n\x0e\x65xport_seconds\x18\x08 \x01(\x01\x12\x12\n\nmodel_name\x18\t \x01(\t\"\x13\n\x11ListModelsRequest\"6\n\x12ListModelsResponse\x12 \n\x06models\x18\x01 \x03(\x0b\x32\x10.tandem.v1.Model\"\x1f\n\x0fGetModelRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\"3\n\x10GetModelResponse\x12\x1f\n\x05model\x18\x01 \x01(\x0b\x32\x10.tandem.v1.Model\"D\n\x14SetModelAliasRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\x12\x0f\n\x07version\x18\x03 \x01(\x05\"[\n\x15SetModelAliasResponse\x12(\n\x07version\x18\x01 \x01(\x0b\x32\x17.tandem.v1.ModelVersion\x12\x18\n\x10previous_version\x18\x02 \x01(\x05\"6\n\x17\x44\x65leteModelAliasRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\r\n\x05\x61lias\x18\x02 \x01(\t\"+\n\x18\x44\x65leteModelAliasResponse\x12\x0f\n\x07version\x18\x01 \x01(\x05\":\n\x19\x44\x65leteModelVersionRequest\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\x05\"F\n\x1a\x44\x65leteModelVersionResponse\x12(\n\x07version\x18\x01 \x01(\x0b\x32\x17.tandem.v1.ModelVersion2\x80\x04\n\x0cModelService\x12I\n\nListModels\x12\x1c.tandem.v1.ListModelsRequest\x1a\x1d.tandem.v1.ListModelsResponse\x12\x43\n\x08GetModel\x12\x1a.tandem.v1.GetModelRequest\x1a\x1b.tandem.v1.GetModelResponse\x12R\n\rSetModelAlias\x12\x1f.tandem.v1.SetModelAliasRequest\x1a .tandem.v1.SetModelAliasResponse\x12[\n\x10\x44\x65leteModelAlias\x12\".tandem.v1.DeleteModelAliasRequest\x1a#.tandem.v1.DeleteModelAliasResponse\x12\x61\n\x12\x44\x65leteModelVersion\x12$.tandem.v1.DeleteModelVersionRequest\x1a%.tandem.v1.DeleteModelVersionResponse\x12L\n\x0b\x45xportModel\x12\x1d.tandem.v1.ExportModelRequest\x1a\x1e.tandem.v1.ExportModelResponseB:Z8github.com/tandem-ml/tandem/clients/go/tandemv1;tandemv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,9 +34,29 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'Z8github.com/tandem-ml/tandem/clients/go/tandemv1;tandemv1'
   _globals['_EXPORTMODELREQUEST']._serialized_start=67
-  _globals['_EXPORTMODELREQUEST']._serialized_end=165
-  _globals['_EXPORTMODELRESPONSE']._serialized_start=168
-  _globals['_EXPORTMODELRESPONSE']._serialized_end=362
-  _globals['_MODELSERVICE']._serialized_start=364
-  _globals['_MODELSERVICE']._serialized_end=456
+  _globals['_EXPORTMODELREQUEST']._serialized_end=185
+  _globals['_EXPORTMODELRESPONSE']._serialized_start=188
+  _globals['_EXPORTMODELRESPONSE']._serialized_end=402
+  _globals['_LISTMODELSREQUEST']._serialized_start=404
+  _globals['_LISTMODELSREQUEST']._serialized_end=423
+  _globals['_LISTMODELSRESPONSE']._serialized_start=425
+  _globals['_LISTMODELSRESPONSE']._serialized_end=479
+  _globals['_GETMODELREQUEST']._serialized_start=481
+  _globals['_GETMODELREQUEST']._serialized_end=512
+  _globals['_GETMODELRESPONSE']._serialized_start=514
+  _globals['_GETMODELRESPONSE']._serialized_end=565
+  _globals['_SETMODELALIASREQUEST']._serialized_start=567
+  _globals['_SETMODELALIASREQUEST']._serialized_end=635
+  _globals['_SETMODELALIASRESPONSE']._serialized_start=637
+  _globals['_SETMODELALIASRESPONSE']._serialized_end=728
+  _globals['_DELETEMODELALIASREQUEST']._serialized_start=730
+  _globals['_DELETEMODELALIASREQUEST']._serialized_end=784
+  _globals['_DELETEMODELALIASRESPONSE']._serialized_start=786
+  _globals['_DELETEMODELALIASRESPONSE']._serialized_end=829
+  _globals['_DELETEMODELVERSIONREQUEST']._serialized_start=831
+  _globals['_DELETEMODELVERSIONREQUEST']._serialized_end=889
+  _globals['_DELETEMODELVERSIONRESPONSE']._serialized_start=891
+  _globals['_DELETEMODELVERSIONRESPONSE']._serialized_end=961
+  _globals['_MODELSERVICE']._serialized_start=964
+  _globals['_MODELSERVICE']._serialized_end=1476
 # @@protoc_insertion_point(module_scope)

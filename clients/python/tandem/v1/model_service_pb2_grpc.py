@@ -26,8 +26,14 @@ if _version_not_supported:
 
 
 class ModelServiceStub:
-    """Trained models as files: export now; the model registry (names, versions,
-    aliases) joins this service later.
+    """Trained models: the model registry (names, their versions, aliases) and export.
+
+    A training submitted with `TrainRequest.model_name` publishes its model, when it
+    SUCCEEDS, as the next version of that name. Requests then name a model by a
+    reference: `name` (its latest version), `name/3`, or `name@alias` (an alias points
+    at one version and moves only when told to). Errors: INVALID_ARGUMENT for a
+    malformed name, alias or version; NOT_FOUND, naming what exists, for an unknown
+    one; FAILED_PRECONDITION for a delete that is not possible now.
     """
 
     def __init__(self, channel):
@@ -36,6 +42,31 @@ class ModelServiceStub:
         Args:
             channel: A grpc.Channel.
         """
+        self.ListModels = channel.unary_unary(
+                '/tandem.v1.ModelService/ListModels',
+                request_serializer=tandem_dot_v1_dot_model__service__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=tandem_dot_v1_dot_model__service__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
+        self.GetModel = channel.unary_unary(
+                '/tandem.v1.ModelService/GetModel',
+                request_serializer=tandem_dot_v1_dot_model__service__pb2.GetModelRequest.SerializeToString,
+                response_deserializer=tandem_dot_v1_dot_model__service__pb2.GetModelResponse.FromString,
+                _registered_method=True)
+        self.SetModelAlias = channel.unary_unary(
+                '/tandem.v1.ModelService/SetModelAlias',
+                request_serializer=tandem_dot_v1_dot_model__service__pb2.SetModelAliasRequest.SerializeToString,
+                response_deserializer=tandem_dot_v1_dot_model__service__pb2.SetModelAliasResponse.FromString,
+                _registered_method=True)
+        self.DeleteModelAlias = channel.unary_unary(
+                '/tandem.v1.ModelService/DeleteModelAlias',
+                request_serializer=tandem_dot_v1_dot_model__service__pb2.DeleteModelAliasRequest.SerializeToString,
+                response_deserializer=tandem_dot_v1_dot_model__service__pb2.DeleteModelAliasResponse.FromString,
+                _registered_method=True)
+        self.DeleteModelVersion = channel.unary_unary(
+                '/tandem.v1.ModelService/DeleteModelVersion',
+                request_serializer=tandem_dot_v1_dot_model__service__pb2.DeleteModelVersionRequest.SerializeToString,
+                response_deserializer=tandem_dot_v1_dot_model__service__pb2.DeleteModelVersionResponse.FromString,
+                _registered_method=True)
         self.ExportModel = channel.unary_unary(
                 '/tandem.v1.ModelService/ExportModel',
                 request_serializer=tandem_dot_v1_dot_model__service__pb2.ExportModelRequest.SerializeToString,
@@ -44,9 +75,53 @@ class ModelServiceStub:
 
 
 class ModelServiceServicer:
-    """Trained models as files: export now; the model registry (names, versions,
-    aliases) joins this service later.
+    """Trained models: the model registry (names, their versions, aliases) and export.
+
+    A training submitted with `TrainRequest.model_name` publishes its model, when it
+    SUCCEEDS, as the next version of that name. Requests then name a model by a
+    reference: `name` (its latest version), `name/3`, or `name@alias` (an alias points
+    at one version and moves only when told to). Errors: INVALID_ARGUMENT for a
+    malformed name, alias or version; NOT_FOUND, naming what exists, for an unknown
+    one; FAILED_PRECONDITION for a delete that is not possible now.
     """
+
+    def ListModels(self, request, context):
+        """Lists every name in the registry, sorted, each with its newest version.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModel(self, request, context):
+        """Shows one name with all its versions and aliases.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def SetModelAlias(self, request, context):
+        """Points an alias of a name at one of its versions, creating the alias or moving
+        it. `latest` is not an alias one can set: a bare name already means its latest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteModelAlias(self, request, context):
+        """Removes an alias; the version it pointed at stays.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteModelVersion(self, request, context):
+        """Removes a version from the registry; the task's model file stays (it belongs to
+        the task). FAILED_PRECONDITION while an alias points at it or while it is loaded
+        for serving. Its number is never given again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
 
     def ExportModel(self, request, context):
         """Exports a trained model to ONNX or TorchScript and checks the file before
@@ -64,6 +139,31 @@ class ModelServiceServicer:
 
 def add_ModelServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=tandem_dot_v1_dot_model__service__pb2.ListModelsRequest.FromString,
+                    response_serializer=tandem_dot_v1_dot_model__service__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'GetModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModel,
+                    request_deserializer=tandem_dot_v1_dot_model__service__pb2.GetModelRequest.FromString,
+                    response_serializer=tandem_dot_v1_dot_model__service__pb2.GetModelResponse.SerializeToString,
+            ),
+            'SetModelAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetModelAlias,
+                    request_deserializer=tandem_dot_v1_dot_model__service__pb2.SetModelAliasRequest.FromString,
+                    response_serializer=tandem_dot_v1_dot_model__service__pb2.SetModelAliasResponse.SerializeToString,
+            ),
+            'DeleteModelAlias': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteModelAlias,
+                    request_deserializer=tandem_dot_v1_dot_model__service__pb2.DeleteModelAliasRequest.FromString,
+                    response_serializer=tandem_dot_v1_dot_model__service__pb2.DeleteModelAliasResponse.SerializeToString,
+            ),
+            'DeleteModelVersion': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteModelVersion,
+                    request_deserializer=tandem_dot_v1_dot_model__service__pb2.DeleteModelVersionRequest.FromString,
+                    response_serializer=tandem_dot_v1_dot_model__service__pb2.DeleteModelVersionResponse.SerializeToString,
+            ),
             'ExportModel': grpc.unary_unary_rpc_method_handler(
                     servicer.ExportModel,
                     request_deserializer=tandem_dot_v1_dot_model__service__pb2.ExportModelRequest.FromString,
@@ -78,9 +178,150 @@ def add_ModelServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ModelService:
-    """Trained models as files: export now; the model registry (names, versions,
-    aliases) joins this service later.
+    """Trained models: the model registry (names, their versions, aliases) and export.
+
+    A training submitted with `TrainRequest.model_name` publishes its model, when it
+    SUCCEEDS, as the next version of that name. Requests then name a model by a
+    reference: `name` (its latest version), `name/3`, or `name@alias` (an alias points
+    at one version and moves only when told to). Errors: INVALID_ARGUMENT for a
+    malformed name, alias or version; NOT_FOUND, naming what exists, for an unknown
+    one; FAILED_PRECONDITION for a delete that is not possible now.
     """
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tandem.v1.ModelService/ListModels',
+            tandem_dot_v1_dot_model__service__pb2.ListModelsRequest.SerializeToString,
+            tandem_dot_v1_dot_model__service__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tandem.v1.ModelService/GetModel',
+            tandem_dot_v1_dot_model__service__pb2.GetModelRequest.SerializeToString,
+            tandem_dot_v1_dot_model__service__pb2.GetModelResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SetModelAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tandem.v1.ModelService/SetModelAlias',
+            tandem_dot_v1_dot_model__service__pb2.SetModelAliasRequest.SerializeToString,
+            tandem_dot_v1_dot_model__service__pb2.SetModelAliasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteModelAlias(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tandem.v1.ModelService/DeleteModelAlias',
+            tandem_dot_v1_dot_model__service__pb2.DeleteModelAliasRequest.SerializeToString,
+            tandem_dot_v1_dot_model__service__pb2.DeleteModelAliasResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteModelVersion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tandem.v1.ModelService/DeleteModelVersion',
+            tandem_dot_v1_dot_model__service__pb2.DeleteModelVersionRequest.SerializeToString,
+            tandem_dot_v1_dot_model__service__pb2.DeleteModelVersionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
 
     @staticmethod
     def ExportModel(request,

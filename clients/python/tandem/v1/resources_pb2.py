@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tandem/v1/resources.proto\x12\ttandem.v1\"]\n\x11\x43oncurrencyLimits\x12\x15\n\x08training\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\tinference\x18\x02 \x01(\x05H\x01\x88\x01\x01\x42\x0b\n\t_trainingB\x0c\n\n_inference\"e\n\x0b\x44\x65viceUsage\x12\x10\n\x08training\x18\x01 \x01(\x05\x12\x11\n\tinference\x18\x02 \x01(\x05\x12\x17\n\x0fqueued_training\x18\x03 \x01(\x05\x12\x18\n\x10queued_inference\x18\x04 \x01(\x05\"f\n\rGpuMemoryInfo\x12\x10\n\x08total_gb\x18\x01 \x01(\x01\x12\x14\n\x0c\x61llocated_gb\x18\x02 \x01(\x01\x12\x0f\n\x07\x66ree_gb\x18\x03 \x01(\x01\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\tB:Z8github.com/tandem-ml/tandem/clients/go/tandemv1;tandemv1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19tandem/v1/resources.proto\x12\ttandem.v1\"]\n\x11\x43oncurrencyLimits\x12\x15\n\x08training\x18\x01 \x01(\x05H\x00\x88\x01\x01\x12\x16\n\tinference\x18\x02 \x01(\x05H\x01\x88\x01\x01\x42\x0b\n\t_trainingB\x0c\n\n_inference\"e\n\x0b\x44\x65viceUsage\x12\x10\n\x08training\x18\x01 \x01(\x05\x12\x11\n\tinference\x18\x02 \x01(\x05\x12\x17\n\x0fqueued_training\x18\x03 \x01(\x05\x12\x18\n\x10queued_inference\x18\x04 \x01(\x05\"|\n\rGpuMemoryInfo\x12\x10\n\x08total_gb\x18\x01 \x01(\x01\x12\x14\n\x0c\x61llocated_gb\x18\x02 \x01(\x01\x12\x0f\n\x07\x66ree_gb\x18\x03 \x01(\x01\x12\x0e\n\x06\x64\x65vice\x18\x04 \x01(\t\x12\x0c\n\x04name\x18\x05 \x01(\t\x12\x14\n\x0c\x65stimated_gb\x18\x06 \x01(\x01\x42:Z8github.com/tandem-ml/tandem/clients/go/tandemv1;tandemv1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,5 +37,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_DEVICEUSAGE']._serialized_start=135
   _globals['_DEVICEUSAGE']._serialized_end=236
   _globals['_GPUMEMORYINFO']._serialized_start=238
-  _globals['_GPUMEMORYINFO']._serialized_end=340
+  _globals['_GPUMEMORYINFO']._serialized_end=362
 # @@protoc_insertion_point(module_scope)

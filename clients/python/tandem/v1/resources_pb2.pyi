@@ -25,15 +25,17 @@ class DeviceUsage(_message.Message):
     def __init__(self, training: _Optional[int] = ..., inference: _Optional[int] = ..., queued_training: _Optional[int] = ..., queued_inference: _Optional[int] = ...) -> None: ...
 
 class GpuMemoryInfo(_message.Message):
-    __slots__ = ("total_gb", "allocated_gb", "free_gb", "device", "name")
+    __slots__ = ("total_gb", "allocated_gb", "free_gb", "device", "name", "estimated_gb")
     TOTAL_GB_FIELD_NUMBER: _ClassVar[int]
     ALLOCATED_GB_FIELD_NUMBER: _ClassVar[int]
     FREE_GB_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     NAME_FIELD_NUMBER: _ClassVar[int]
+    ESTIMATED_GB_FIELD_NUMBER: _ClassVar[int]
     total_gb: float
     allocated_gb: float
     free_gb: float
     device: str
     name: str
-    def __init__(self, total_gb: _Optional[float] = ..., allocated_gb: _Optional[float] = ..., free_gb: _Optional[float] = ..., device: _Optional[str] = ..., name: _Optional[str] = ...) -> None: ...
+    estimated_gb: float
+    def __init__(self, total_gb: _Optional[float] = ..., allocated_gb: _Optional[float] = ..., free_gb: _Optional[float] = ..., device: _Optional[str] = ..., name: _Optional[str] = ..., estimated_gb: _Optional[float] = ...) -> None: ...

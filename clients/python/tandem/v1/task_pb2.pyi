@@ -114,7 +114,7 @@ class Task(_message.Message):
     def __init__(self, task_id: _Optional[str] = ..., kind: _Optional[_Union[TaskKind, str]] = ..., state: _Optional[_Union[TaskState, str]] = ..., priority: _Optional[int] = ..., effective_priority: _Optional[int] = ..., device: _Optional[str] = ..., assigned_device: _Optional[str] = ..., create_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., start_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., end_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., metrics: _Optional[_Mapping[str, float]] = ..., error: _Optional[str] = ..., queue_position: _Optional[int] = ..., waiting_reason: _Optional[str] = ..., request_id: _Optional[str] = ..., training: _Optional[_Union[TrainingParams, _Mapping]] = ..., inference: _Optional[_Union[InferenceParams, _Mapping]] = ..., model_path: _Optional[str] = ..., output_path: _Optional[str] = ..., last_seq: _Optional[int] = ..., preemptions: _Optional[int] = ...) -> None: ...
 
 class TrainingParams(_message.Message):
-    __slots__ = ("model", "dataset", "epochs", "batch_size", "learning_rate", "optimizer", "image_size", "seed", "val_split", "preemptible", "init_from", "pretrained", "weights_path", "freeze_epochs", "augment", "weight_decay", "label_smoothing", "lr_schedule", "warmup_epochs", "early_stopping_patience", "precision")
+    __slots__ = ("model", "dataset", "epochs", "batch_size", "learning_rate", "optimizer", "image_size", "seed", "val_split", "preemptible", "init_from", "pretrained", "weights_path", "freeze_epochs", "augment", "weight_decay", "label_smoothing", "lr_schedule", "warmup_epochs", "early_stopping_patience", "precision", "model_name")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
@@ -136,6 +136,7 @@ class TrainingParams(_message.Message):
     WARMUP_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     EARLY_STOPPING_PATIENCE_FIELD_NUMBER: _ClassVar[int]
     PRECISION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     model: str
     dataset: str
     epochs: int
@@ -157,10 +158,11 @@ class TrainingParams(_message.Message):
     warmup_epochs: int
     early_stopping_patience: int
     precision: str
-    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., optimizer: _Optional[str] = ..., image_size: _Optional[int] = ..., seed: _Optional[int] = ..., val_split: _Optional[float] = ..., preemptible: _Optional[bool] = ..., init_from: _Optional[str] = ..., pretrained: _Optional[str] = ..., weights_path: _Optional[str] = ..., freeze_epochs: _Optional[int] = ..., augment: _Optional[str] = ..., weight_decay: _Optional[float] = ..., label_smoothing: _Optional[float] = ..., lr_schedule: _Optional[str] = ..., warmup_epochs: _Optional[int] = ..., early_stopping_patience: _Optional[int] = ..., precision: _Optional[str] = ...) -> None: ...
+    model_name: str
+    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., optimizer: _Optional[str] = ..., image_size: _Optional[int] = ..., seed: _Optional[int] = ..., val_split: _Optional[float] = ..., preemptible: _Optional[bool] = ..., init_from: _Optional[str] = ..., pretrained: _Optional[str] = ..., weights_path: _Optional[str] = ..., freeze_epochs: _Optional[int] = ..., augment: _Optional[str] = ..., weight_decay: _Optional[float] = ..., label_smoothing: _Optional[float] = ..., lr_schedule: _Optional[str] = ..., warmup_epochs: _Optional[int] = ..., early_stopping_patience: _Optional[int] = ..., precision: _Optional[str] = ..., model_name: _Optional[str] = ...) -> None: ...
 
 class InferenceParams(_message.Message):
-    __slots__ = ("task_id", "model_path", "dataset", "batch_size", "top_k", "model", "image_size")
+    __slots__ = ("task_id", "model_path", "dataset", "batch_size", "top_k", "model", "image_size", "model_name")
     TASK_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_PATH_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
@@ -168,6 +170,7 @@ class InferenceParams(_message.Message):
     TOP_K_FIELD_NUMBER: _ClassVar[int]
     MODEL_FIELD_NUMBER: _ClassVar[int]
     IMAGE_SIZE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     task_id: str
     model_path: str
     dataset: str
@@ -175,7 +178,8 @@ class InferenceParams(_message.Message):
     top_k: int
     model: str
     image_size: int
-    def __init__(self, task_id: _Optional[str] = ..., model_path: _Optional[str] = ..., dataset: _Optional[str] = ..., batch_size: _Optional[int] = ..., top_k: _Optional[int] = ..., model: _Optional[str] = ..., image_size: _Optional[int] = ...) -> None: ...
+    model_name: str
+    def __init__(self, task_id: _Optional[str] = ..., model_path: _Optional[str] = ..., dataset: _Optional[str] = ..., batch_size: _Optional[int] = ..., top_k: _Optional[int] = ..., model: _Optional[str] = ..., image_size: _Optional[int] = ..., model_name: _Optional[str] = ...) -> None: ...
 
 class TaskEvent(_message.Message):
     __slots__ = ("seq", "time", "type", "level", "message", "metrics", "state", "task_id")

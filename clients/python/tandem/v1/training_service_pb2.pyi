@@ -7,7 +7,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class TrainRequest(_message.Message):
-    __slots__ = ("model", "dataset", "epochs", "batch_size", "learning_rate", "optimizer", "image_size", "device", "priority", "seed", "val_split", "request_id", "preemptible", "init_from", "pretrained", "weights_path", "freeze_epochs", "augment", "weight_decay", "label_smoothing", "lr_schedule", "warmup_epochs", "early_stopping_patience", "precision")
+    __slots__ = ("model", "dataset", "epochs", "batch_size", "learning_rate", "optimizer", "image_size", "device", "priority", "seed", "val_split", "request_id", "preemptible", "init_from", "pretrained", "weights_path", "freeze_epochs", "augment", "weight_decay", "label_smoothing", "lr_schedule", "warmup_epochs", "early_stopping_patience", "precision", "model_name")
     MODEL_FIELD_NUMBER: _ClassVar[int]
     DATASET_FIELD_NUMBER: _ClassVar[int]
     EPOCHS_FIELD_NUMBER: _ClassVar[int]
@@ -32,6 +32,7 @@ class TrainRequest(_message.Message):
     WARMUP_EPOCHS_FIELD_NUMBER: _ClassVar[int]
     EARLY_STOPPING_PATIENCE_FIELD_NUMBER: _ClassVar[int]
     PRECISION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     model: str
     dataset: str
     epochs: int
@@ -56,7 +57,8 @@ class TrainRequest(_message.Message):
     warmup_epochs: int
     early_stopping_patience: int
     precision: str
-    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., optimizer: _Optional[str] = ..., image_size: _Optional[int] = ..., device: _Optional[str] = ..., priority: _Optional[int] = ..., seed: _Optional[int] = ..., val_split: _Optional[float] = ..., request_id: _Optional[str] = ..., preemptible: _Optional[bool] = ..., init_from: _Optional[str] = ..., pretrained: _Optional[str] = ..., weights_path: _Optional[str] = ..., freeze_epochs: _Optional[int] = ..., augment: _Optional[str] = ..., weight_decay: _Optional[float] = ..., label_smoothing: _Optional[float] = ..., lr_schedule: _Optional[str] = ..., warmup_epochs: _Optional[int] = ..., early_stopping_patience: _Optional[int] = ..., precision: _Optional[str] = ...) -> None: ...
+    model_name: str
+    def __init__(self, model: _Optional[str] = ..., dataset: _Optional[str] = ..., epochs: _Optional[int] = ..., batch_size: _Optional[int] = ..., learning_rate: _Optional[float] = ..., optimizer: _Optional[str] = ..., image_size: _Optional[int] = ..., device: _Optional[str] = ..., priority: _Optional[int] = ..., seed: _Optional[int] = ..., val_split: _Optional[float] = ..., request_id: _Optional[str] = ..., preemptible: _Optional[bool] = ..., init_from: _Optional[str] = ..., pretrained: _Optional[str] = ..., weights_path: _Optional[str] = ..., freeze_epochs: _Optional[int] = ..., augment: _Optional[str] = ..., weight_decay: _Optional[float] = ..., label_smoothing: _Optional[float] = ..., lr_schedule: _Optional[str] = ..., warmup_epochs: _Optional[int] = ..., early_stopping_patience: _Optional[int] = ..., precision: _Optional[str] = ..., model_name: _Optional[str] = ...) -> None: ...
 
 class TrainResponse(_message.Message):
     __slots__ = ("task",)
