@@ -103,6 +103,15 @@ def whole_number(value: ParameterValue | None, what: str) -> int | None:
     return value
 
 
+def _input_kind(tensor: oip.ModelInferRequest.InferInputTensor) -> str:
+    """Which of the two inputs `tensor` is: by its name, or, for a name of the caller's
+    own (KServe's examples call a model's one input `input-0`), by its datatype, since a
+    model has one input of each. A known name with the other datatype stays an error."""
+    if tensor.name in (ENCODED_INPUT, PIXELS_INPUT):
+        return tensor.name
+    return {"BYTES": ENCODED_INPUT, "FP32": PIXELS_INPUT}.get(tensor.datatype, "")
+
+
 @dataclass(frozen=True)
 class ModelShape:
     """What a model's tensors look like: its image size and its class labels."""
@@ -150,35 +159,36 @@ class ModelShape:
                 f"input {tensor.name}: give its data in contents or in raw_input_contents, not both"
             )
         shape = list(tensor.shape)
-        if tensor.name == ENCODED_INPUT:
+        kind = _input_kind(tensor)
+        if kind == ENCODED_INPUT:
             self._check_type(tensor, "BYTES")
             if not (len(shape) == 1 or (len(shape) == 2 and shape[1] == 1)) or shape[0] < 1:
                 raise ValueError(
-                    f"input {ENCODED_INPUT} must have shape [N] or [N, 1] with N >= 1, got {shape}"
+                    f"input {tensor.name} must have shape [N] or [N, 1] with N >= 1, got {shape}"
                 )
             items = (
-                deserialize_bytes(raw, f"input {ENCODED_INPUT}")
+                deserialize_bytes(raw, f"input {tensor.name}")
                 if raw is not None
                 else list(tensor.contents.bytes_contents)
             )
             if len(items) != shape[0]:
                 raise ValueError(
-                    f"input {ENCODED_INPUT} has shape {shape} but holds {len(items)} elements"
+                    f"input {tensor.name} has shape {shape} but holds {len(items)} elements"
                 )
             return list(items)
-        if tensor.name == PIXELS_INPUT:
+        if kind == PIXELS_INPUT:
             self._check_type(tensor, "FP32")
             size = self.image_size
             if len(shape) != 4 or shape[1:] != [3, size, size] or shape[0] < 1:
                 raise ValueError(
-                    f"input {PIXELS_INPUT} must have shape [N, 3, {size}, {size}] with N >= 1 "
+                    f"input {tensor.name} must have shape [N, 3, {size}, {size}] with N >= 1 "
                     f"(this model's image size is {size}), got {shape}"
                 )
             data = raw if raw is not None else floats_to_raw(tensor.contents.fp32_contents)
             per_image = 3 * size * size * 4
             if len(data) != shape[0] * per_image:
                 raise ValueError(
-                    f"input {PIXELS_INPUT} has shape {shape}, which needs "
+                    f"input {tensor.name} has shape {shape}, which needs "
                     f"{shape[0] * per_image} bytes of FP32 data, but holds {len(data)}"
                 )
             return [

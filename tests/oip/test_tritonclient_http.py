@@ -169,6 +169,23 @@ def zeros_input(shape: list[int], datatype: str) -> httpclient.InferInput:
     return tensor
 
 
+def int_input(name: str) -> httpclient.InferInput:
+    """An input neither by name nor by datatype one of the model's."""
+    tensor = httpclient.InferInput(name, [1], "INT32")
+    tensor.set_data_from_numpy(np.zeros([1], np.int32))
+    return tensor
+
+
+def test_an_input_of_the_callers_own_name_is_taken_by_its_datatype(
+    client: httpclient.InferenceServerClient,
+) -> None:
+    """KServe's examples name a model's one input `input-0`: a BYTES tensor is the
+    encoded images whatever its name, and answers as `image_bytes` does."""
+    named = client.infer(NAME, [bytes_input("image_bytes", [1])]).as_numpy("probabilities")
+    own = client.infer(NAME, [bytes_input("input-0", [1])]).as_numpy("probabilities")
+    assert np.array_equal(named, own)
+
+
 @pytest.mark.parametrize(
     ("make", "says"),
     [
@@ -176,7 +193,7 @@ def zeros_input(shape: list[int], datatype: str) -> httpclient.InferInput:
         (lambda: bytes_input("image_bytes", [1, 2]), "must have shape [N] or [N, 1]"),
         (lambda: zeros_input([1, 3, 8, 8], "FP32"), "this model's image size is 32"),
         (lambda: zeros_input([1, 3, 32, 32], "FP64"), "must be FP32, got FP64"),
-        (lambda: bytes_input("pixels", [1]), "unknown input 'pixels'"),
+        (lambda: int_input("pixels"), "unknown input 'pixels'"),
     ],
 )
 def test_a_wrong_shape_datatype_or_name_is_refused_with_a_sentence(
