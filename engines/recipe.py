@@ -103,6 +103,12 @@ class Precision:
 _DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
+def _native_bf16(device: torch.device) -> bool:
+    # Ampere (compute capability 8.0) and later compute in bf16; on older GPUs torch
+    # emulates it (`is_bf16_supported` says yes), slower than fp16 with a scaler.
+    return torch.cuda.get_device_capability(device) >= (8, 0)
+
+
 def resolve_precision(asked: str, device: torch.device) -> Precision:
     """`asked` ("fp32", "bf16", "fp16", "auto") on `device`. `auto` is bf16 on a GPU
     that has it (no scaler needed: bf16 keeps fp32's range), else fp16 with a scaler on
@@ -112,7 +118,7 @@ def resolve_precision(asked: str, device: torch.device) -> Precision:
         if device.type != "cuda":
             name = "fp32"
         else:
-            name = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+            name = "bf16" if _native_bf16(device) else "fp16"
     if name not in _DTYPES:
         raise JobError(f"unknown precision {asked!r}; choose one of auto, fp32, bf16, fp16")
     return Precision(name, _DTYPES[name], scaled=name == "fp16")

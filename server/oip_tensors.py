@@ -21,6 +21,9 @@ from dataclasses import dataclass
 from engines.jobs import Pixels, Prediction
 from tandem.inference import open_inference_pb2 as oip
 
+# Images one ModelInfer call may carry (a batch of them: the serving path batches
+# across calls anyway).
+MAX_IMAGES_PER_CALL = 1024
 ENCODED_INPUT = "image_bytes"
 PIXELS_INPUT = "images"
 OUTPUT = "probabilities"
@@ -159,6 +162,13 @@ class ModelShape:
                 f"input {tensor.name}: give its data in contents or in raw_input_contents, not both"
             )
         shape = list(tensor.shape)
+        if shape and shape[0] > MAX_IMAGES_PER_CALL:
+            # Each image becomes a pending request of the serving path: a message of
+            # millions of empty elements must not become millions of them.
+            raise ValueError(
+                f"input {tensor.name} has {shape[0]} images; a call may carry at most "
+                f"{MAX_IMAGES_PER_CALL}"
+            )
         kind = _input_kind(tensor)
         if kind == ENCODED_INPUT:
             self._check_type(tensor, "BYTES")

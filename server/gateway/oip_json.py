@@ -56,6 +56,17 @@ class InferCall:
 
 def infer_request(body: bytes, header_length: str | None, name: str, version: str) -> InferCall:
     """The gRPC request for a REST infer `body` (and its binary header, if any)."""
+    try:
+        return _infer_request(body, header_length, name, version)
+    except (ValueError, OverflowError) as exc:
+        if isinstance(exc, BodyError):
+            raise
+        # A number JSON can hold and the protocol cannot (a parameter or a dimension
+        # past 64 bits, an FP32 element past float's range): the caller's mistake.
+        raise BodyError(f"the body holds a number the protocol cannot carry: {exc}") from None
+
+
+def _infer_request(body: bytes, header_length: str | None, name: str, version: str) -> InferCall:
     if header_length is None:
         header, binary = body, b""
     else:

@@ -30,8 +30,8 @@ from server.oip_tensors import (
     PLATFORM,
     ModelShape,
     classification_output,
-    parameter_value,
     probabilities_output,
+    request_parameters,
     to_parameter,
     whole_number,
 )
@@ -154,7 +154,7 @@ class OpenInferenceServicer(open_inference_pb2_grpc.GRPCInferenceServiceServicer
         try:
             images = shape.read_inputs(request)
             k = shape.classification(request)
-            parameters = {key: parameter_value(v) for key, v in request.parameters.items()}
+            parameters = request_parameters(request.parameters)
             priority = whole_number(parameters.get("priority"), "parameter priority")
             timeout_us = whole_number(parameters.get("timeout"), "parameter timeout")
         except ValueError as exc:

@@ -84,7 +84,12 @@ def test_training_curves_gain_a_point_when_an_epoch_ends(scenario: Scenario, tab
     ended = [e for e in log_history(scenario.rest, scenario.running) if _epoch_end(e)]
     assert epoch in {int(e["metrics"]["epoch"]) for e in ended}  # as the server logged it
     assert points(tab, "chart-accuracy", "val_accuracy") >= before + 1
-    assert points(tab, "chart-steps", "step_loss") > steps_before
+    # The step curve grows too. Waited for, not read: the epoch's last step may have been
+    # drawn just before `steps_before` was read, and the next comes with the next batch.
+    tab.page.wait_for_function(
+        "([selector, n]) => +document.querySelector(selector).dataset.points > n",
+        arg=[series("chart-steps", "step_loss"), steps_before],
+    )
     tab.screenshot("task-running")
     assert tab.console.errors == []
 

@@ -179,6 +179,15 @@ def test_early_stopping_stops_after_patience_epochs_without_a_better_val_loss(
     assert any(
         line.startswith(f"stopping early after epoch {len(losses)}") for line in events.lines()
     )
+    # The model kept is an earlier epoch than the last: its weights, not the last's.
+    best = int(result.metrics["best_epoch"])
+    assert best < len(losses), f"the precondition failed: the last epoch was the best ({losses})"
+    kept = artifacts.load_artifact(result.model_path)
+    at_best = artifacts.load_artifact(checkpoint_path(job.output_dir, best))
+    at_last = artifacts.load_artifact(checkpoint_path(job.output_dir, len(losses)))
+    assert kept.epoch == best
+    assert all(torch.equal(kept.state_dict[k], t) for k, t in at_best.state_dict.items())
+    assert not all(torch.equal(kept.state_dict[k], t) for k, t in at_last.state_dict.items())
     # Recovered after a crash from its last checkpoint, it stays stopped.
     last = checkpoint_path(job.output_dir, len(losses))
     again = Recorder()
@@ -238,3 +247,22 @@ def test_auto_precision_is_fp32_on_the_cpu_and_fp16_needs_a_scaler() -> None:
     fp16 = recipe.resolve_precision("fp16", cpu)
     assert fp16.scaled and fp16.scaler(cpu) is not None
     assert not recipe.resolve_precision("bf16", cpu).scaled
+
+
+@pytest.mark.parametrize(("capability", "expected"), [((7, 5), "fp16"), ((8, 0), "bf16")])
+def test_auto_precision_on_a_gpu_follows_its_compute_capability(
+    monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int], expected: str
+) -> None:
+    """At the CUDA boundary: a T4 (7.5) would only emulate bf16, so `auto` takes fp16 with
+    a scaler there; an A100 or later (8.0+) computes in bf16."""
+    asked: list[torch.device] = []
+
+    def get_device_capability(device: torch.device) -> tuple[int, int]:
+        asked.append(device)
+        return capability
+
+    monkeypatch.setattr(torch.cuda, "get_device_capability", get_device_capability)
+    gpu = torch.device("cuda", 1)
+    precision = recipe.resolve_precision("auto", gpu)
+    assert precision.name == expected and precision.scaled == (expected == "fp16")
+    assert asked == [gpu]  # the job's own GPU, not the current one

@@ -118,6 +118,37 @@ def test_every_bad_body_gets_a_400_with_the_protocols_error_object(
             {"json": {**base64_image_body(), "outputs": [{"name": "logits"}]}},
             "unknown output 'logits'",
         ),
+        (
+            {
+                "json": {
+                    "inputs": [
+                        {
+                            "name": "image_bytes",
+                            "shape": [1025],
+                            "datatype": "BYTES",
+                            "data": [""] * 1025,
+                        }
+                    ]
+                }
+            },
+            "a call may carry at most 1024",
+        ),
+        # Numbers JSON holds and the protocol cannot: past 64 bits, past float's range.
+        (
+            {"json": base64_image_body(parameters={"priority": 2**64})},
+            "a number the protocol cannot carry",
+        ),
+        (
+            {"json": {"inputs": [{"name": "images", "shape": [2**70], "datatype": "FP32"}]}},
+            "a number the protocol cannot carry",
+        ),
+        (
+            {
+                "data": b'{"inputs": [{"name": "images", "shape": [1], "datatype": "FP32",'
+                b' "data": [1' + b"0" * 400 + b"]}]}"
+            },
+            "a number the protocol cannot carry",
+        ),
     ]
     for request, sentence in cases:
         answer = requests.post(infer, timeout=60, **request)

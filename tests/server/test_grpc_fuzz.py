@@ -42,6 +42,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from PIL import Image
 
+import tandem.inference as tandem_inference
 import tandem.v1 as tandem_v1
 from tandem.v1 import (
     inference_service_pb2,
@@ -66,6 +67,10 @@ EXPECTED_RPCS = {
     "/tandem.v1.ResourceService/GetResources",
     "/tandem.v1.ResourceService/UpdateLimits",
     "/tandem.v1.ModelService/ExportModel",
+    "/tandem.v1.ModelService/ListModels",
+    "/tandem.v1.ModelService/GetModel",
+    "/inference.GRPCInferenceService/ModelInfer",
+    "/inference.GRPCInferenceService/ModelMetadata",
 }
 
 # Enough to reach every check of every RPC in a few seconds each; raise it for a longer
@@ -109,13 +114,17 @@ class Rpc:
 
 
 def _pb2_modules() -> list[ModuleType]:
-    """The generated message modules of `tandem.v1`, whatever files the package grows."""
-    names = sorted(m.name for m in pkgutil.iter_modules(tandem_v1.__path__))
-    return [
-        importlib.import_module(f"{tandem_v1.__name__}.{name}")
-        for name in names
-        if name.endswith("_pb2")
-    ]
+    """The generated message modules of `tandem.v1` and of the Open Inference Protocol
+    (`tandem.inference`), whatever files the packages grow."""
+    modules = []
+    for package in (tandem_v1, tandem_inference):
+        names = sorted(m.name for m in pkgutil.iter_modules(package.__path__))
+        modules += [
+            importlib.import_module(f"{package.__name__}.{name}")
+            for name in names
+            if name.endswith("_pb2")
+        ]
+    return modules
 
 
 def all_rpcs() -> list[Rpc]:

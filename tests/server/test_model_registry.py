@@ -237,19 +237,19 @@ def test_init_from_takes_a_reference_and_a_name_in_the_registry_before_a_task_id
     cats: tuple[str, str],
     production: int,
 ) -> None:
-    # Published under a name that is also a task's id (cats' version 2's).
-    tuned = rpc.train(model="", init_from="cats@production", model_name=cats[1])
+    # A name that looks like a task id is refused: init_from reads names first.
+    with pytest.raises(grpc.RpcError) as refused:
+        rpc.train(model="", init_from="cats@production", model_name=cats[1])
+    assert refused.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    assert "looks like a task id" in (refused.value.details() or "")
+
+    tuned = rpc.train(model="", init_from="cats@production", model_name="cats-tuned")
     assert tuned.training.init_from == "cats/1"
     assert (tuned.training.model, tuned.training.image_size) == ("mobilenet_v3_small", 32)
     log = [e.message for e in rpc.events(tuned.task_id)]
     assert any(f"model cats/1 (task {cats[0]}'s model)" in line for line in log), log[:6]
     assert rpc.get(tuned.task_id).state == SUCCEEDED
-
-    # The string is both a name in the registry and a task id: the registry wins.
-    again = rpc.train(model="", init_from=cats[1], epochs=5)
-    rpc.tasks.CancelTask(task_service_pb2.CancelTaskRequest(task_id=again.task_id))
-    assert again.training.init_from == f"{cats[1]}/1"
-    assert get_model(models, cats[1]).latest.task_id == tuned.task_id
+    assert get_model(models, "cats-tuned").latest.task_id == tuned.task_id
 
 
 # -- deleting --------------------------------------------------------------------------

@@ -268,8 +268,9 @@ type ModelReadyResponse struct {
 	sizeCache     protoimpl.SizeCache
 	unknownFields protoimpl.UnknownFields
 
-	// True when the version exists and its model file can be read; false otherwise
-	// (an unknown name or version included).
+	// True when the version exists and its model file can be read; false for an
+	// unknown name or version. A name or version that cannot be one (not in the
+	// registry's form) is INVALID_ARGUMENT instead.
 	Ready bool `protobuf:"varint,1,opt,name=ready,proto3" json:"ready,omitempty"`
 }
 

@@ -312,6 +312,8 @@ def check_page_size(value: int) -> int:
 
 
 _NAME_RE = re.compile(r"[a-z0-9][a-z0-9._-]*")
+# What the server's task ids look like (server/manager.py: 16 hexadecimal digits).
+_TASK_ID_RE = re.compile(r"[0-9a-f]{16}")
 # Aliases start with a letter, so `name@3` can never be read as a version.
 _ALIAS_RE = re.compile(r"[a-z][a-z0-9._-]*")
 _NAME_FORM = (
@@ -336,6 +338,13 @@ def check_model_name(value: str, field: str = "model_name") -> str:
         raise OutOfRange(
             f"{field} must be {_NAME_FORM} (no '/' or '@', which references use), "
             f"got {_quoted(value)}"
+        )
+    if _TASK_ID_RE.fullmatch(value):
+        # `init_from` reads a string as a registry name before a task id: a name that
+        # looks like one could take over every `init_from` of that task.
+        raise OutOfRange(
+            f"{field} {_quoted(value)} looks like a task id (16 hexadecimal digits); "
+            "choose a name that says what the model is"
         )
     return value
 

@@ -74,8 +74,8 @@ export class LogStream {
     let delay = FIRST_RETRY_MS;
     while (!this.stopped && !this.ended) {
       const outcome = await this.connect();
-      if (outcome === "unauthorized") {
-        this.status("unauthorized");
+      if (outcome === "unauthorized" || outcome === "refused") {
+        this.status(outcome);
         return;
       }
       if (this.stopped || this.ended) break;
@@ -88,8 +88,8 @@ export class LogStream {
     if (this.ended) this.status("ended");
   }
 
-  /** One connection; says how it ended: "ended", "unauthorized", "received" (events came,
-   *  then it broke) or "failed" (nothing came). */
+  /** One connection; says how it ended: "ended", "unauthorized", "refused" (another
+   *  4xx: final), "received" (events came, then it broke) or "failed" (nothing came). */
   async connect() {
     this.controller = new AbortController();
     const query = new URLSearchParams({ follow: String(this.follow) });
@@ -110,6 +110,8 @@ export class LogStream {
         this.ended = true;
         return "ended";
       }
+      // Any other 4xx (no such task, a bad request) will not change by asking again.
+      if (response.status >= 400 && response.status < 500) return "refused";
       if (!response.ok || !response.body) return "failed";
       this.status("live");
       const reader = response.body.pipeThrough(new TextDecoderStream()).getReader();

@@ -41,7 +41,12 @@ function route() {
       if (link.dataset.section === section) link.setAttribute("aria-current", "page");
       else link.removeAttribute("aria-current");
     }
-    const argument = match[1] === undefined ? undefined : decodeURIComponent(match[1]);
+    let argument;
+    try {
+      argument = match[1] === undefined ? undefined : decodeURIComponent(match[1]);
+    } catch {
+      break; // a malformed address (`#/task/%E0`): no such page
+    }
     leave = view.render(main, params, argument) || (() => {});
     document.title = `Tandem · ${main.querySelector("h1")?.textContent || section}`;
     return;

@@ -116,7 +116,8 @@ function paramsSideBySide(tasks) {
 }
 
 export function render(main, params) {
-  const chosen = (params.get("ids") || "").split(",").map(decodeURIComponent).filter(Boolean);
+  // URLSearchParams has decoded the list already; the ids are plain task ids.
+  const chosen = (params.get("ids") || "").split(",").filter(Boolean);
   const problem = notice();
   const pickerHolder = h("div");
   const result = h("div", { id: "compare-result" });

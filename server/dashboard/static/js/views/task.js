@@ -20,6 +20,7 @@ const STREAM_STATUS = {
   reconnecting: "Connection lost; reconnecting and resuming after the last line shown…",
   ended: "The log is complete.",
   unauthorized: "The server refused the token.",
+  refused: "The server refused to send this task's log (no such task?).",
 };
 
 function paramsTable(task) {
