@@ -114,11 +114,10 @@ def resolve_precision(asked: str, device: torch.device) -> Precision:
     that has it (no scaler needed: bf16 keeps fp32's range), else fp16 with a scaler on
     a GPU, and fp32 on the CPU (where 16-bit arithmetic is rarely faster)."""
     name = asked.lower()
-    if name == "auto":
-        if device.type != "cuda":
-            name = "fp32"
-        else:
-            name = "bf16" if _native_bf16(device) else "fp16"
+    if name == "auto" and device.type != "cuda":
+        name = "fp32"
+    elif name == "auto":
+        name = "bf16" if _native_bf16(device) else "fp16"
     if name not in _DTYPES:
         raise JobError(f"unknown precision {asked!r}; choose one of auto, fp32, bf16, fp16")
     return Precision(name, _DTYPES[name], scaled=name == "fp16")

@@ -31,7 +31,6 @@ from tandem.v1 import (
     resource_service_pb2,
     resources_pb2,
     task_pb2,
-    task_service_pb2,
     training_service_pb2,
 )
 from tests.conftest import Stubs, make_config
