@@ -16,7 +16,7 @@ GO_PACKAGES := golang-go protobuf-compiler protoc-gen-go protoc-gen-go-grpc \
 PROTOS := $(wildcard proto/tandem/v1/*.proto proto/tandem/inference/*.proto)
 APT := $(if $(filter 0,$(shell id -u)),,sudo) apt-get
 
-.PHONY: serve test lint gen check-gen go-build pytest bench setup clean
+.PHONY: serve test lint gen check-gen go-build pytest bench gpu-check setup clean
 
 serve: $(VENV)/.installed
 	$(VENV)/bin/tandem serve
@@ -98,6 +98,11 @@ pytest: $(VENV)/.installed
 # first use, never by `make test`, whose smoke run skips without it.
 bench: $(VENV)/.installed $(VENV)/.bench-installed
 	RAY_USAGE_STATS_ENABLED=0 $(PY) -m bench
+
+# The seed's GPU claims in one go on a machine with an NVIDIA GPU (under 8 minutes):
+# bench/results/gpu.json and a table. Without a GPU it says so in one line and exits 0.
+gpu-check: $(VENV)/.installed
+	$(PY) -m bench.gpu_check
 
 $(VENV)/.bench-installed: requirements-bench.txt $(VENV)/.installed
 	$(PY) -m pip install --quiet -r requirements-bench.txt

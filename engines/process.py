@@ -67,6 +67,12 @@ def die_with_parent(parent_pid: int) -> None:
         os._exit(1)
 
 
+# Every worker's CUDA numbers GPUs by PCI bus, as the server's NVML inventory does
+# (scheduler/inventory.py), so `cuda:N` is the GPU whose memory admission read. CUDA's
+# default ("fastest first") follows no order NVML can be matched to.
+WORKER_CUDA_ENV: Mapping[str, str] = {"CUDA_DEVICE_ORDER": "PCI_BUS_ID"}
+
+
 class WorkerProcess:
     """One spawned worker, dedicated to a device."""
 
@@ -77,7 +83,7 @@ class WorkerProcess:
         environment: Mapping[str, str] | None = None,
     ) -> None:
         self.device = device
-        self._environment = dict(environment or {})
+        self._environment = {**(environment or {}), **WORKER_CUDA_ENV}
         self.worker_id = next(_ids)
         self._ctx = ctx or multiprocessing.get_context("spawn")
         self.conn: Connection | None = None

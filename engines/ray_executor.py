@@ -58,6 +58,7 @@ from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 from engines.executor import JobOutcome, JobSink, Outcome, ServingSink
 from engines.executor_core import Background, Run, RunTable, WarmPool
 from engines.jobs import InferenceJob, ServeJob, TrainingJob, first_line
+from engines.process import WORKER_CUDA_ENV
 from engines.protocol import Job, PredictBatch
 from engines.ray_actor import DeviceActor
 from engines.ray_cluster import CPU_SHARE, GPU_SHARE, RayCluster, RayNode
@@ -78,8 +79,11 @@ ACTOR_START_S = 60.0
 # Models kept in the object store for the next load (a served model's file, by path).
 MODEL_CACHE = 8
 # Ray picks GPU ids for fractional shares itself; Tandem's arbiter has already chosen the
-# GPU (cuda:N), so the actor sees every GPU of its node and uses that one.
-_ALL_GPUS_VISIBLE = {"env_vars": {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1"}}
+# GPU (cuda:N), so the actor sees every GPU of its node, numbered by PCI bus as local
+# workers number them, and uses that one.
+_ALL_GPUS_VISIBLE = {
+    "env_vars": {"RAY_EXPERIMENTAL_NOSET_CUDA_VISIBLE_DEVICES": "1", **WORKER_CUDA_ENV}
+}
 
 
 class ClusterListener(Protocol):

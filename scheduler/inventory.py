@@ -6,13 +6,20 @@ the server can ask from its own process without touching the GPUs. On a machine
 without a GPU or driver NVML fails to start: that means "no GPUs", logged once, never
 a crash. `StaticInventory` is the honest stand-in at that boundary, for tests and for
 dev runs with made-up GPUs.
+
+GPU N of the inventory is CUDA's `cuda:N` in a worker: workers run with
+`CUDA_DEVICE_ORDER=PCI_BUS_ID` (`WORKER_CUDA_ENV` in engines/process.py), so CUDA numbers
+the GPUs that `CUDA_VISIBLE_DEVICES` leaves visible in PCI bus order, while NVML lists
+every GPU in its own order. `NvmlInventory` matches the two by UUID and bus id
+(`cuda_order`).
 """
 
 from __future__ import annotations
 
 import logging
+import os
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from types import TracebackType
 from typing import Any, Protocol, Self
@@ -21,7 +28,15 @@ import pynvml
 
 from scheduler.devices import gpu_device, on_node
 
-__all__ = ["DeviceInventory", "GpuInfo", "NvmlInventory", "StaticInventory"]
+__all__ = [
+    "DeviceInventory",
+    "GpuInfo",
+    "Nvml",
+    "NvmlGpu",
+    "NvmlInventory",
+    "StaticInventory",
+    "cuda_order",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -37,6 +52,8 @@ class GpuInfo:
     free_bytes: int
     # The cluster node the GPU is on ("node-2"); empty for this machine's own GPUs.
     node: str = ""
+    # NVML's "GPU-..." UUID, where known (empty for made-up and cluster GPUs).
+    uuid: str = ""
 
     @property
     def device(self) -> str:
@@ -81,35 +98,135 @@ def _warn_once(key: str, message: str, *args: object) -> None:
     logger.warning(message, *args)
 
 
+class Nvml(Protocol):
+    """The NVML calls the inventory makes, named as in `pynvml`, which is the real one;
+    tests pass a fake. Each may raise `pynvml.NVMLError`."""
+
+    def nvmlInit(self) -> None: ...
+
+    def nvmlShutdown(self) -> None: ...
+
+    def nvmlDeviceGetCount(self) -> int: ...
+
+    def nvmlDeviceGetHandleByIndex(self, index: int) -> Any: ...
+
+    def nvmlDeviceGetName(self, handle: Any) -> Any:
+        """str, or bytes from older bindings."""
+        ...
+
+    def nvmlDeviceGetUUID(self, handle: Any) -> Any:
+        """ "GPU-<hex>", as str or bytes."""
+        ...
+
+    def nvmlDeviceGetPciInfo(self, handle: Any) -> Any:
+        """Has `.busId`: "00000000:3B:00.0", as str or bytes."""
+        ...
+
+    def nvmlDeviceGetMemoryInfo(self, handle: Any) -> Any:
+        """Has `.total`, `.used` and `.free`, in bytes."""
+        ...
+
+
+@dataclass(frozen=True)
+class NvmlGpu:
+    """One GPU as NVML lists it, before CUDA's numbering is applied."""
+
+    uuid: str
+    bus_id: str  # "00000000:3B:00.0"
+    handle: Any = None
+
+    @property
+    def bus_key(self) -> tuple[int, ...]:
+        """The PCI address as numbers (domain, bus, device, function): CUDA's
+        PCI_BUS_ID order. An address that does not parse sorts last."""
+        try:
+            domain, bus, slot = self.bus_id.strip().split(":")
+            device, _, function = slot.partition(".")
+            return (int(domain, 16), int(bus, 16), int(device, 16), int(function or "0", 16))
+        except ValueError:
+            return (2**32,)
+
+
+def cuda_order(gpus: Sequence[NvmlGpu], visible_devices: str | None) -> list[NvmlGpu]:
+    """The GPUs a worker's CUDA sees, in the order it numbers them (`cuda:0` first),
+    given `CUDA_VISIBLE_DEVICES` (None when unset) and `CUDA_DEVICE_ORDER=PCI_BUS_ID`.
+
+    Unset: every GPU, by PCI bus. Set: its entries in their own order, each an index
+    into the bus order or a UUID ("GPU-..." or a unique prefix of one). As CUDA does, the
+    list ends at the first entry that names no GPU, so "" or "-1" hides them all; such an
+    entry is logged once. An entry repeated counts once.
+    """
+    by_bus = sorted(gpus, key=lambda gpu: gpu.bus_key)
+    if visible_devices is None:
+        return by_bus
+    chosen: list[NvmlGpu] = []
+    for entry in visible_devices.split(","):
+        gpu = _named_by(entry.strip(), by_bus)
+        if gpu is None:
+            if entry.strip():
+                _warn_once(
+                    f"visible:{entry}",
+                    "CUDA_VISIBLE_DEVICES entry %r names no GPU of this machine: it and the "
+                    "entries after it are hidden, as CUDA hides them",
+                    entry,
+                )
+            break
+        if gpu not in chosen:
+            chosen.append(gpu)
+    return chosen
+
+
+def _named_by(entry: str, by_bus: Sequence[NvmlGpu]) -> NvmlGpu | None:
+    if entry.isdigit():
+        index = int(entry)
+        return by_bus[index] if index < len(by_bus) else None
+    if not entry.upper().startswith("GPU-"):
+        return None  # MIG instances and anything else: not a GPU Tandem can place on
+    matches = [gpu for gpu in by_bus if gpu.uuid.upper().startswith(entry.upper())]
+    return matches[0] if len(matches) == 1 else None
+
+
 class NvmlInventory:
-    """GPUs as NVML reports them; no GPUs when NVML cannot start.
+    """GPUs as NVML reports them, numbered as a worker's CUDA numbers them; no GPUs when
+    NVML cannot start.
 
     Starts NVML on construction and shuts it down on `close` (also a context
-    manager). A GPU whose reading fails later (fallen off the bus, say) reports no
-    free memory, so memory-aware admission places nothing on it, and a warning.
+    manager). `CUDA_VISIBLE_DEVICES` is read from `environ` (the process's own by
+    default) once, here: the workers inherit it. A GPU whose reading fails later (fallen
+    off the bus, say) reports no free memory, so memory-aware admission places nothing
+    on it, and a warning.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, nvml: Nvml = pynvml, environ: Mapping[str, str] | None = None) -> None:
+        self._nvml = nvml
         self._handles: list[Any] = []
         self._names: list[str] = []
+        self._uuids: list[str] = []
         self._totals: list[int] = []
         self._started = False
         try:
-            pynvml.nvmlInit()
+            nvml.nvmlInit()
         except pynvml.NVMLError as error:
             _warn_once("init", "NVML is unavailable (%s): running without GPUs", error)
             return
         self._started = True
+        visible = (os.environ if environ is None else environ).get("CUDA_VISIBLE_DEVICES")
         try:
-            for index in range(pynvml.nvmlDeviceGetCount()):
-                handle = pynvml.nvmlDeviceGetHandleByIndex(index)
-                self._handles.append(handle)
-                self._names.append(_text(pynvml.nvmlDeviceGetName(handle)))
-                self._totals.append(int(pynvml.nvmlDeviceGetMemoryInfo(handle).total))
+            listed = []
+            for nvml_index in range(nvml.nvmlDeviceGetCount()):
+                handle = nvml.nvmlDeviceGetHandleByIndex(nvml_index)
+                uuid = _text(nvml.nvmlDeviceGetUUID(handle))
+                bus_id = _text(nvml.nvmlDeviceGetPciInfo(handle).busId)
+                listed.append(NvmlGpu(uuid, bus_id, handle))
+            for gpu in cuda_order(listed, visible):
+                self._handles.append(gpu.handle)
+                self._uuids.append(gpu.uuid)
+                self._names.append(_text(nvml.nvmlDeviceGetName(gpu.handle)))
+                self._totals.append(int(nvml.nvmlDeviceGetMemoryInfo(gpu.handle).total))
         except pynvml.NVMLError as error:
             # A driver that starts but cannot list its GPUs is no better than none.
             _warn_once("list", "NVML could not list the GPUs (%s): running without GPUs", error)
-            self._handles, self._names, self._totals = [], [], []
+            self._handles, self._names, self._uuids, self._totals = [], [], [], []
 
     def gpu_count(self) -> int:
         return len(self._handles)
@@ -120,21 +237,21 @@ class NvmlInventory:
     def memory(self, index: int) -> GpuInfo:
         if not 0 <= index < len(self._handles):
             raise IndexError(f"there is no GPU {index}; this machine has {self.gpu_count()}")
-        total = self._totals[index]
+        total, name, uuid = self._totals[index], self._names[index], self._uuids[index]
         try:
-            info = pynvml.nvmlDeviceGetMemoryInfo(self._handles[index])
+            info = self._nvml.nvmlDeviceGetMemoryInfo(self._handles[index])
         except pynvml.NVMLError as error:
-            _warn_once(f"memory:{index}", "NVML cannot read GPU %d (%s)", index, error)
-            return GpuInfo(index, self._names[index], total, used_bytes=total, free_bytes=0)
-        return GpuInfo(index, self._names[index], int(info.total), int(info.used), int(info.free))
+            _warn_once(f"memory:{uuid}", "NVML cannot read GPU %d, %s (%s)", index, uuid, error)
+            return GpuInfo(index, name, total, used_bytes=total, free_bytes=0, uuid=uuid)
+        return GpuInfo(index, name, int(info.total), int(info.used), int(info.free), uuid=uuid)
 
     def close(self) -> None:
         """Stop NVML (idempotent). Readings after this raise IndexError: no GPUs."""
         if self._started:
             self._started = False
-            self._handles, self._names, self._totals = [], [], []
+            self._handles, self._names, self._uuids, self._totals = [], [], [], []
             try:
-                pynvml.nvmlShutdown()
+                self._nvml.nvmlShutdown()
             except pynvml.NVMLError as error:
                 logger.debug("nvmlShutdown failed: %s", error)
 

@@ -11,7 +11,7 @@ from typing import Any
 import grpc
 import pytest
 
-from scheduler import DeviceInventory
+from scheduler import DeviceInventory, StaticInventory
 from server.config import ServerConfig, load
 from tandem.v1 import (
     inference_service_pb2_grpc,
@@ -81,10 +81,17 @@ def make_config(tmp: Path, **overrides: Any) -> ServerConfig:
     return replace(config, **{"cancel_grace_s": 5.0, **overrides})
 
 
+def no_gpus() -> StaticInventory:
+    """The machine with its GPUs hidden from the server under test, so `cuda` is refused
+    the same way on every host, with a GPU or without. Tests that want GPUs pass an
+    inventory of made-up ones (`StaticInventory`) or, marked `gpu`, the real one."""
+    return StaticInventory()
+
+
 @pytest.fixture(scope="session")
 def shared_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
-    """One server for the tests that do not need a fresh one."""
-    server = ServerThread(make_config(tmp_path_factory.mktemp("shared"))).start()
+    """One server for the tests that do not need a fresh one; it sees no GPU."""
+    server = ServerThread(make_config(tmp_path_factory.mktemp("shared")), no_gpus()).start()
     yield server
     server.stop()
 
@@ -98,11 +105,14 @@ def stubs(shared_server: ServerThread) -> Iterator[Stubs]:
 
 @pytest.fixture
 def fresh_server(tmp_path: Path) -> Iterator[Callable[..., ServerThread]]:
-    """A factory of servers private to one test (stopped at its end)."""
+    """A factory of servers private to one test (stopped at its end); without an
+    inventory a server sees no GPU."""
     started: list[ServerThread] = []
 
     def start(inventory: DeviceInventory | None = None, **overrides: Any) -> ServerThread:
-        server = ServerThread(make_config(tmp_path, **overrides), inventory).start()
+        server = ServerThread(
+            make_config(tmp_path, **overrides), inventory if inventory is not None else no_gpus()
+        ).start()
         started.append(server)
         return server
 

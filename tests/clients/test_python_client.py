@@ -37,7 +37,7 @@ def test_calls_and_errors(stubs: Stubs, shared_server: ServerThread) -> None:
         assert "resnet18" in info.value.message
         with pytest.raises(tandem.FailedPrecondition):
             client.cancel(task.task_id)
-        with pytest.raises(tandem.FailedPrecondition):
+        with pytest.raises(tandem.FailedPrecondition):  # the shared server sees no GPU
             client.train("resnet18", "synthetic", device="cuda")
         assert issubclass(tandem.NotFound, tandem.TandemError)
 

@@ -343,7 +343,8 @@ def test_asking_for_a_gpu_on_a_cpu_machine_says_so(tmp_path: Path, model: Path) 
         run_inference(make_job(tmp_path, model, SYNTHETIC, device="cuda:0"), Recorder(), never)
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: CUDA is unavailable here")
 def test_a_gpu_run_records_its_peak_memory(tmp_path: Path, model: Path) -> None:
     result = run_inference(make_job(tmp_path, model, SYNTHETIC, device="cuda:0"), Recorder(), never)
     assert result.metrics["peak_memory_bytes"] > 0

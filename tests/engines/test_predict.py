@@ -240,7 +240,8 @@ def test_asking_for_a_gpu_on_a_cpu_machine_says_so(artifact: ModelArtifact) -> N
         Predictor(artifact, "cuda:0")
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
+@pytest.mark.gpu
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU: CUDA is unavailable here")
 def test_on_a_gpu_an_image_gets_the_same_answer_alone_and_in_a_batch(
     artifact: ModelArtifact,
 ) -> None:

@@ -26,7 +26,7 @@ from PIL import Image
 
 from scheduler import DeviceInventory
 from server.gateway import GatewayServer, Timeouts, create_gateway
-from tests.conftest import ServerThread, make_config
+from tests.conftest import ServerThread, make_config, no_gpus
 
 T = TypeVar("T")
 TIMEOUT = 120  # seconds any single HTTP read may take before a test fails
@@ -100,7 +100,10 @@ class Rest:
 
 
 def start_rest(tmp: Path, inventory: DeviceInventory | None = None, **overrides: Any) -> Rest:
-    server = ServerThread(make_config(tmp, **overrides), inventory).start()
+    """A server and its gateway; without an inventory the server sees no GPU (`no_gpus`)."""
+    server = ServerThread(
+        make_config(tmp, **overrides), inventory if inventory is not None else no_gpus()
+    ).start()
     gateway = GatewayThread(f"127.0.0.1:{server.port}", loop=server.loop).start()
     return Rest(server, gateway)
 
@@ -113,7 +116,8 @@ def stop_rest(rest: Rest) -> None:
 
 @pytest.fixture(scope="session")
 def rest(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rest]:
-    """One gRPC server + gateway shared by the gateway tests (limits left as found)."""
+    """One gRPC server + gateway shared by the gateway tests (limits left as found); the
+    server sees no GPU."""
     running = start_rest(tmp_path_factory.mktemp("rest"))
     yield running
     stop_rest(running)

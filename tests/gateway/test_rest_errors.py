@@ -48,7 +48,7 @@ def test_the_one_mapping() -> None:
         ({**TRAIN, "device": "tpu"}, 400, "cpu"),
         ({**TRAIN, "dataset": "not-there"}, 404, "does not exist"),
         ({**TRAIN, "dataset": "/etc"}, 403, "outside the allowed roots"),
-        ({**TRAIN, "device": "cuda"}, 409, "no GPU"),
+        ({**TRAIN, "device": "cuda"}, 409, "no GPU"),  # the server sees none (no_gpus)
         ({**TRAIN, "device": "cuda:1"}, 409, "GPU"),
         ({**TRAIN, "epochs": "five"}, 422, "epochs"),
         ({**TRAIN, "epochs": 0}, 422, "epochs"),

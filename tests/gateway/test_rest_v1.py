@@ -27,7 +27,8 @@ def test_health(rest: Rest, version: str) -> None:
 
 
 def test_v1_train_follow_the_log_live_then_read_the_task(rest: Rest) -> None:
-    # The seed's v2.1 config, unchanged: it asks for the GPU this machine does not have.
+    # The seed's v2.1 config, unchanged: it asks for a GPU, and
+    # the server under test sees none (no_gpus), on any host.
     config = {"model": "resnet18", "device": "cuda", "dataset": "synthetic"}
     refused = rest.post("/api/v1/train", json=config)
     assert refused.status_code == 409

@@ -25,9 +25,9 @@ SMALL = {"dataset": "synthetic", "epochs": 1, "image_size": 32}
 
 def test_seed_scenario_1_without_a_gpu(rest: Rest, colour_model: Model) -> None:
     # The seed's configs verbatim ("cuda"), plus the fields it elides ("# ..."):
-    # this machine has no GPU, so each is refused with a sentence that says so. The
-    # scenario itself (the inference preempts the training, in that order) runs on a
-    # made-up GPU in tests/gateway/test_rest_preemption.py.
+    # the server under test sees no GPU (no_gpus, on any host), so each is refused with a
+    # sentence that says so. The scenario itself (the inference preempts the training,
+    # in that order) runs on a made-up GPU in tests/gateway/test_rest_preemption.py.
     train_config = {
         "model": "mobilenet_v3_small",
         "batch_size": 16,

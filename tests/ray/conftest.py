@@ -34,6 +34,8 @@ from tests.harness.threaded import ServerThread
 
 NODE_ARGS: dict[str, Any] = {
     "num_cpus": 2,
+    # No GPU unless a test adds one: the tests compare device sets, the same on any host.
+    "num_gpus": 0,
     "object_store_memory": 100 * 1024**2,
     "include_dashboard": False,
 }

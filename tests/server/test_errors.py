@@ -40,6 +40,7 @@ def _train_error(stubs: Stubs, **fields: Any) -> grpc.RpcError:
         ({"priority": 11}, Code.INVALID_ARGUMENT, "priority"),
         ({"priority": -1}, Code.INVALID_ARGUMENT, "priority"),
         ({"device": "tpu"}, Code.INVALID_ARGUMENT, "cpu"),
+        # The shared server sees no GPU (no_gpus), on any host.
         ({"device": "cuda"}, Code.FAILED_PRECONDITION, "GPU"),
         ({"device": "cuda:1"}, Code.FAILED_PRECONDITION, "GPU"),
         ({"dataset": ""}, Code.INVALID_ARGUMENT, "dataset is required"),
@@ -124,7 +125,8 @@ def test_update_limits_errors(stubs: Stubs) -> None:
     cases = [
         ({"cpu": Limits(training=-1)}, Code.INVALID_ARGUMENT),
         ({"tpu": Limits(training=1)}, Code.NOT_FOUND),
-        ({"cuda:0": Limits(inference=5)}, Code.NOT_FOUND),  # no GPU 0 on this machine
+        # The shared server sees no GPU (no_gpus), on any host: there is no cuda:0.
+        ({"cuda:0": Limits(inference=5)}, Code.NOT_FOUND),
     ]
     for limits, code in cases:
         with pytest.raises(grpc.RpcError) as info:

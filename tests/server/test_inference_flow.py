@@ -131,7 +131,7 @@ def test_prediction_errors(served: tuple[ServerThread, Stubs, str, Path]) -> Non
         ({"image": image, "model_path": str(junk)}, invalid),
         ({"image": image, "model_path": "/etc/passwd"}, grpc.StatusCode.PERMISSION_DENIED),
         ({"image": image, "task_id": train_id, "top_k": 0}, invalid),
-        (
+        (  # the server sees no GPU (no_gpus), on any host
             {"image": image, "task_id": train_id, "device": "cuda"},
             precondition,
         ),
