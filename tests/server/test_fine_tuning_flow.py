@@ -25,7 +25,7 @@ from tandem.v1 import (
     task_pb2,
     task_service_pb2,
 )
-from tests.conftest import Stubs, make_config
+from tests.conftest import Stubs, make_config, no_gpus
 from tests.harness.threaded import ServerThread
 
 SUCCEEDED = task_pb2.TASK_STATE_SUCCEEDED
@@ -86,7 +86,8 @@ def source(shared_server: ServerThread, stubs: Stubs) -> task_pb2.Task:
 @pytest.fixture(scope="module")
 def held(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stubs]:
     """A server that admits no training on the CPU: every accepted training stays QUEUED."""
-    server = ServerThread(make_config(tmp_path_factory.mktemp("held"), prewarm_workers=0)).start()
+    config = make_config(tmp_path_factory.mktemp("held"), prewarm_workers=0)
+    server = ServerThread(config, no_gpus()).start()
     stubs = Stubs.connect(server.port)
     stubs.resources.UpdateLimits(
         resource_service_pb2.UpdateLimitsRequest(

@@ -20,7 +20,7 @@ from tandem.v1 import (
     task_pb2,
     task_service_pb2,
 )
-from tests.conftest import Stubs, make_config
+from tests.conftest import Stubs, make_config, no_gpus
 from tests.harness.threaded import ServerThread
 
 TERMINAL = (
@@ -62,7 +62,7 @@ def fill(folder: Path) -> Path:
 def test_a_full_data_dir_fails_tasks_with_the_reason_and_the_server_stays_up(
     small_disk: Path,
 ) -> None:
-    server = ServerThread(make_config(small_disk, prewarm_workers=0)).start()
+    server = ServerThread(make_config(small_disk, prewarm_workers=0), no_gpus()).start()
     stubs = Stubs.connect(server.port)
     try:
         running = stubs.train(epochs=1000)  # runs until the disk stops it

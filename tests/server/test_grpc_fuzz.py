@@ -52,7 +52,7 @@ from tandem.v1 import (
     task_service_pb2,
     training_service_pb2,
 )
-from tests.conftest import Stubs, make_config
+from tests.conftest import Stubs, make_config, no_gpus
 from tests.harness.threaded import ServerThread
 
 # The contract's RPCs (DESIGN.md, "Contracts"); the descriptors must hold at least these.
@@ -593,7 +593,7 @@ def target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Target]:
     tmp = tmp_path_factory.mktemp("fuzz")
     errors = ErrorRecords()
     logging.getLogger().addHandler(errors)
-    server = ServerThread(make_config(tmp)).start()
+    server = ServerThread(make_config(tmp), no_gpus()).start()
     stubs = Stubs.connect(server.port)
     try:
         loop_errors: list[Mapping[str, Any]] = []

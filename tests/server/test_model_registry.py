@@ -33,7 +33,7 @@ from tandem.v1 import (
     task_pb2,
     training_service_pb2,
 )
-from tests.conftest import Stubs, make_config
+from tests.conftest import Stubs, make_config, no_gpus
 from tests.harness.models import write_model
 from tests.harness.threaded import ServerThread
 
@@ -50,7 +50,7 @@ def image() -> bytes:
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServerThread]:
     """A server of this module's own: what is in its registry is up to these tests."""
-    running = ServerThread(make_config(tmp_path_factory.mktemp("registry"))).start()
+    running = ServerThread(make_config(tmp_path_factory.mktemp("registry")), no_gpus()).start()
     yield running
     running.stop()
 
