@@ -366,7 +366,7 @@ class _Run:
         if self.head:
             self.emit(
                 JobEvent(
-                    f"epochs 1-{job.freeze_epochs} train only the classifier head "
+                    f"{_frozen_span(job.freeze_epochs)} only the classifier head "
                     f"({', '.join(sorted(self.head))}); every layer from epoch "
                     f"{job.freeze_epochs + 1}"
                 )
@@ -582,6 +582,10 @@ class _Run:
             metrics=metrics,
             optimizer_state=self.optimizer.state_dict() if optimizer else None,
         )
+
+
+def _frozen_span(epochs: int) -> str:
+    return "epoch 1 trains" if epochs == 1 else f"epochs 1-{epochs} train"
 
 
 def _kept_because(metrics: dict[str, float], best: int, last: int) -> str:

@@ -209,7 +209,7 @@ def test_a_fully_frozen_fine_tune_changes_nothing_but_the_head(
     assert task.training.freeze_epochs == 1
     log = messages(stubs, task.task_id)
     assert any(line.startswith(f"started from weights file {path}") for line in log), log
-    assert "epochs 1-1 train only the classifier head (fc.bias, fc.weight)" in "\n".join(log)
+    assert "epoch 1 trains only the classifier head (fc.bias, fc.weight)" in "\n".join(log)
 
     tuned = load_artifact(stubs.get(task.task_id).model_path).state_dict
     assert tuned["fc.weight"].shape == (3, 512) and tuned["fc.bias"].shape == (3,)
