@@ -15,6 +15,8 @@ from typing import Any, TypeAlias, TypeVar
 
 import grpc
 
+from tandem.contract import OutOfRange
+
 log = logging.getLogger(__name__)
 
 # grpc.aio.ServicerContext; grpc ships no type information, so this is Any to mypy.
@@ -22,6 +24,7 @@ Context: TypeAlias = Any
 
 Req = TypeVar("Req")
 Resp = TypeVar("Resp")
+T = TypeVar("T")
 Self_ = TypeVar("Self_")
 
 
@@ -114,3 +117,12 @@ def streaming(
             await _abort(context, exc)
 
     return wrapper
+
+
+def checked(check: Callable[[T], T], value: T) -> T:
+    """`check(value)` from `tandem.contract`, its sentence (the one REST callers get
+    too) sent as INVALID_ARGUMENT."""
+    try:
+        return check(value)
+    except OutOfRange as exc:
+        raise invalid_argument(str(exc)) from None

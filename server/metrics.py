@@ -9,6 +9,8 @@ its own registry, so several services in one process (tests) do not collide.
 
 from __future__ import annotations
 
+import contextlib
+import time
 from collections.abc import Callable, Iterator
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -21,6 +23,7 @@ from starlette.responses import JSONResponse, Response
 from scheduler import ArbiterStatistics
 from scheduler.inventory import DeviceInventory
 from server.auth import bearer_matches
+from server.errors import ServiceError
 from server.records import TaskRecord
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -145,3 +148,22 @@ def mount(app: Starlette, metrics: Metrics, *, token: str | None = None) -> None
         return Response(metrics.render(), media_type=CONTENT_TYPE)
 
     app.add_route("/metrics", endpoint, methods=["GET"], include_in_schema=False)
+
+
+@contextlib.contextmanager
+def timed_call(histogram: Histogram | None) -> Iterator[None]:
+    """Observes the block's seconds in `histogram` (None: no metrics), labelled by how it
+    ended: `ok`, a ServiceError's status code name, or `INTERNAL` for anything else."""
+    started = time.perf_counter()
+    outcome = "ok"
+    try:
+        yield
+    except ServiceError as exc:
+        outcome = exc.code.name
+        raise
+    except Exception:
+        outcome = "INTERNAL"
+        raise
+    finally:
+        if histogram is not None:
+            histogram.labels(outcome).observe(time.perf_counter() - started)

@@ -19,10 +19,10 @@ import os
 import time
 from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING
 
 from engines.artifact_info import read_info
-from server.errors import failed_precondition, invalid_argument, not_found
+from server.errors import checked, failed_precondition, invalid_argument, not_found
 from server.models import ModelInfo
 from server.records import TaskKind, TaskRecord
 from server.registry_store import AliasRow, RegistryStore, Triple, VersionRow
@@ -34,7 +34,6 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-T = TypeVar("T")
 
 # How many names, versions or aliases a NOT_FOUND sentence lists before "...".
 _LISTED = 20
@@ -190,8 +189,8 @@ class ModelRegistry:
     def set_alias(self, name: str, alias: str, version: int) -> tuple[ModelVersion, int]:
         """Points `alias` of `name` at `version` (creating or moving it); returns that
         version and the one it pointed at before (0 for a new alias)."""
-        alias = _checked(contract.check_alias, alias)
-        self.resolve_version(name, _checked(contract.check_version, version))  # NOT_FOUND
+        alias = checked(contract.check_alias, alias)
+        self.resolve_version(name, checked(contract.check_version, version))  # NOT_FOUND
         before = self._aliases.get(name, {}).get(alias)
         row = AliasRow(name, alias, version, time.time())
         self._store.set_alias(row)
@@ -201,7 +200,7 @@ class ModelRegistry:
     def delete_alias(self, name: str, alias: str) -> int:
         """Removes `alias` of `name`; returns the version it pointed at."""
         self._rows(name)
-        alias = _checked(contract.check_alias, alias)
+        alias = checked(contract.check_alias, alias)
         found = self._aliases.get(name, {}).get(alias)
         if found is None:
             raise not_found(f"model {name!r} has no alias {alias!r}; {self._alias_list(name)}")
@@ -212,7 +211,7 @@ class ModelRegistry:
     def delete_version(self, name: str, version: int) -> ModelVersion:
         """Forgets a version (its task's model file stays). FAILED_PRECONDITION while an
         alias points at it or while it is loaded for serving."""
-        doomed = self.resolve_version(name, _checked(contract.check_version, version))
+        doomed = self.resolve_version(name, checked(contract.check_version, version))
         if doomed.aliases:
             pointing = ", ".join(repr(a) for a in doomed.aliases)
             raise failed_precondition(
@@ -235,7 +234,7 @@ class ModelRegistry:
         unknown one."""
         rows = self._versions.get(name)
         if not rows:
-            _checked(lambda text: contract.check_model_name(text, "name"), name)
+            checked(lambda text: contract.check_model_name(text, "name"), name)
             names = self.names()
             there = (
                 f"the registry holds {_listed(names)}"
@@ -278,14 +277,6 @@ class ModelRegistry:
 def _parsed(reference: str, field: str) -> ModelReference:
     try:
         return contract.parse_model_reference(reference, field)
-    except OutOfRange as exc:
-        raise invalid_argument(str(exc)) from None
-
-
-def _checked(check: Callable[[T], T], value: T) -> T:
-    """`check(value)`, its contract sentence sent as INVALID_ARGUMENT."""
-    try:
-        return check(value)
     except OutOfRange as exc:
         raise invalid_argument(str(exc)) from None
 

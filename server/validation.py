@@ -15,7 +15,7 @@ from engines.folders import validate_image_folder, validate_inference_folder
 from engines.pretrained import UnknownWeights, missing_file_problem
 from engines.pretrained import resolve as resolve_pretrained
 from scheduler.devices import DeviceError, DeviceUnavailable, resolve_among
-from server.errors import failed_precondition, invalid_argument
+from server.errors import checked, failed_precondition, invalid_argument
 from server.models import ModelInfo
 from server.paths import MODEL_ROOTS_HINT, SYNTHETIC, resolve_under_roots
 from tandem import contract
@@ -49,16 +49,8 @@ class Submission:
     request_id: str
 
 
-def _checked(check: Callable[[T], T], value: T) -> T:
-    """`check(value)`, its sentence (the one REST callers get too) sent as INVALID_ARGUMENT."""
-    try:
-        return check(value)
-    except OutOfRange as exc:
-        raise invalid_argument(str(exc)) from None
-
-
 def check_priority(has: bool, value: int) -> int:
-    return _checked(contract.check_priority, value) if has else DEFAULT_PRIORITY
+    return checked(contract.check_priority, value) if has else DEFAULT_PRIORITY
 
 
 def check_device(device: str, devices: Sequence[str]) -> tuple[str, tuple[str, ...]]:
@@ -74,7 +66,7 @@ def check_device(device: str, devices: Sequence[str]) -> tuple[str, tuple[str, .
 
 
 def check_request_id(request_id: str) -> str:
-    return _checked(contract.check_request_id, request_id)
+    return checked(contract.check_request_id, request_id)
 
 
 def check_model(name: str) -> str:
@@ -124,7 +116,7 @@ def check_inference_dataset(spec: str, roots: Sequence[Path]) -> str:
 def check_top_k(has: bool, value: int, classes: int) -> int:
     if not has:
         return min(DEFAULT_TOP_K, classes)
-    return min(_checked(contract.check_top_k, value), classes)
+    return min(checked(contract.check_top_k, value), classes)
 
 
 def inference(
@@ -139,7 +131,7 @@ def inference(
     (`reference`: its registry version, `name/3`, when it was named by one)."""
     priority = check_priority(request.HasField("priority"), request.priority)
     batch_size = (
-        _checked(contract.check_batch_size, request.batch_size)
+        checked(contract.check_batch_size, request.batch_size)
         if request.HasField("batch_size")
         else DEFAULT_INFER_BATCH_SIZE
     )
@@ -174,7 +166,7 @@ def check_image(data: bytes) -> bytes:
 
 
 def _optional(has: bool, check: Callable[[T], T], value: T, default: T) -> T:
-    return _checked(check, value) if has else default
+    return checked(check, value) if has else default
 
 
 def training(
@@ -214,7 +206,7 @@ def training(
         request.learning_rate,
         DEFAULT_LEARNING_RATE,
     )
-    optimizer = _checked(contract.check_optimizer, request.optimizer)
+    optimizer = checked(contract.check_optimizer, request.optimizer)
     val_split = _optional(
         request.HasField("val_split"),
         contract.check_val_split,
@@ -234,7 +226,7 @@ def training(
     weights = _initial_weights(request, model, init_model, model_roots, init_reference)
     model_name = request.model_name.strip()
     if model_name:
-        _checked(contract.check_model_name, model_name)
+        checked(contract.check_model_name, model_name)
     seed = request.seed if request.HasField("seed") else DEFAULT_SEED
     request_id = check_request_id(request.request_id)
     device, candidates = check_device(request.device, devices)
@@ -319,7 +311,7 @@ def _recipe(
     )
     return {
         "freeze_epochs": freeze,
-        "augment": _checked(contract.check_augment, request.augment),
+        "augment": checked(contract.check_augment, request.augment),
         "weight_decay": _optional(
             has("weight_decay"),
             contract.check_weight_decay,
@@ -332,10 +324,10 @@ def _recipe(
             request.label_smoothing,
             contract.DEFAULT_LABEL_SMOOTHING,
         ),
-        "lr_schedule": _checked(contract.check_lr_schedule, request.lr_schedule),
+        "lr_schedule": checked(contract.check_lr_schedule, request.lr_schedule),
         "warmup_epochs": warmup,
         "early_stopping_patience": patience,
-        "precision": _checked(contract.check_precision, request.precision),
+        "precision": checked(contract.check_precision, request.precision),
     }
 
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
@@ -14,7 +13,7 @@ from server import validation
 from server.convert import task_to_pb
 from server.errors import Context, ServiceError, unary
 from server.manager import TaskManager
-from server.metrics import Metrics
+from server.metrics import Metrics, timed_call
 from server.model_registry import ModelRegistry
 from server.models import ModelCatalog, ModelSource, model_file, requested_model
 from server.records import TaskKind
@@ -91,20 +90,9 @@ class InferenceServicer(inference_service_pb2_grpc.InferenceServiceServicer):
     async def Predict(
         self, request: inference_service_pb2.PredictRequest, context: Context
     ) -> inference_service_pb2.PredictResponse:
-        started = time.perf_counter()
-        outcome = "ok"
-        try:
+        histogram = None if self._metrics is None else self._metrics.predict_latency
+        with timed_call(histogram):
             return await self._predict(request, context)
-        except ServiceError as exc:
-            outcome = exc.code.name
-            raise
-        except Exception:
-            outcome = "INTERNAL"
-            raise
-        finally:
-            if self._metrics is not None:
-                elapsed = time.perf_counter() - started
-                self._metrics.predict_latency.labels(outcome).observe(elapsed)
 
     async def _predict(
         self, request: inference_service_pb2.PredictRequest, context: Context

@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import importlib.metadata
 import json
-import time
 from typing import Literal, overload
 
 import grpc
@@ -22,7 +21,7 @@ import grpc
 from server import validation
 from server.device_registry import DeviceRegistry
 from server.errors import Context, ServiceError, invalid_argument, unary
-from server.metrics import Metrics
+from server.metrics import Metrics, timed_call
 from server.model_registry import ModelRegistry, ModelVersion
 from server.models import ModelCatalog
 from server.oip_tensors import (
@@ -127,20 +126,9 @@ class OpenInferenceServicer(open_inference_pb2_grpc.GRPCInferenceServiceServicer
     async def ModelInfer(
         self, request: oip.ModelInferRequest, context: Context
     ) -> oip.ModelInferResponse:
-        started = time.perf_counter()
-        outcome = "ok"
-        try:
+        histogram = None if self._metrics is None else self._metrics.model_infer_latency
+        with timed_call(histogram):
             response = await self._infer(request, context)
-        except ServiceError as exc:
-            outcome = exc.code.name
-            raise
-        except Exception:
-            outcome = "INTERNAL"
-            raise
-        finally:
-            if self._metrics is not None:
-                elapsed = time.perf_counter() - started
-                self._metrics.model_infer_latency.labels(outcome).observe(elapsed)
         if self._metrics is not None:
             self._metrics.model_infer_images.inc(response.outputs[0].shape[0])
         return response
