@@ -13,7 +13,12 @@ Tandem alike.
   threads the server gives its served model (`service.threads.snapshot()`), measured
   only when that count is not the default (else the default loop stands for both).
 - Bare batched: `predict_images([png] * 8, 5)` in a loop with every core, answers/s:
-  what 8 callers at once could get from this machine with no server at all.
+  what 8 callers at once could get from this machine with no server at all. The
+  in-process Predictor prepares the network as the served one does (batch norm folded,
+  channels-last: `engines.prepared_model`), so these baselines do the same work as
+  Tandem; a second bare batched loop runs the network as built
+  (`Predictor(..., prepare=False)`, how a plain PyTorch program runs it), and
+  `predict_prepared_vs_built` is what the preparation alone gains.
 - Tandem: the server runs in this process on its own event loop thread (as the tests'
   `ServerThread` does), port 0, one prewarmed CPU worker, default Predict settings
   (max batch 32, no batching wait, `predict_max_streams` batches at once). Sync gRPC
@@ -204,9 +209,18 @@ def measure(settings: Settings, executor: str = LOCAL) -> dict[str, float]:
                 answers = predictor.predict_images([png] * CONCURRENCY, TOP_K)
                 assert len(answers) == CONCURRENCY
 
+            built = Predictor(
+                load_artifact(str(model_path), map_location="cpu"), "cpu", prepare=False
+            )
+
+            def batched_built() -> None:
+                answers = built.predict_images([png] * CONCURRENCY, TOP_K)
+                assert len(answers) == CONCURRENCY
+
             sides = _Sides(
                 local=local,
                 batched=batched,
+                batched_built=batched_built,
                 remote=predict_call(tandem, model_path, png),
                 floor=floor,
                 answered=_answered(tandem),
@@ -255,6 +269,7 @@ class _Sides:
 
     local: Callable[[], None]
     batched: Callable[[], None]
+    batched_built: Callable[[], None]  # the same with the network as built
     remote: Callable[[], None]
     floor: Callable[[], None]
     answered: Callable[[], tuple[int, int]]
@@ -271,6 +286,7 @@ def _rounds(settings: Settings, sides: _Sides) -> dict[str, float]:
             sides.one_stream.call()
         sides.floor()
         sides.batched()
+        sides.batched_built()
     concurrent_calls(sides.remote, CONCURRENCY * settings.warmup, CONCURRENCY)
     if sides.one_stream is not None:
         concurrent_calls(sides.one_stream.call, CONCURRENCY * settings.warmup, CONCURRENCY)
@@ -293,12 +309,17 @@ def _rounds(settings: Settings, sides: _Sides) -> dict[str, float]:
     one_stream = sides.one_stream
     bare_batches = settings.c8_calls // CONCURRENCY
     bare_seconds = 0.0
+    built_seconds = 0.0
 
     def bare_block() -> None:
         nonlocal bare_seconds
         bare_seconds += sum(latency(sides.batched) for _ in range(bare_batches))
 
-    blocks = [lambda: c8.block(settings.c8_calls), bare_block]
+    def built_block() -> None:
+        nonlocal built_seconds
+        built_seconds += sum(latency(sides.batched_built) for _ in range(bare_batches))
+
+    blocks = [lambda: c8.block(settings.c8_calls), bare_block, built_block]
     if one_stream is not None:
         blocks.insert(1, lambda: one_stream.block(settings.c8_calls))
     for round_ in range(settings.rounds):
@@ -323,6 +344,7 @@ def _rounds(settings: Settings, sides: _Sides) -> dict[str, float]:
     calls = settings.rounds * settings.c8_calls
     c8_per_s = calls / c8.seconds
     bare_per_s = settings.rounds * bare_batches * CONCURRENCY / bare_seconds
+    built_per_s = settings.rounds * bare_batches * CONCURRENCY / built_seconds
     overhead_ms = ms(remote_latencies, 50) - ms(local_latencies, 50)
     figures = {
         "predict_p50_ms": ms(remote_latencies, 50),
@@ -339,6 +361,8 @@ def _rounds(settings: Settings, sides: _Sides) -> dict[str, float]:
         "predict_c8_vs_inprocess_pinned": c8_per_s / pinned_per_s,
         "predict_bare_batched_per_s": bare_per_s,
         "predict_c8_vs_bare_batched": c8_per_s / bare_per_s,
+        "predict_bare_batched_built_per_s": built_per_s,
+        "predict_prepared_vs_built": bare_per_s / built_per_s,
         "predict_c8_images_per_batch": c8.images / c8.batches,
         "predict_serve_threads": float(served_threads),
     }

@@ -5,8 +5,14 @@ Both serve the Predict benchmark's model file (a random-init resnet18 at 224 px,
 classes, seeded) on the CPU, and both answer each request by decoding its PNG,
 resizing, cropping and normalising it, running the forward pass in eval mode and
 taking the top 5: Ray Serve's replicas do it with the very same
-`engines.predict.Predictor`, so the work per image is identical and what differs is
-the serving around it.
+`engines.predict.Predictor`, so the work per image is the same.
+
+What may differ is the network's preparation. Tandem serves the model with batch norm
+folded and channels-last (`engines.prepared_model`); a Ray Serve user deploys the
+torchvision network as built, so the all-cores and per-core applications run it so
+(`Predictor(..., prepare=False)`). The pinned application runs exactly what Tandem's
+served model runs, the prepared network with Tandem's threads, so that it isolates the
+serving around the same work.
 
 - Tandem: a real server (`bench.harness.Tandem`: port 0, one prewarmed CPU worker,
   default Predict settings: batches of up to 32, no batching wait), called over gRPC by
@@ -19,8 +25,7 @@ the serving around it.
   - all cores: one replica with `num_cpus` = every core and torch's default threads;
   - per core: `os.cpu_count()` replicas of one CPU and one torch thread each;
   - pinned: one replica with the threads Tandem gives its served model
-    (`service.threads.snapshot()`), only when that is not torch's default (else the
-    all-cores application stands for it).
+    (`service.threads.snapshot()`) and the network prepared as Tandem's is.
   Ray's logical CPUs are raised to the replicas' total so every application is up at
   once; they reserve nothing, they only let Ray place the replicas. 8 threads POST the
   PNG bytes to Serve's HTTP proxy, each on a keep-alive connection of its own.
@@ -29,7 +34,8 @@ the serving around it.
   the machine's slow spells. Throughput is calls over the blocks' wall time.
 
 `predict_c8_vs_ray_serve_best` is Tandem's throughput over the better of Ray Serve's
-all-cores and per-core configurations; `predict_c8_vs_ray_serve_pinned` over the pinned one.
+all-cores and per-core configurations (as their users would configure them);
+`predict_c8_vs_ray_serve_pinned` over the pinned one (serving against serving).
 """
 
 from __future__ import annotations
@@ -51,7 +57,7 @@ from typing import Any
 
 from packaging.requirements import Requirement
 
-from bench.harness import DEFAULT_THREADS, Tandem, concurrent_calls, make_png
+from bench.harness import Tandem, concurrent_calls, make_png
 from bench.predict import TOP_K, predict_call, save_predict_model
 from bench.report import Goal, Unavailable
 
@@ -93,13 +99,14 @@ def run(smoke: bool) -> dict[str, float]:
 
 @dataclass(frozen=True)
 class _Application:
-    """One Ray Serve configuration: its route, replicas, and each replica's CPUs and
-    torch threads (None: torch's default)."""
+    """One Ray Serve configuration: its route, replicas, each replica's CPUs and torch
+    threads (None: torch's default), and whether it prepares the network as Tandem does."""
 
     name: str
     replicas: int
     cpus: int
     threads: int | None
+    prepare: bool = False
 
     @property
     def route(self) -> str:
@@ -121,11 +128,10 @@ def measure(settings: Settings) -> dict[str, float]:
             applications = [
                 _Application("all-cores", replicas=1, cpus=cores, threads=None),
                 _Application("per-core", replicas=cores, cpus=1, threads=1),
+                _Application(
+                    "pinned", 1, cpus=served_threads, threads=served_threads, prepare=True
+                ),
             ]
-            if served_threads != DEFAULT_THREADS:
-                applications.append(
-                    _Application("pinned", 1, cpus=served_threads, threads=served_threads)
-                )
             with _ray_serve(ray, serve, model_path, applications) as (port, replica_threads):
                 callers = {app.name: _HttpCaller(port, app.route, png) for app in applications}
                 try:
@@ -134,7 +140,7 @@ def measure(settings: Settings) -> dict[str, float]:
                     for caller in callers.values():
                         caller.close()
     per_s = {name: settings.rounds * settings.calls / s for name, s in seconds.items()}
-    pinned = per_s.get("pinned", per_s["all-cores"])
+    pinned = per_s["pinned"]
     best = max(per_s["all-cores"], per_s["per-core"])
     return {
         "ray_serve_tandem_c8_per_s": per_s["tandem"],
@@ -237,7 +243,7 @@ def _ray_serve(
                     ray_actor_options={"num_cpus": app.cpus},
                 )(_classifier_class(serve))
                 handle = serve.run(
-                    deployment.bind(str(model_path), app.threads, TOP_K),
+                    deployment.bind(str(model_path), app.threads, TOP_K, app.prepare),
                     name=app.name,
                     route_prefix=app.route,
                 )
@@ -255,14 +261,14 @@ def _classifier_class(serve: Any) -> type:
     value (the replica need not import `bench`) and `bench` loads without Ray."""
 
     class Classifier:
-        def __init__(self, model_path: str, threads: int | None, top_k: int) -> None:
+        def __init__(self, model_path: str, threads: int | None, top_k: int, prepare: bool) -> None:
             import torch
 
             from engines.predict import from_path
 
             if threads is not None:
                 torch.set_num_threads(threads)
-            self.predictor = from_path(model_path, "cpu")
+            self.predictor = from_path(model_path, "cpu", prepare=prepare)
             self.top_k = top_k
 
         def threads(self) -> int:

@@ -25,6 +25,7 @@ from engines.artifacts import ModelArtifact, load_artifact, load_artifact_bytes
 from engines.datasets import image_transform
 from engines.devices import resolve_device
 from engines.jobs import Pixels, Prediction, first_line
+from engines.prepared_model import PreparedModel, prepare_for_inference
 
 # 50 megapixels covers a 48 MP camera photo; decoded to RGB that is 150 MB, which is as
 # much as one request should be able to make a worker allocate. It is below Pillow's own
@@ -127,15 +128,29 @@ def _full_float32_convolutions() -> Iterator[None]:
 class Predictor:
     """One artifact's model, loaded once on one device, answering batches of images."""
 
-    def __init__(self, artifact: ModelArtifact, device: str) -> None:
+    def __init__(self, artifact: ModelArtifact, device: str, *, prepare: bool = True) -> None:
         """Build the model on `device` (raises JobError for a device this host lacks, and
-        ArtifactError when the weights do not fit the architecture)."""
+        ArtifactError when the weights do not fit the architecture).
+
+        `prepare` folds batch norm and picks channels-last where that answers alike
+        (`engines.prepared_model`); False runs the network as built, as a plain PyTorch
+        deployment would (the benchmarks' peers)."""
         self.artifact = artifact
         self.device = resolve_device(device)
         self.classes: tuple[str, ...] = artifact.classes
-        # Eval mode is what makes answers batch-independent: in train mode batch norm
-        # would normalise each image with its batch's statistics.
-        self.model: torch.nn.Module = artifact.build_model().to(self.device).eval()
+
+        def build() -> torch.nn.Module:
+            # Eval mode is what makes answers batch-independent: in train mode batch norm
+            # would normalise each image with its batch's statistics.
+            return artifact.build_model().to(self.device).eval()
+
+        if prepare:
+            with _full_float32_convolutions():
+                prepared = prepare_for_inference(build, self.device, artifact.image_size)
+        else:
+            prepared = PreparedModel(build(), torch.contiguous_format, folded=False)
+        self.model: torch.nn.Module = prepared.module
+        self.preparation = prepared
         self.transform: Callable[[Image.Image], torch.Tensor] = image_transform(
             artifact.image_size, artifact.mean, artifact.std
         )
@@ -189,7 +204,11 @@ class Predictor:
         k = min(top_k, self.num_classes)
         vectors: list[bytes] = []
         with _full_float32_convolutions(), torch.inference_mode():
-            logits = self.model(batch.to(self.device, non_blocking=True))
+            logits = self.model(
+                batch.to(
+                    self.device, memory_format=self.preparation.memory_format, non_blocking=True
+                )
+            )
             if not isinstance(logits, torch.Tensor):
                 # zoo builds every model with a single head; anything else is a zoo bug.
                 raise TypeError(f"{self.artifact.architecture} returned {type(logits).__name__}")
@@ -253,7 +272,7 @@ class Predictor:
         return results, vectors
 
 
-def from_path(model_path: str, device: str) -> Predictor:
+def from_path(model_path: str, device: str, *, prepare: bool = True) -> Predictor:
     """A Predictor for the artifact at `model_path` on `device`.
 
     Raises ArtifactError for a file that is not a usable artifact, JobError for a device
@@ -261,7 +280,7 @@ def from_path(model_path: str, device: str) -> Predictor:
     """
     # Loaded on the CPU and moved once the model is built: loading straight onto a GPU
     # would hold the weights there twice while the model is assembled.
-    return Predictor(load_artifact(model_path, map_location="cpu"), device)
+    return Predictor(load_artifact(model_path, map_location="cpu"), device, prepare=prepare)
 
 
 def from_bytes(data: bytes, model_path: str, device: str) -> Predictor:

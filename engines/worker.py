@@ -339,7 +339,9 @@ def _serve(job: ServeJob, control: _Control) -> JobResult:
     except BaseException:
         lanes.close()
         raise
-    control.emit(JobEvent(f"serving {job.model_path} on {job.device}"))
+    control.emit(
+        JobEvent(f"serving {job.model_path} on {job.device} ({predictor.preparation.describe()})")
+    )
     passes = ForwardPasses(lanes, predictor, control.send)
     try:
         while not control.cancelled:

@@ -28,6 +28,8 @@ FIGURES = {
     "predict_c8_vs_inprocess_pinned",
     "predict_bare_batched_per_s",
     "predict_c8_vs_bare_batched",
+    "predict_bare_batched_built_per_s",
+    "predict_prepared_vs_built",
     "predict_c8_images_per_batch",
     "predict_c8_streams1_per_s",
     "predict_c8_streams1_images_per_batch",
