@@ -19,7 +19,8 @@ So:
 - a batch that finds the model idle takes the wide lane; batches that wait together, at
   least as many as the model's threads, take narrow lanes, one core each (small batches
   scale better across passes than across intra-op threads: "Replicas or threads"), and
-  the lanes go on taking what waits until it is drained. The two kinds never run at
+  the lanes go on taking what waits until it is drained. Parts of one batch submitted
+  together (`submit_together`) always take narrow lanes. The two kinds never run at
   once, so the threads at work never exceed the model's share.
 
 A new share (`set_threads`) applies from the next pass. torch's `set_num_threads` also
@@ -53,7 +54,8 @@ class ForwardLanes:
         self._idle = threading.Condition(self._lock)
         self._threads = max(1, threads)
         self._max_narrow = max(1, max_narrow)
-        self._waiting: deque[tuple[Callable[[], object], Future[object]]] = deque()
+        # Each waiting pass: its work, its future, and whether it must take a narrow lane.
+        self._waiting: deque[tuple[Callable[[], object], Future[object], bool]] = deque()
         self._wide_busy = False
         self._narrow_busy = 0
         self._closed = False
@@ -67,6 +69,11 @@ class ForwardLanes:
     @property
     def threads(self) -> int:
         return self._threads
+
+    @property
+    def narrow_lanes(self) -> int:
+        """How many one-thread passes may run at once: the model's threads, within the cap."""
+        return min(self._threads, self._max_narrow)
 
     def set_threads(self, threads: int) -> None:
         """The model's new share of the cores, from its next pass on."""
@@ -84,9 +91,21 @@ class ForwardLanes:
         with self._lock:
             if self._closed:
                 raise LanesClosed("the model is being unloaded")
-            self._waiting.append((work, future))  # type: ignore[arg-type]
+            self._waiting.append((work, future, False))  # type: ignore[arg-type]
             self._dispatch()
         return future
+
+    def submit_together(self, works: list[Callable[[], T]]) -> list[Future[T]]:
+        """Queues the parts of one batch, each to run on a narrow lane, side by side as
+        far as lanes are free; their futures, in order."""
+        futures: list[Future[T]] = [Future() for _ in works]
+        with self._lock:
+            if self._closed:
+                raise LanesClosed("the model is being unloaded")
+            for work, future in zip(works, futures, strict=True):
+                self._waiting.append((work, future, True))  # type: ignore[arg-type]
+            self._dispatch()
+        return futures
 
     def close(self) -> None:
         """Waits for every queued and running pass to finish, then stops the lanes."""
@@ -101,15 +120,22 @@ class ForwardLanes:
 
     def _dispatch(self) -> None:
         while self._waiting and not self._wide_busy:
-            narrow_lanes = min(self._threads, self._max_narrow)
+            narrow_lanes = self.narrow_lanes
+            _, _, must_be_narrow = self._waiting[0]
             # Narrow lanes only for as many waiting batches as the model has threads
             # (each gets a core), and once started, until what waits is drained.
-            if self._narrow_busy == 0 and (narrow_lanes < 2 or len(self._waiting) < self._threads):
-                self._start_wide(*self._waiting.popleft())
+            if (
+                not must_be_narrow
+                and self._narrow_busy == 0
+                and (narrow_lanes < 2 or len(self._waiting) < self._threads)
+            ):
+                work, future, _ = self._waiting.popleft()
+                self._start_wide(work, future)
                 return
             if self._narrow_busy >= narrow_lanes:
                 return
-            self._start_narrow(*self._waiting.popleft())
+            work, future, _ = self._waiting.popleft()
+            self._start_narrow(work, future)
 
     def _start_wide(self, work: Callable[[], object], future: Future[object]) -> None:
         self._wide_busy = True

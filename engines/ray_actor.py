@@ -2,7 +2,7 @@
 that reads a node's GPU memory.
 
 `DeviceActor` is the Ray twin of a local worker process (engines/worker.py), and runs
-the same job functions (`run_batch_job`, `settle`, `answer`). It imports torch once,
+the same job functions (`run_batch_job`, `settle`, `answer_on_lanes`). It imports torch once,
 then runs one job at a time in a thread of its own while its other methods stay
 answerable (a threaded actor): `poll` hands the job's messages to the server, `cancel`
 asks the job to stop at its next batch boundary (a cancel that overtakes its job's start
@@ -48,9 +48,9 @@ from engines.protocol import (
     PredictBatch,
     PredictReply,
 )
+from engines.served_batches import answer_on_lanes
 from engines.worker import (
     MAX_FORWARD_PASSES,
-    answer,
     preload,
     release_job_memory,
     run_batch_job,
@@ -191,7 +191,7 @@ class DeviceActor:
             raise JobError(f"{self._where()} holds no model for {batch.task_id}")
         # On the model's lanes, as in the local worker (engines/forward_lanes.py).
         try:
-            pass_ = lanes.submit(lambda: answer(predictor, batch))  # type: ignore[arg-type]
+            pass_ = answer_on_lanes(lanes, predictor, batch)  # type: ignore[arg-type]
         except LanesClosed:
             raise JobError(f"{self._where()} is unloading the model of {batch.task_id}") from None
         reply = pass_.result()

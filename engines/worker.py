@@ -18,7 +18,7 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING
 
@@ -31,7 +31,6 @@ from engines.jobs import (
     JobPreempted,
     JobResult,
     Level,
-    Prediction,
     ServeJob,
     TrainingJob,
 )
@@ -51,6 +50,7 @@ from engines.protocol import (
     WorkerReady,
     YieldJob,
 )
+from engines.served_batches import answer_on_lanes
 
 if TYPE_CHECKING:
     from engines.predict import Predictor
@@ -261,20 +261,6 @@ def _nicer(run: Callable[[], JobResult]) -> JobResult:
         return thread.submit(nicer_run).result()
 
 
-def answer(predictor: Predictor, batch: PredictBatch) -> PredictReply:
-    """A served model's reply to one batch: per image, its top-k or why it is unreadable
-    (and its probabilities, when the batch asks for them)."""
-    from engines.predict import ImageError
-
-    outcome, probabilities = predictor.answer_images(
-        batch.images, batch.top_k, probabilities=batch.probabilities
-    )
-    results: list[list[Prediction] | str] = [
-        str(r) if isinstance(r, ImageError) else r for r in outcome
-    ]
-    return PredictReply(batch.task_id, batch.batch_id, results, probabilities)
-
-
 def _execute(job: Job, control: _Control) -> JobResult:
     if isinstance(job, ServeJob):
         return _serve(job, control)
@@ -290,10 +276,11 @@ MAX_FORWARD_PASSES = 16
 
 class ForwardPasses:
     """A served model's batches, answered on its forward lanes (`ForwardLanes`): one pass
-    with all the model's threads when a batch finds it idle, one-thread passes side by
-    side while batches wait together (small batches scale better across passes than
-    across intra-op threads: bench/README.md, "Replicas or threads"). Each reply goes out
-    from the lane that made it."""
+    with all the model's threads when a lone image finds it idle, one-thread passes side
+    by side for the parts of a batch of several and while batches wait together (small
+    batches scale better across passes than across intra-op threads: bench/README.md,
+    "Replicas or threads"; `engines.served_batches`). Each reply goes out from the lane
+    that finished it."""
 
     def __init__(
         self, lanes: ForwardLanes, predictor: Predictor, reply: Callable[[PredictReply], None]
@@ -308,18 +295,23 @@ class ForwardPasses:
         self.failure: BaseException | None = None
 
     def submit(self, batch: PredictBatch) -> None:
-        self._lanes.submit(lambda: self._answer(batch))
+        answer_on_lanes(self._lanes, self._predictor, batch).add_done_callback(self._answered)
 
-    def _answer(self, batch: PredictBatch) -> None:
+    def _answered(self, done: Future[PredictReply]) -> None:
+        failure = done.exception()
+        if failure is not None:
+            self.failure = failure
+            return
+        reply = done.result()
         try:
-            self._reply(answer(self._predictor, batch))
+            self._reply(reply)
         except ServerGone:
             return  # the main loop sees the pipe break too
         except BaseException as exc:
             self.failure = exc
             return
         with self._lock:
-            self.answered += len(batch.images)
+            self.answered += len(reply.results)
 
 
 def _serve(job: ServeJob, control: _Control) -> JobResult:

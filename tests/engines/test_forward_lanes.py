@@ -154,3 +154,48 @@ def test_a_failing_pass_fails_its_own_future_only() -> None:
         assert lanes.submit(lambda: 7).result(WAIT_S) == 7
     finally:
         lanes.close()
+
+
+def test_parts_submitted_together_take_narrow_lanes_even_on_an_idle_model() -> None:
+    lanes = ForwardLanes(threads=3, max_narrow=4)
+    gate = Gate()
+    try:
+        # Two parts on a three-thread model: fewer than its threads, yet both narrow.
+        parts = lanes.submit_together([gate.work(), gate.work()])
+        gate.wait_started(2)
+        with gate.lock:
+            assert sorted(gate.running) == [("tandem-forward-narrow", 1)] * 2
+        later = lanes.submit(gate.work())  # a lone batch behind them waits for no wide lane
+        gate.release.set()
+        assert [f.result(WAIT_S) for f in parts] == [("tandem-forward-narrow", 1)] * 2
+        later.result(WAIT_S)
+    finally:
+        lanes.close()
+    assert gate.most_threads <= 3
+    assert lanes.narrow_lanes == 3
+
+
+def test_parts_wait_for_a_wide_pass_then_run_beside_each_other() -> None:
+    lanes = ForwardLanes(threads=2, max_narrow=4)
+    gate = Gate()
+    blocker = threading.Event()
+    try:
+        lanes.submit(lambda: blocker.wait(WAIT_S))  # the wide lane, both threads
+        parts = lanes.submit_together([gate.work() for _ in range(3)])
+        assert gate.running == []  # nothing beside the wide pass
+        blocker.set()
+        gate.wait_started(2)
+        with gate.lock:
+            assert sorted(gate.running) == [("tandem-forward-narrow", 1)] * 2
+        gate.release.set()
+        assert [f.result(WAIT_S) for f in parts] == [("tandem-forward-narrow", 1)] * 3
+    finally:
+        lanes.close()
+    assert gate.most_threads == 2
+
+
+def test_parts_are_refused_once_the_lanes_close() -> None:
+    lanes = ForwardLanes(threads=2, max_narrow=4)
+    lanes.close()
+    with pytest.raises(LanesClosed):
+        lanes.submit_together([lambda: 1, lambda: 2])

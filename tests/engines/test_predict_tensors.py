@@ -13,7 +13,7 @@ from engines.artifacts import load_artifact
 from engines.jobs import Pixels
 from engines.predict import ImageError, Predictor, decode_image
 from engines.protocol import PredictBatch
-from engines.worker import answer
+from engines.served_batches import answer
 from tests.engines.test_predict import CLASSES as LABELS
 from tests.engines.test_predict import IMAGE_SIZE, png, write_model
 
