@@ -36,6 +36,7 @@ from engines.jobs import (
     JobEvent,
     JobPreempted,
     JobResult,
+    Level,
     Preemption,
     TrainingJob,
     first_line,
@@ -475,7 +476,10 @@ class _Run:
                 self.scaler.update()
             else:
                 loss.backward()
-                self.optimizer.step()
+                if not self.precision.checks_gradients or recipe.gradients_finite(self.model):
+                    self.optimizer.step()
+                else:
+                    self._skip_step(epoch, batch)
             totals.add(logits, labels, loss, self.top)
             now = time.monotonic()
             if batch == self.batches or now - last_report >= PROGRESS_INTERVAL_S:
@@ -526,6 +530,17 @@ class _Run:
             # zoo builds every model with a single head; anything else is a zoo bug.
             raise TypeError(f"{self.job.model} returned {type(output).__name__}, not logits")
         return output
+
+    def _skip_step(self, epoch: int, batch: int) -> None:
+        # What fp16's gradient scaler does with a non-finite gradient (see
+        # `Precision.checks_gradients`): the weights stay as they were.
+        self.emit(
+            JobEvent(
+                f"epoch {epoch} batch {batch}: a gradient was not finite in "
+                f"{self.precision.name}; this batch's step was skipped",
+                level=Level.WARNING,
+            )
+        )
 
     def _report_progress(
         self, epoch: int, batch: int, totals: _Totals, earlier: int, seconds: float, lr: float

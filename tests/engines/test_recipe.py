@@ -249,6 +249,25 @@ def test_auto_precision_is_fp32_on_the_cpu_and_fp16_needs_a_scaler() -> None:
     assert not recipe.resolve_precision("bf16", cpu).scaled
 
 
+def test_only_unscaled_mixed_precision_checks_its_gradients_before_a_step() -> None:
+    cpu = torch.device("cpu")
+    checks = {name: recipe.resolve_precision(name, cpu).checks_gradients for name in _PRECISIONS}
+    assert checks == {"fp32": False, "bf16": True, "fp16": False}  # fp16's scaler checks
+
+
+_PRECISIONS = ("fp32", "bf16", "fp16")
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf, -math.inf])
+def test_a_non_finite_gradient_anywhere_is_seen(bad: float) -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.Linear(4, 2))
+    assert recipe.gradients_finite(model)  # no gradients yet
+    model(torch.ones(2, 3)).sum().backward()
+    assert recipe.gradients_finite(model)
+    model[0].bias.grad[1] = bad  # type: ignore[index]
+    assert not recipe.gradients_finite(model)
+
+
 @pytest.mark.parametrize(("capability", "expected"), [((7, 5), "fp16"), ((8, 0), "bf16")])
 def test_auto_precision_on_a_gpu_follows_its_compute_capability(
     monkeypatch: pytest.MonkeyPatch, capability: tuple[int, int], expected: str
