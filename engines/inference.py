@@ -227,7 +227,8 @@ class _Run:
                 f"inference with {artifact.architecture} ({artifact.num_classes} classes, "
                 f"{artifact.image_size} px) on {self.predictor.device}: {self.total} images "
                 f"from {self.source.description}, batch_size {self.job.batch_size}, "
-                f"top {min(self.job.top_k, artifact.num_classes)}"
+                f"top {min(self.job.top_k, artifact.num_classes)}; network: "
+                f"{self.predictor.preparation.describe()}"
             )
         )
         if not self.measure_accuracy:

@@ -165,6 +165,7 @@ def test_an_image_folder_gets_one_row_per_image_labelled_by_its_folder(
 
     start = emit.lines()[0]
     assert all(part in start for part in ("resnet18", "3 classes", "12 images", "cpu"))
+    assert start.endswith("network: batch norm folded into convolutions and channels-last")
     progress = emit.progress()
     assert progress, "no progress events"
     assert progress[-1]["progress"] == 1.0
