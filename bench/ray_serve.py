@@ -10,9 +10,10 @@ taking the top 5: Ray Serve's replicas do it with the very same
 What may differ is the network's preparation. Tandem serves the model with batch norm
 folded and channels-last (`engines.prepared_model`); a Ray Serve user deploys the
 torchvision network as built, so the all-cores and per-core applications run it so
-(`Predictor(..., prepare=False)`). The pinned application runs exactly what Tandem's
-served model runs, the prepared network with Tandem's threads, so that it isolates the
-serving around the same work.
+(`Predictor(..., prepare=False)`). The pinned application runs the same prepared
+network with Tandem's threads (whole batches: Tandem also cuts a batch into one-thread
+parts, `engines/served_batches.py`), so that it compares the serving around the same
+network.
 
 - Tandem: a real server (`bench.harness.Tandem`: port 0, one prewarmed CPU worker,
   default Predict settings: batches of up to 32, no batching wait), called over gRPC by

@@ -57,6 +57,7 @@ from bench.report import Goal
 from engines.artifacts import load_artifact
 from engines.augment import LIGHT_CROP_SCALE
 from engines.datasets import IMAGENET_MEAN, IMAGENET_STD
+from engines.prepared_model import prepare_for_inference
 from engines.worker import lower_thread_priority
 from tandem.v1 import task_pb2
 
@@ -405,8 +406,11 @@ def bare_inference(
         artifact.architecture, weights=None, num_classes=artifact.num_classes
     )
     model.load_state_dict(artifact.state_dict)
-    model.eval()
     size = artifact.image_size
+    # The network prepared as Tandem's batch inference prepares it (batch norm folded,
+    # channels-last): the same work, so the ratio shows Tandem's own cost.
+    prepared = prepare_for_inference(model.eval(), torch.device("cpu"), size)
+    model, layout = prepared.module, prepared.memory_format
     transform = transforms.Compose(
         [
             transforms.Resize(size),
@@ -426,7 +430,8 @@ def bare_inference(
                 with Image.open(path) as image:
                     inputs.append(transform(image.convert("RGB")))
             with torch.inference_mode():
-                scores, indices = torch.softmax(model(torch.stack(inputs)), dim=1).topk(k, dim=1)
+                logits = model(torch.stack(inputs).contiguous(memory_format=layout))
+                scores, indices = torch.softmax(logits, dim=1).topk(k, dim=1)
             for path, row_scores, row_indices in zip(
                 batch, scores.tolist(), indices.tolist(), strict=True
             ):

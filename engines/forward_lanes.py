@@ -122,8 +122,9 @@ class ForwardLanes:
         while self._waiting and not self._wide_busy:
             narrow_lanes = self.narrow_lanes
             _, _, must_be_narrow = self._waiting[0]
-            # Narrow lanes only for as many waiting batches as the model has threads
-            # (each gets a core), and once started, until what waits is drained.
+            # Narrow lanes for a batch's parts (submit_together), or for as many waiting
+            # batches as the model has threads (each gets a core), and once started,
+            # until what waits is drained.
             if (
                 not must_be_narrow
                 and self._narrow_busy == 0

@@ -139,16 +139,14 @@ class Predictor:
         self.device = resolve_device(device)
         self.classes: tuple[str, ...] = artifact.classes
 
-        def build() -> torch.nn.Module:
-            # Eval mode is what makes answers batch-independent: in train mode batch norm
-            # would normalise each image with its batch's statistics.
-            return artifact.build_model().to(self.device).eval()
-
+        # Eval mode is what makes answers batch-independent: in train mode batch norm
+        # would normalise each image with its batch's statistics. Built on the CPU and
+        # prepared there, so the device receives only the network it will run.
+        built = artifact.build_model().cpu().eval()
         if prepare:
-            with _full_float32_convolutions():
-                prepared = prepare_for_inference(build, self.device, artifact.image_size)
+            prepared = prepare_for_inference(built, self.device, artifact.image_size)
         else:
-            prepared = PreparedModel(build(), torch.contiguous_format, folded=False)
+            prepared = PreparedModel(built.to(self.device), torch.contiguous_format, folded=False)
         self.model: torch.nn.Module = prepared.module
         self.preparation = prepared
         self.transform: Callable[[Image.Image], torch.Tensor] = image_transform(

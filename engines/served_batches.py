@@ -99,11 +99,16 @@ def answer_on_lanes(
             remaining -= 1
             if remaining:
                 return
-        failures = [f.exception() for f in futures if f.exception() is not None]
-        if failures:
-            whole.set_exception(failures[0])
-        else:
-            whole.set_result(merge(batch, [f.result() for f in futures]))
+        # Whatever happens here must complete `whole`: an exception raised in a done
+        # callback is only logged, and a caller waiting on `whole` would wait forever.
+        try:
+            failures = [f.exception() for f in futures if f.exception() is not None]
+            if failures:
+                whole.set_exception(failures[0])
+            else:
+                whole.set_result(merge(batch, [f.result() for f in futures]))
+        except BaseException as exc:
+            whole.set_exception(exc)
 
     for future in futures:
         future.add_done_callback(part_done)

@@ -275,12 +275,13 @@ MAX_FORWARD_PASSES = 16
 
 
 class ForwardPasses:
-    """A served model's batches, answered on its forward lanes (`ForwardLanes`): one pass
-    with all the model's threads when a lone image finds it idle, one-thread passes side
-    by side for the parts of a batch of several and while batches wait together (small
-    batches scale better across passes than across intra-op threads: bench/README.md,
-    "Replicas or threads"; `engines.served_batches`). Each reply goes out from the lane
-    that finished it."""
+    """A served model's batches, answered on its forward lanes (`ForwardLanes`): on the
+    CPU a batch with an image per narrow lane is cut into one-thread parts run side by
+    side (`engines.served_batches`); a smaller batch, and every batch on a GPU, goes
+    whole: on the wide lane with all the model's threads when it finds the model idle,
+    on a narrow lane while batches wait together (small batches scale better across
+    passes than across intra-op threads: bench/README.md, "Replicas or threads"). Each
+    reply goes out from the lane that finished it."""
 
     def __init__(
         self, lanes: ForwardLanes, predictor: Predictor, reply: Callable[[PredictReply], None]

@@ -1,5 +1,6 @@
 """Preparing a network for answering (`engines.prepared_model`): batch norm folded and
-channels-last where the answers stay the same, the network as built where they would not."""
+channels-last where the answers stay the same, the network as built where they would not,
+and nothing claimed that was not done."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from engines.prepared_model import TOLERANCE, prepare_for_inference
 from tests.engines.test_predict import png, write_model
 
 CPU = torch.device("cpu")
+META = torch.device("meta")
 SIZE = 16
 
 
@@ -32,6 +34,18 @@ class Flattening(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.bn(self.conv(x))
         return self.head(x.view(x.shape[0], -1))
+
+
+class Plain(nn.Module):
+    """conv -> relu -> linear: fx traces it, but there is no batch norm to fold."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.head = nn.Linear(4, 3)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(torch.relu(self.conv(x)).mean(dim=(2, 3)))
 
 
 class Branching(Flattening):
@@ -71,17 +85,28 @@ def test_a_resnet_is_folded_and_channels_last_with_the_same_answers() -> None:
         torch.manual_seed(0)
         return zoo.build_model("resnet18", 3, SIZE).eval()
 
-    prepared = prepare_for_inference(build, CPU, SIZE)
+    model = build()
+    prepared = prepare_for_inference(model, CPU, SIZE)
     assert prepared.folded and prepared.channels_last
     assert batch_norms(build()) == 20 and batch_norms(prepared.module) == 0
     assert prepared.describe() == "batch norm folded into convolutions and channels-last"
     expected = answers(build(), torch.contiguous_format)
     got = answers(prepared.module, prepared.memory_format)
     assert torch.allclose(got, expected, rtol=0, atol=TOLERANCE)
+    # Folding copied what it folded: the network handed in still answers as built.
+    assert batch_norms(model) == 20
+    assert torch.equal(answers(model, torch.contiguous_format), expected)
+
+
+def test_a_network_without_batch_norm_is_not_called_folded() -> None:
+    model = builder(Plain)()
+    prepared = prepare_for_inference(model, CPU, SIZE)
+    assert not prepared.folded and prepared.module is model
+    assert prepared.describe() == "channels-last"
 
 
 def test_a_layer_that_minds_the_layout_keeps_nchw_but_is_still_folded() -> None:
-    prepared = prepare_for_inference(builder(Flattening), CPU, SIZE)
+    prepared = prepare_for_inference(builder(Flattening)(), CPU, SIZE)
     assert prepared.folded and not prepared.channels_last
     assert batch_norms(prepared.module) == 0
     expected = answers(builder(Flattening)(), torch.contiguous_format)
@@ -89,10 +114,10 @@ def test_a_layer_that_minds_the_layout_keeps_nchw_but_is_still_folded() -> None:
 
 
 def test_an_untraceable_network_that_minds_the_layout_is_served_as_built() -> None:
-    prepared = prepare_for_inference(builder(Branching), CPU, SIZE)
+    prepared = prepare_for_inference(builder(Branching)(), CPU, SIZE)
     assert not prepared.folded and not prepared.channels_last
     assert prepared.describe() == "as built"
-    assert batch_norms(prepared.module) == 1
+    assert batch_norms(prepared.module) == 1 and type(prepared.module) is Branching
     # The weights are back in NCHW and the answers are the built network's, exactly.
     assert prepared.module.conv.weight.is_contiguous()
     expected = answers(builder(Branching)(), torch.contiguous_format)
@@ -117,3 +142,12 @@ def test_a_prepared_predictor_answers_as_the_network_as_built(
         a_vec = torch.frombuffer(bytearray(a_bytes), dtype=torch.float32)
         b_vec = torch.frombuffer(bytearray(b_bytes), dtype=torch.float32)
         assert torch.allclose(a_vec, b_vec, atol=1e-5)
+
+
+def test_off_the_cpu_only_the_folding_is_done_and_the_network_moves_there() -> None:
+    # "meta" stands in for a GPU here: any device but the CPU gets no channels-last
+    # until `make gpu-check` has measured it there; the check itself runs on the CPU.
+    torch.manual_seed(0)
+    prepared = prepare_for_inference(zoo.build_model("resnet18", 3, SIZE).eval(), META, SIZE)
+    assert prepared.folded and not prepared.channels_last
+    assert {p.device.type for p in prepared.module.parameters()} == {"meta"}

@@ -5,6 +5,7 @@ as one reply, in order, equal to the whole batch's; a lone image keeps every thr
 from __future__ import annotations
 
 import threading
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -94,7 +95,13 @@ def test_a_batch_of_several_runs_in_parts_on_narrow_lanes_and_answers_as_one(
             assert isinstance(got, list)
             assert [p.index for p in got] == [p.index for p in want]
             assert [p.score for p in got] == pytest.approx([p.score for p in want], abs=1e-5)
-    assert [len(v) for v in reply.probabilities] == [len(v) for v in expected.probabilities]
+    assert len(reply.probabilities) == len(expected.probabilities) == 6
+    for got_vector, want_vector in zip(reply.probabilities, expected.probabilities, strict=True):
+        assert len(got_vector) == len(want_vector)
+        if want_vector:  # empty for the unreadable image
+            got_p = torch.frombuffer(bytearray(got_vector), dtype=torch.float32)
+            want_p = torch.frombuffer(bytearray(want_vector), dtype=torch.float32)
+            assert torch.allclose(got_p, want_p, atol=1e-5)
 
 
 def test_a_lone_image_keeps_the_wide_lane_and_every_thread(predictor: WatchedPredictor) -> None:
@@ -108,12 +115,28 @@ def test_fewer_images_than_narrow_lanes_go_whole(predictor: WatchedPredictor) ->
     assert passes == [("tandem-forward-wide", 3)]
 
 
-def test_a_part_that_fails_fails_the_whole_batch(predictor: WatchedPredictor) -> None:
-    # top_k 0 is refused by the Predictor: every part raises, the reply carries it.
+class Breaking(WatchedPredictor):
+    """Raises for any batch that holds the image BOOM: a pass that breaks."""
+
+    def answer_images(self, *args: Any, **kwargs: Any) -> Any:
+        answers = super().answer_images(*args, **kwargs)  # noted as a pass
+        if BOOM in args[0]:
+            raise RuntimeError("the pass broke")
+        return answers
+
+
+BOOM = b"boom"
+
+
+def test_one_part_that_fails_fails_the_whole_batch(tmp_path: Path) -> None:
+    predictor = Breaking(load_artifact(str(write_model(tmp_path / "model.pt"))), "cpu")
+    # Two parts: [png, png] answers, [BOOM, png] raises; the batch's reply is the failure.
     lanes = ForwardLanes(threads=2, max_narrow=4)
     try:
-        future = answer_on_lanes(lanes, predictor, PredictBatch("serve-1", 1, [png(1), png(2)], 0))
-        with pytest.raises(ValueError, match="top_k"):
+        future = answer_on_lanes(lanes, predictor, batch([png(1), png(2), BOOM, png(3)]))
+        with pytest.raises(RuntimeError, match="the pass broke"):
             future.result(WAIT_S)
     finally:
         lanes.close()
+    # Both parts ran, each once, side by side; only the breaking one's error came back.
+    assert predictor.passes == [("tandem-forward-narrow", 1)] * 2
