@@ -252,7 +252,12 @@ class DeviceActor:
                 self._lanes = lanes
                 lanes.set_threads(self._threads)
             self._loaded.set()
-            emit(JobEvent(f"serving {job.model_path} on {self._where()}"))
+            emit(
+                JobEvent(
+                    f"serving {job.model_path} on {self._where()} "
+                    f"({predictor.preparation.describe()})"
+                )
+            )
             self._cancel.wait()
         finally:
             with self._lock:

@@ -99,14 +99,14 @@ class Precision:
     def scaler(self, device: torch.device) -> torch.amp.GradScaler | None:
         return torch.amp.GradScaler(device.type) if self.scaled else None
 
-    @property
-    def checks_gradients(self) -> bool:
-        """Whether a step must see finite gradients before it is taken. fp16's scaler
-        checks them itself. bf16 needs it: torch 2.14.1's CPU bf16 convolution
-        weight-gradient kernel now and then returns a non-finite value when it runs on
-        more than one thread (resnet18 at 16 px, layer4.0.conv1: 2 runs in 8 with the
-        same seed, in plain PyTorch), which one step would spread to every weight."""
-        return self.dtype is not None and not self.scaled
+    def checks_gradients(self, device: torch.device) -> bool:
+        """Whether a step on `device` must see finite gradients before it is taken: bf16
+        on the CPU. torch 2.14.1's CPU bf16 convolution weight-gradient kernel now and
+        then returns a non-finite value when it runs on more than one thread (resnet18 at
+        16 px, layer4.0.conv1: 2 runs in 8 with the same seed, in plain PyTorch), which
+        one step would spread to every weight. fp16's scaler checks on its own; on a GPU
+        the fault was not seen and the check would make the host wait every step."""
+        return self.dtype == torch.bfloat16 and device.type == "cpu"
 
 
 def gradients_finite(model: torch.nn.Module) -> bool:

@@ -241,6 +241,7 @@ class _Run:
         self.optimizer = optimizer
         self.precision = recipe.resolve_precision(job.precision, device)
         self.scaler = self.precision.scaler(device)
+        self.check_gradients = self.precision.checks_gradients(device)
         self.criterion = torch.nn.CrossEntropyLoss(label_smoothing=job.label_smoothing)
         # Validation loss is plain cross-entropy, whatever the smoothing: comparable
         # between recipes, and what early stopping watches.
@@ -476,7 +477,7 @@ class _Run:
                 self.scaler.update()
             else:
                 loss.backward()
-                if not self.precision.checks_gradients or recipe.gradients_finite(self.model):
+                if not self.check_gradients or recipe.gradients_finite(self.model):
                     self.optimizer.step()
                 else:
                     self._skip_step(epoch, batch)

@@ -249,10 +249,13 @@ def test_auto_precision_is_fp32_on_the_cpu_and_fp16_needs_a_scaler() -> None:
     assert not recipe.resolve_precision("bf16", cpu).scaled
 
 
-def test_only_unscaled_mixed_precision_checks_its_gradients_before_a_step() -> None:
-    cpu = torch.device("cpu")
-    checks = {name: recipe.resolve_precision(name, cpu).checks_gradients for name in _PRECISIONS}
+def test_only_bf16_on_the_cpu_checks_its_gradients_before_a_step() -> None:
+    cpu, gpu = torch.device("cpu"), torch.device("cuda", 0)
+    checks = {
+        name: recipe.resolve_precision(name, cpu).checks_gradients(cpu) for name in _PRECISIONS
+    }
     assert checks == {"fp32": False, "bf16": True, "fp16": False}  # fp16's scaler checks
+    assert not recipe.resolve_precision("bf16", gpu).checks_gradients(gpu)
 
 
 _PRECISIONS = ("fp32", "bf16", "fp16")

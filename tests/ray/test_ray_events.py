@@ -227,7 +227,10 @@ def test_a_served_model_needs_only_the_bytes_not_the_file(tmp_path: Path) -> Non
         after = batch[-1][0] if batch else after
     first, last = messages[0], messages[-1]
     assert isinstance(first, JobEventMsg)
-    assert first.event.message == "serving /elsewhere/model.pt on node-9/cpu"
+    assert first.event.message == (
+        "serving /elsewhere/model.pt on node-9/cpu "
+        "(batch norm folded into convolutions and channels-last)"
+    )
     assert isinstance(last, JobCancelledMsg)
     # Parked, the actor holds the model no more.
     with pytest.raises(JobError, match="holds no model for serve-1"):
