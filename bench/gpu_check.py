@@ -26,6 +26,9 @@ in the JSON) and the others still run. The checks, on `cuda:0`:
   has it, else fp16).
 - `preemption`: a preemptible training holds most of the GPU's memory (estimates seeded),
   an urgent one that cannot fit beside it preempts it: the urgent task's wait.
+- `layouts`: the Predict model's forward pass as built, with batch norm folded, and
+  folded in channels-last, at batch 32 under IEEE float32 (`bench/network_layouts.py`):
+  whether a served network should go channels-last on a GPU too.
 
 Without a GPU (NVML finds none, or torch sees no CUDA) it prints one line and exits 0.
 Figures go to `bench/results/gpu.json`: `{"figures": {...}, "failures": {...}}`, a
@@ -592,6 +595,15 @@ def check_preemption(inputs: Inputs, budget: Budget) -> dict[str, float]:
     return {"preemption_urgent_wait_s": wait_s, "preemption_victim_preemptions": float(preempted)}
 
 
+def check_layouts(inputs: Inputs, budget: Budget) -> dict[str, float]:
+    import torch
+
+    from bench.network_layouts import measure_layouts
+
+    seconds = min(12.0, budget.left() / 2)
+    return measure_layouts(str(inputs.predict_model), torch.device("cuda", 0), 32, seconds)
+
+
 CHECKS: tuple[Check, ...] = (
     Check("gpu_tests", check_gpu_tests, 90, ("gpu_tests_passed", "gpu_tests_failed")),
     Check(
@@ -647,6 +659,18 @@ CHECKS: tuple[Check, ...] = (
         check_preemption,
         45,
         ("preemption_urgent_wait_s", "preemption_victim_preemptions"),
+    ),
+    Check(
+        "layouts",
+        check_layouts,
+        20,
+        (
+            "layout_built_images_per_s",
+            "layout_folded_images_per_s",
+            "layout_folded_channels_last_images_per_s",
+            "layout_channels_last_gain",
+            "layout_max_abs_diff",
+        ),
     ),
 )
 

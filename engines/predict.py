@@ -108,7 +108,7 @@ def open_image(path: str) -> Image.Image:
 
 
 @contextlib.contextmanager
-def _full_float32_convolutions() -> Iterator[None]:
+def full_float32_convolutions() -> Iterator[None]:
     # cuDNN runs float32 convolutions in TF32 (10 mantissa bits) by default on Ampere and
     # later, and picks its algorithm by batch size: with TF32 one image can score ~1e-3
     # differently alone and in a batch. IEEE float32 keeps that to rounding noise, and
@@ -201,7 +201,7 @@ class Predictor:
             return [], []
         k = min(top_k, self.num_classes)
         vectors: list[bytes] = []
-        with _full_float32_convolutions(), torch.inference_mode():
+        with full_float32_convolutions(), torch.inference_mode():
             logits = self.model(
                 batch.to(
                     self.device, memory_format=self.preparation.memory_format, non_blocking=True
