@@ -68,8 +68,16 @@ def prepare_for_inference(
     sample = torch.randn(
         CHECK_BATCH, 3, image_size, image_size, generator=torch.Generator().manual_seed(0)
     )
-    with torch.inference_mode():
-        reference = model(sample)
+    try:
+        with torch.inference_mode():
+            reference = model(sample)
+    except (MemoryError, torch.OutOfMemoryError):
+        raise
+    except Exception:
+        # The network as built cannot take the check batch (an input size it refuses):
+        # preparing must not add a failure, so it is served as before and its requests
+        # meet the error where they always did, with the Predictor's own message.
+        reference = None
     if not isinstance(reference, torch.Tensor):
         return PreparedModel(model.to(device), torch.contiguous_format, folded=False)
     layouts = [torch.channels_last] if device.type == "cpu" else []

@@ -151,3 +151,12 @@ def test_off_the_cpu_only_the_folding_is_done_and_the_network_moves_there() -> N
     prepared = prepare_for_inference(zoo.build_model("resnet18", 3, SIZE).eval(), META, SIZE)
     assert prepared.folded and not prepared.channels_last
     assert {p.device.type for p in prepared.module.parameters()} == {"meta"}
+
+
+def test_a_network_that_refuses_the_check_batch_is_served_as_built() -> None:
+    # A head sized for 16 px fails on any other size: preparing at 12 px must not raise
+    # (the requests meet the error where they always did) and changes nothing.
+    model = builder(Flattening)()
+    prepared = prepare_for_inference(model, CPU, SIZE - 4)
+    assert prepared.module is model and prepared.describe() == "as built"
+    assert batch_norms(model) == 1
