@@ -14,6 +14,7 @@ disconnects it from Ray (`ray.shutdown`), so every test leaves the process clean
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -51,7 +52,21 @@ class RayTestCluster:
         return str(self.cluster.address)
 
     def add_node(self, **args: Any) -> Any:
-        return self.cluster.add_node(**{**NODE_ARGS, **args})
+        """Adds a node. Its raylet has Ray's fixed 30 s to register, as the head's has
+        (`_start_head`); a start that timed out on a busy machine is cleaned up (the
+        raylets it left behind are killed, which ends their agents and workers) and
+        tried once more."""
+        for attempt in (1, 2):
+            raylets_before = _raylets()
+            try:
+                return self.cluster.add_node(**{**NODE_ARGS, **args})
+            except Exception as exc:
+                if attempt == 2 or "timed out" not in str(exc).lower():
+                    raise
+                for pid in _raylets() - raylets_before:
+                    with contextlib.suppress(OSError):
+                        os.kill(pid, signal.SIGKILL)
+        raise AssertionError("unreachable")
 
 
 @pytest.fixture(scope="module")
@@ -104,6 +119,18 @@ def _start_head(root: str) -> Cluster:
                 raise
             _kill_processes_using(temp_dir)
     raise AssertionError("unreachable")
+
+
+def _raylets() -> set[int]:
+    """The pids of the raylets running on this machine (the test cluster's nodes)."""
+    found: set[int] = set()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        with contextlib.suppress(OSError):
+            if (entry / "comm").read_text().strip() == "raylet":
+                found.add(int(entry.name))
+    return found
 
 
 def _kill_processes_using(folder: str) -> None:
