@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
+from scheduler import StaticInventory
 from tests.conftest import ServerThread
 
 TANDEM = str(Path(sys.executable).parent / "tandem")
@@ -74,8 +76,8 @@ def test_train_can_opt_out_of_preemption(shared_server: ServerThread) -> None:
     )  # fmt: skip
     assert opted_out.returncode == 0, opted_out.stderr
     task = json.loads(opted_out.stdout)
-    # proto3 JSON leaves a false out; a default submit says true.
-    assert "preemptible" not in task["training"]
+    # Printed even when false (the CLI's JSON keeps zero values); a default submit says true.
+    assert task["training"]["preemptible"] is False
     default = run(
         shared_server,
         "--json", "train", "mobilenet_v3_small", "synthetic",
@@ -84,3 +86,20 @@ def test_train_can_opt_out_of_preemption(shared_server: ServerThread) -> None:
     assert json.loads(default.stdout)["training"]["preemptible"] is True
     for submitted in (task, json.loads(default.stdout)):
         run(shared_server, "cancel", submitted["task_id"])
+
+
+def test_resources_shows_each_gpus_memory_and_what_admission_holds_on_it(
+    fresh_server: Callable[..., ServerThread],
+) -> None:
+    server = fresh_server(StaticInventory.uniform(2, total_bytes=16 * 2**30))
+    table = run(server, "resources").stdout
+    gpu_table = table.split("\n\n")[1].splitlines()
+    assert gpu_table[0].split() == [
+        "GPU", "DEVICE", "TOTAL-GB", "USED-GB", "FREE-GB", "ADMITTED-GB",
+    ]  # fmt: skip
+    assert [row.split() for row in gpu_table[1:]] == [
+        ["GPU_0", "cuda:0", "16.0", "0.0", "16.0", "0.0"],
+        ["GPU_1", "cuda:1", "16.0", "0.0", "16.0", "0.0"],
+    ]
+    shown = json.loads(run(server, "--json", "resources").stdout)
+    assert shown["gpu_memory_info"]["GPU_0"]["estimated_gb"] == 0.0

@@ -72,7 +72,11 @@ REQUEST_ID_HELP = (
 
 
 def _dict(message: Message) -> dict[str, Any]:
-    return MessageToDict(message, preserving_proto_field_name=True)
+    # Zeros and empty strings printed too: a script reads `allocated_gb` on an idle GPU
+    # or `training` on an idle device without guarding against a missing key.
+    return MessageToDict(
+        message, preserving_proto_field_name=True, always_print_fields_with_no_presence=True
+    )
 
 
 def _state(value: int) -> str:
@@ -552,10 +556,14 @@ def resources(ctx: Context) -> None:
                 f"{info.total_gb:.1f}",
                 f"{info.allocated_gb:.1f}",
                 f"{info.free_gb:.1f}",
+                f"{info.estimated_gb:.1f}",
             ]
             for name, info in sorted(reply.gpu_memory_info.items())
         ]
-        text += "\n\n" + _table(gpus, ["GPU", "DEVICE", "TOTAL-GB", "USED-GB", "FREE-GB"])
+        # USED is what the driver reads; ADMITTED is what admission counts as taken (the
+        # estimates of the tasks and served models on the GPU, allocated yet or not).
+        headers = ["GPU", "DEVICE", "TOTAL-GB", "USED-GB", "FREE-GB", "ADMITTED-GB"]
+        text += "\n\n" + _table(gpus, headers)
     ctx.emit(_dict(reply), text)
 
 
