@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from engines.process import WORKER_CUDA_ENV, WorkerProcess
+from engines.protocol import WorkerReady
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/<pid>/environ")
@@ -20,7 +21,11 @@ def test_a_worker_numbers_gpus_by_pci_bus_whatever_it_was_given(
     worker = WorkerProcess("cpu", environment={"CUDA_DEVICE_ORDER": "FASTEST_FIRST", "X": "1"})
     worker.start()
     try:
-        assert worker.pid is not None
+        assert worker.pid is not None and worker.conn is not None
+        # Read once the worker says it is up: between its fork and its exec, /proc shows
+        # the environment the parent process started with, not the one it was given.
+        assert worker.conn.poll(120), "the worker did not start"
+        assert isinstance(worker.conn.recv(), WorkerReady)
         raw = Path(f"/proc/{worker.pid}/environ").read_bytes()
         environ = dict(entry.split("=", 1) for entry in raw.decode().split("\0") if entry)
     finally:
