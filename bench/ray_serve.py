@@ -61,6 +61,7 @@ from packaging.requirements import Requirement
 from bench.harness import Tandem, concurrent_calls, make_png
 from bench.predict import TOP_K, predict_call, save_predict_model
 from bench.report import Goal, Unavailable
+from tests.harness.processes import kill_processes_using
 
 __all__ = ["FULL", "GOALS", "SMOKE", "Settings", "measure", "run", "unavailable"]
 
@@ -210,6 +211,32 @@ def _import_serve() -> tuple[Any, Any]:
     return ray, serve
 
 
+def _start_ray(ray: Any, temp_dir: str, cpus: int) -> None:
+    """A local Ray instance with its files under `temp_dir`. Ray gives its raylet a fixed
+    30 s to register, which a first start on a cold 2-core machine can pass (seen here:
+    "The current node timed out during startup"), so a start that timed out is cleaned
+    up (its processes killed) and tried once more, in a folder of its own."""
+    for attempt in (1, 2):
+        folder = os.path.join(temp_dir, f"start-{attempt}")
+        os.makedirs(folder)
+        try:
+            ray.init(
+                address="local",
+                num_cpus=cpus,
+                include_dashboard=False,
+                object_store_memory=OBJECT_STORE_BYTES,
+                log_to_driver=False,
+                logging_level="error",
+                _temp_dir=folder,
+            )
+            return
+        except Exception as exc:
+            if attempt == 2 or "timed out" not in str(exc).lower():
+                raise
+            ray.shutdown()
+            kill_processes_using(folder)
+
+
 @contextmanager
 def _ray_serve(
     ray: Any, serve: Any, model_path: Path, applications: list[_Application]
@@ -222,15 +249,7 @@ def _ray_serve(
     temp_dir = tempfile.mkdtemp(prefix=RAY_TEMP_PREFIX)
     port = _free_port()
     try:
-        ray.init(
-            address="local",
-            num_cpus=sum(app.replicas * app.cpus for app in applications),
-            include_dashboard=False,
-            object_store_memory=OBJECT_STORE_BYTES,
-            log_to_driver=False,
-            logging_level="error",
-            _temp_dir=temp_dir,
-        )
+        _start_ray(ray, temp_dir, sum(app.replicas * app.cpus for app in applications))
         try:
             serve.start(http_options={"host": "127.0.0.1", "port": port})
             threads = {}

@@ -31,6 +31,7 @@ os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 from ray.cluster_utils import Cluster
 
 from tests.conftest import make_config
+from tests.harness.processes import kill_processes_using, raylets
 from tests.harness.threaded import ServerThread
 
 NODE_ARGS: dict[str, Any] = {
@@ -57,13 +58,13 @@ class RayTestCluster:
         raylets it left behind are killed, which ends their agents and workers) and
         tried once more."""
         for attempt in (1, 2):
-            raylets_before = _raylets()
+            raylets_before = raylets()
             try:
                 return self.cluster.add_node(**{**NODE_ARGS, **args})
             except Exception as exc:
                 if attempt == 2 or "timed out" not in str(exc).lower():
                     raise
-                for pid in _raylets() - raylets_before:
+                for pid in raylets() - raylets_before:
                     with contextlib.suppress(OSError):
                         os.kill(pid, signal.SIGKILL)
         raise AssertionError("unreachable")
@@ -117,34 +118,8 @@ def _start_head(root: str) -> Cluster:
             # in time ("Timed out waiting for file .../gcs_server_port_...").
             if attempt == 2 or "timed out" not in str(exc).lower():
                 raise
-            _kill_processes_using(temp_dir)
+            kill_processes_using(temp_dir)
     raise AssertionError("unreachable")
-
-
-def _raylets() -> set[int]:
-    """The pids of the raylets running on this machine (the test cluster's nodes)."""
-    found: set[int] = set()
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        with contextlib.suppress(OSError):
-            if (entry / "comm").read_text().strip() == "raylet":
-                found.add(int(entry.name))
-    return found
-
-
-def _kill_processes_using(folder: str) -> None:
-    """SIGKILLs the processes whose command line names `folder` (a failed start's GCS
-    and raylet), so they do not linger beside the next try."""
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit() or int(entry.name) == os.getpid():
-            continue
-        try:
-            command = (entry / "cmdline").read_bytes()
-            if folder.encode() in command:
-                os.kill(int(entry.name), signal.SIGKILL)
-        except (OSError, ProcessLookupError):
-            continue
 
 
 @pytest.fixture
