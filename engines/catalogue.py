@@ -12,6 +12,8 @@ import difflib
 
 from engines.model_table import PARAMETER_COUNTS
 
+Triple = tuple[float, float, float]
+
 # The shape the table's counts are for: ImageNet's classes at its usual size.
 SIZING_CLASSES = 1000
 SIZING_IMAGE_SIZE = 224
@@ -19,6 +21,16 @@ SIZING_IMAGE_SIZE = 224
 # Models whose builders grow auxiliary classifiers (a tuple output in train mode) and warn
 # about a changed default init unless told; a plain classifier wants neither.
 AUX_LOGITS_MODELS = frozenset({"googlenet", "inception_v3"})
+
+# torchvision's googlenet and inception_v3 weights (ported from TensorFlow) were trained
+# on images scaled to [-1, 1]; its builders add `transform_input`, a conversion from
+# ImageNet-normalised input, whenever they load them. Normalising with mean = std = 0.5
+# gives those very tensors, so zoo builds these models without the conversion (one
+# architecture for every source of weights) and a training that starts from these
+# weights normalises this way; its artifact records it for inference and export.
+TORCHVISION_WEIGHTS_NORMALISATION: dict[str, tuple[Triple, Triple]] = {
+    name: ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5)) for name in ("googlenet", "inception_v3")
+}
 
 # Vision transformers bake the input size into their position embeddings, so the size
 # must be given at build time and be a multiple of the patch size.

@@ -95,20 +95,20 @@ class _ImageFolder(datasets.ImageFolder):  # type: ignore[misc]
         return classes, {name: index for index, name in enumerate(classes)}
 
 
-def _load_image_folder(path: str, image_size: int) -> LoadedDataset:
+def _load_image_folder(path: str, image_size: int, mean: Triple, std: Triple) -> LoadedDataset:
     problem = validate_image_folder(path)
     if problem is not None:
         raise JobError(problem)
     try:
         folder = _ImageFolder(
             path,
-            transform=image_transform(image_size, IMAGENET_MEAN, IMAGENET_STD),
+            transform=image_transform(image_size, mean, std),
             loader=_open_rgb,
             is_valid_file=is_image_file,
         )
     except OSError as exc:  # The folder changed between the check and the scan.
         raise JobError(f"cannot read dataset folder {path}: {exc}") from None
-    return LoadedDataset(folder, list(folder.classes), IMAGENET_MEAN, IMAGENET_STD)
+    return LoadedDataset(folder, list(folder.classes), mean, std)
 
 
 class SyntheticShapes(Dataset[tuple[torch.Tensor, int]]):
@@ -175,26 +175,33 @@ class SyntheticShapes(Dataset[tuple[torch.Tensor, int]]):
         return (image + noise).clamp(0.0, 1.0)
 
 
-def _load_synthetic(image_size: int, seed: int) -> LoadedDataset:
+def _load_synthetic(image_size: int, seed: int, mean: Triple, std: Triple) -> LoadedDataset:
     if image_size < _SYNTHETIC_MIN_SIZE:
         raise JobError(
             f"the synthetic dataset needs image_size of at least {_SYNTHETIC_MIN_SIZE} px, "
             f"not {image_size}"
         )
-    shapes = SyntheticShapes(image_size, seed)
-    return LoadedDataset(shapes, list(shapes.classes), IMAGENET_MEAN, IMAGENET_STD)
+    shapes = SyntheticShapes(image_size, seed, mean, std)
+    return LoadedDataset(shapes, list(shapes.classes), mean, std)
 
 
-def load_dataset(spec: str, image_size: int, seed: int) -> LoadedDataset:
-    """The dataset named by `spec`: the literal `synthetic`, or an ImageFolder path.
+def load_dataset(
+    spec: str,
+    image_size: int,
+    seed: int,
+    mean: Triple = IMAGENET_MEAN,
+    std: Triple = IMAGENET_STD,
+) -> LoadedDataset:
+    """The dataset named by `spec`: the literal `synthetic`, or an ImageFolder path, its
+    images normalised with `mean` and `std` per channel.
 
     Raises JobError with a sentence for a user when the folder cannot be used.
     """
     if image_size < 1:
         raise JobError(f"image_size must be a positive number of pixels, not {image_size}")
     if spec == SYNTHETIC:
-        return _load_synthetic(image_size, seed)
-    return _load_image_folder(spec, image_size)
+        return _load_synthetic(image_size, seed, mean, std)
+    return _load_image_folder(spec, image_size, mean, std)
 
 
 def _labels(dataset: LabelledDataset) -> list[int]:

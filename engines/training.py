@@ -27,9 +27,13 @@ from torch.utils.data import DataLoader, Dataset
 from engines import artifacts, recipe, training_state, zoo
 from engines.augment import AugmentedSet, pipeline
 from engines.checkpoints import checkpoint_path, resume_point_path
-from engines.datasets import LoadedDataset, load_dataset, split
+from engines.datasets import IMAGENET_MEAN, IMAGENET_STD, LoadedDataset, load_dataset, split
 from engines.devices import free_after_oom, resolve_device
-from engines.initial_weights import head_parameter_names, load_initial_weights
+from engines.initial_weights import (
+    head_parameter_names,
+    input_normalisation,
+    load_initial_weights,
+)
 from engines.jobs import (
     JobCancelled,
     JobError,
@@ -79,7 +83,9 @@ def train(
     torch.manual_seed(job.seed)
     # Process-wide, which is right: a worker process runs one job at a time.
     torch.set_num_threads(max(1, job.num_threads))
-    data = load_dataset(job.dataset, job.image_size, job.seed)
+    # Normalised as the starting weights learned (googlenet's torchvision weights differ).
+    mean, std = input_normalisation(job.model, job.initial_weights)
+    data = load_dataset(job.dataset, job.image_size, job.seed, mean, std)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     oom = ""
@@ -352,7 +358,7 @@ class _Run:
                 f"training {job.model} ({params:,} parameters) on {self.device}: "
                 f"{len(self.data)} images in {len(self.data.classes)} classes "
                 f"({n_train} train, {n_val} validation), {job.epochs} epochs of "
-                f"{self.batches} batches"
+                f"{self.batches} batches" + _normalisation_note(self.data.mean, self.data.std)
             )
         )
         scaler = ", with a gradient scaler" if self.scaler is not None else ""
@@ -598,6 +604,14 @@ class _Run:
             metrics=metrics,
             optimizer_state=self.optimizer.state_dict() if optimizer else None,
         )
+
+
+def _normalisation_note(mean: tuple[float, ...], std: tuple[float, ...]) -> str:
+    """Said only when it is not ImageNet's, which every other run uses."""
+    if (mean, std) == (IMAGENET_MEAN, IMAGENET_STD):
+        return ""
+    shown = ", ".join(f"{m:g}/{s:g}" for m, s in zip(mean, std, strict=True))
+    return f"; images normalised as the starting weights expect (mean/std per channel {shown})"
 
 
 def _frozen_span(epochs: int) -> str:

@@ -9,10 +9,18 @@ from pathlib import Path
 
 import pytest
 import torch
+import torchvision
 
 from engines import artifacts, zoo
 from engines.datasets import load_dataset
-from engines.jobs import JobCancelled, JobError, JobEvent, JobResult, TrainingJob
+from engines.jobs import (
+    InitialWeights,
+    JobCancelled,
+    JobError,
+    JobEvent,
+    JobResult,
+    TrainingJob,
+)
 from engines.training import checkpoint_path, model_path, train
 
 
@@ -111,6 +119,34 @@ def test_a_run_reports_checkpoints_and_leaves_a_usable_model(tmp_path: Path) -> 
     with torch.no_grad():
         logits = model(images)
     assert logits.shape == (2, 4) and torch.isfinite(logits).all()
+
+
+def test_a_run_from_torchvisions_googlenet_weights_normalises_and_records_as_they_expect(
+    tmp_path: Path,
+) -> None:
+    # A file in torchvision's layout (aux classifiers and all), as the hub cache holds.
+    weights = tmp_path / "googlenet-1378be20.pth"
+    torchvision_model = torchvision.models.googlenet(
+        weights=None, aux_logits=True, init_weights=True, num_classes=1000
+    )
+    torch.save(torchvision_model.state_dict(), weights)
+    source = InitialWeights("pretrained", str(weights), "torchvision googlenet IMAGENET1K_V1")
+    job = make_job(tmp_path, model="googlenet", initial_weights=source, val_split=0.0)
+    emit = Recorder()
+
+    result = train(job, emit, never)
+
+    artifact = artifacts.load_artifact(result.model_path)
+    assert (artifact.mean, artifact.std) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    (described,) = [line for line in emit.lines() if line.startswith("training googlenet")]
+    assert described.endswith(
+        "images normalised as the starting weights expect (mean/std per channel "
+        "0.5/0.5, 0.5/0.5, 0.5/0.5)"
+    )
+    # The run's images were normalised so: the first one as the artifact will see it.
+    raw = load_dataset("synthetic", 32, seed=0, mean=(0.0,) * 3, std=(1.0,) * 3).dataset[0][0]
+    seen = load_dataset("synthetic", 32, seed=0, mean=(0.5,) * 3, std=(0.5,) * 3).dataset[0][0]
+    torch.testing.assert_close(seen, (raw - 0.5) / 0.5)
 
 
 def test_the_same_seed_gives_the_same_run(tmp_path: Path) -> None:
