@@ -273,6 +273,9 @@ def _ray_serve(
             serve.shutdown()
             ray.shutdown()
     finally:
+        # Whatever Ray left running (a start that failed twice, a shutdown cut short)
+        # would take cores from the benchmarks after this one.
+        kill_processes_using(temp_dir)
         shutil.rmtree(temp_dir, ignore_errors=True)
 
 

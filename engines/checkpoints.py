@@ -19,6 +19,12 @@ def resume_point_path(output_dir: str) -> str:
     return os.path.join(output_dir, "checkpoints", "preempted.pt")
 
 
+def normalisation_path(output_dir: str) -> str:
+    """Where a training records how it normalises its images (`engines.training`), so
+    that a resumed run goes on as it started."""
+    return os.path.join(output_dir, "checkpoints", "normalisation.json")
+
+
 def latest_checkpoint(output_dir: str) -> tuple[int, str] | None:
     """(epoch, path) of the newest checkpoint in `output_dir`, if any."""
     folder = os.path.join(output_dir, "checkpoints")

@@ -30,8 +30,10 @@ from engines.jobs import JobError
 
 SYNTHETIC = "synthetic"
 
-# Every dataset is normalised with ImageNet's statistics: the usual choice for torchvision
-# models, and one fixed pair means an artifact's mean/std never depend on a data scan.
+# Datasets are normalised with ImageNet's statistics unless the starting weights learned
+# with others (`engines.initial_weights.input_normalisation`): the usual choice for
+# torchvision models, and a fixed pair means an artifact's mean/std never depend on a
+# data scan.
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 

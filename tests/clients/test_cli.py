@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from scheduler import StaticInventory
+from tandem.cli import gpu_memory_table
+from tandem.v1 import resource_service_pb2, resources_pb2
 from tests.conftest import ServerThread
 
 TANDEM = str(Path(sys.executable).parent / "tandem")
@@ -103,3 +105,21 @@ def test_resources_shows_each_gpus_memory_and_what_admission_holds_on_it(
     ]
     shown = json.loads(run(server, "--json", "resources").stdout)
     assert shown["gpu_memory_info"]["GPU_0"]["estimated_gb"] == 0.0
+
+
+def test_the_gpu_table_puts_each_figure_under_its_own_heading() -> None:
+    info = resources_pb2.GpuMemoryInfo
+    reply = resource_service_pb2.GetResourcesResponse(
+        gpu_memory_info={
+            "GPU_1": info(device="cuda:1", total_gb=80.0, allocated_gb=2.5, free_gb=77.5),
+            "GPU_0": info(
+                device="cuda:0", total_gb=24.0, allocated_gb=8.5, free_gb=15.5, estimated_gb=11.0
+            ),
+        }
+    )
+    rows = [line.split() for line in gpu_memory_table(reply).splitlines()]
+    assert rows == [
+        ["GPU", "DEVICE", "TOTAL-GB", "USED-GB", "FREE-GB", "ADMITTED-GB"],
+        ["GPU_0", "cuda:0", "24.0", "8.5", "15.5", "11.0"],
+        ["GPU_1", "cuda:1", "80.0", "2.5", "77.5", "0.0"],
+    ]

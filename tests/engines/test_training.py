@@ -4,6 +4,7 @@ convergence check on scikit-learn's handwritten digits."""
 from __future__ import annotations
 
 import dataclasses
+import os
 from collections.abc import Callable
 from pathlib import Path
 
@@ -12,7 +13,8 @@ import torch
 import torchvision
 
 from engines import artifacts, zoo
-from engines.datasets import load_dataset
+from engines.checkpoints import normalisation_path
+from engines.datasets import IMAGENET_MEAN, IMAGENET_STD, load_dataset
 from engines.jobs import (
     InitialWeights,
     JobCancelled,
@@ -121,32 +123,58 @@ def test_a_run_reports_checkpoints_and_leaves_a_usable_model(tmp_path: Path) -> 
     assert logits.shape == (2, 4) and torch.isfinite(logits).all()
 
 
-def test_a_run_from_torchvisions_googlenet_weights_normalises_and_records_as_they_expect(
-    tmp_path: Path,
-) -> None:
-    # A file in torchvision's layout (aux classifiers and all), as the hub cache holds.
+def _googlenet_from_torchvision_weights(tmp_path: Path) -> tuple[Path, TrainingJob]:
+    """A file in torchvision's googlenet layout (aux classifiers and all), as the hub cache
+    holds, and a one-epoch job starting from it."""
     weights = tmp_path / "googlenet-1378be20.pth"
-    torchvision_model = torchvision.models.googlenet(
+    model = torchvision.models.googlenet(
         weights=None, aux_logits=True, init_weights=True, num_classes=1000
     )
-    torch.save(torchvision_model.state_dict(), weights)
+    torch.save(model.state_dict(), weights)
     source = InitialWeights("pretrained", str(weights), "torchvision googlenet IMAGENET1K_V1")
-    job = make_job(tmp_path, model="googlenet", initial_weights=source, val_split=0.0)
+    job = make_job(tmp_path / "run", model="googlenet", initial_weights=source, val_split=0.0)
+    return weights, job
+
+
+def test_a_run_from_torchvisions_googlenet_weights_normalises_as_they_expect_to_the_end(
+    tmp_path: Path,
+) -> None:
+    weights, job = _googlenet_from_torchvision_weights(tmp_path)
     emit = Recorder()
 
-    result = train(job, emit, never)
+    first = train(job, emit, never)
 
-    artifact = artifacts.load_artifact(result.model_path)
-    assert (artifact.mean, artifact.std) == ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    half = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    for path in (first.model_path, checkpoint_path(job.output_dir, 1)):
+        artifact = artifacts.load_artifact(path)
+        assert (artifact.mean, artifact.std) == half
     (described,) = [line for line in emit.lines() if line.startswith("training googlenet")]
     assert described.endswith(
         "images normalised as the starting weights expect (mean/std per channel "
         "0.5/0.5, 0.5/0.5, 0.5/0.5)"
     )
-    # The run's images were normalised so: the first one as the artifact will see it.
-    raw = load_dataset("synthetic", 32, seed=0, mean=(0.0,) * 3, std=(1.0,) * 3).dataset[0][0]
-    seen = load_dataset("synthetic", 32, seed=0, mean=(0.5,) * 3, std=(0.5,) * 3).dataset[0][0]
-    torch.testing.assert_close(seen, (raw - 0.5) / 0.5)
+    # Resumed for a second epoch after the file it started from is gone: the same.
+    weights.unlink()
+    resumed = dataclasses.replace(job, epochs=2, resume_from=checkpoint_path(job.output_dir, 1))
+    second = train(resumed, Recorder(), never)
+    assert second.metrics["epoch"] == 2
+    for path in (second.model_path, checkpoint_path(job.output_dir, 2)):
+        artifact = artifacts.load_artifact(path)
+        assert (artifact.mean, artifact.std) == half
+
+
+def test_a_run_resumed_from_before_normalisation_was_recorded_keeps_imagenets(
+    tmp_path: Path,
+) -> None:
+    # Runs started before the record existed normalised with ImageNet's statistics, even
+    # from googlenet's torchvision weights: such a run goes on as it began.
+    _, job = _googlenet_from_torchvision_weights(tmp_path)
+    train(job, Recorder(), never)
+    os.remove(normalisation_path(job.output_dir))
+    resumed = dataclasses.replace(job, epochs=2, resume_from=checkpoint_path(job.output_dir, 1))
+    result = train(resumed, Recorder(), never)
+    artifact = artifacts.load_artifact(result.model_path)
+    assert (artifact.mean, artifact.std) == (IMAGENET_MEAN, IMAGENET_STD)
 
 
 def test_the_same_seed_gives_the_same_run(tmp_path: Path) -> None:

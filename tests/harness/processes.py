@@ -12,14 +12,17 @@ from pathlib import Path
 __all__ = ["kill_processes_using", "raylets"]
 
 
-def raylets() -> set[int]:
-    """The pids of the raylets running on this machine."""
+def raylets(folder: str) -> set[int]:
+    """The pids of the raylets whose command line names `folder` (their cluster's temp
+    dir): this cluster's, not another one's on the same machine."""
     found: set[int] = set()
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
         with contextlib.suppress(OSError):
-            if (entry / "comm").read_text().strip() == "raylet":
+            if (entry / "comm").read_text().strip() != "raylet":
+                continue
+            if folder.encode() in (entry / "cmdline").read_bytes():
                 found.add(int(entry.name))
     return found
 

@@ -55,16 +55,20 @@ class RayTestCluster:
     def add_node(self, **args: Any) -> Any:
         """Adds a node. Its raylet has Ray's fixed 30 s to register, as the head's has
         (`_start_head`); a start that timed out on a busy machine is cleaned up (the
-        raylets it left behind are killed, which ends their agents and workers) and
-        tried once more."""
+        node forgotten if the cluster already counted it, the raylet it started killed,
+        which ends its agents and workers) and tried once more."""
         for attempt in (1, 2):
-            raylets_before = raylets()
+            raylets_before = raylets(self.root)
+            nodes_before = set(self.cluster.worker_nodes)
             try:
                 return self.cluster.add_node(**{**NODE_ARGS, **args})
             except Exception as exc:
                 if attempt == 2 or "timed out" not in str(exc).lower():
                     raise
-                for pid in raylets() - raylets_before:
+                for node in set(self.cluster.worker_nodes) - nodes_before:
+                    with contextlib.suppress(Exception):
+                        self.cluster.remove_node(node, allow_graceful=False)
+                for pid in raylets(self.root) - raylets_before:
                     with contextlib.suppress(OSError):
                         os.kill(pid, signal.SIGKILL)
         raise AssertionError("unreachable")
@@ -79,9 +83,10 @@ def ray_cluster() -> Iterator[RayTestCluster]:
     os.environ["RAY_TMPDIR"] = root
     cluster = _start_head(root)
     try:
-        cluster.add_node(**NODE_ARGS)
+        test_cluster = RayTestCluster(cluster, root)
+        test_cluster.add_node()
         cluster.wait_for_nodes()
-        yield RayTestCluster(cluster, root)
+        yield test_cluster
     finally:
         cluster.shutdown()
         if saved is None:

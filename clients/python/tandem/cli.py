@@ -56,7 +56,7 @@ from tandem.contract import (
     PRECISIONS,
 )
 from tandem.errors import TandemError
-from tandem.v1 import model_pb2, task_pb2
+from tandem.v1 import model_pb2, resource_service_pb2, task_pb2
 
 STATE_NAMES = [n.removeprefix("TASK_STATE_") for n in task_pb2.TaskState.keys()[1:]]
 STATE_VALUES = {_n: task_pb2.TaskState.Value(f"TASK_STATE_{_n}") for _n in STATE_NAMES}
@@ -369,8 +369,9 @@ def task(ctx: Context, task_id: str) -> None:
     """Show one task."""
     with ctx.client() as client:
         found = client.get_task(task_id)
-    data = _dict(found)
-    ctx.emit(data, "\n".join(f"{k}: {v}" for k, v in data.items()))
+    # The text view lists what is set; --json has every field.
+    shown = MessageToDict(found, preserving_proto_field_name=True)
+    ctx.emit(_dict(found), "\n".join(f"{k}: {v}" for k, v in shown.items()))
 
 
 @main.command()
@@ -549,22 +550,26 @@ def resources(ctx: Context) -> None:
         )
     text = _table(rows, ["DEVICE", "TRAINING", "INFERENCE", "QUEUED-T", "QUEUED-I"])
     if reply.gpu_memory_info:
-        gpus = [
-            [
-                name,
-                info.device,
-                f"{info.total_gb:.1f}",
-                f"{info.allocated_gb:.1f}",
-                f"{info.free_gb:.1f}",
-                f"{info.estimated_gb:.1f}",
-            ]
-            for name, info in sorted(reply.gpu_memory_info.items())
-        ]
-        # USED is what the driver reads; ADMITTED is what admission counts as taken (the
-        # estimates of the tasks and served models on the GPU, allocated yet or not).
-        headers = ["GPU", "DEVICE", "TOTAL-GB", "USED-GB", "FREE-GB", "ADMITTED-GB"]
-        text += "\n\n" + _table(gpus, headers)
+        text += "\n\n" + gpu_memory_table(reply)
     ctx.emit(_dict(reply), text)
+
+
+def gpu_memory_table(reply: resource_service_pb2.GetResourcesResponse) -> str:
+    """A row per GPU: its memory as the driver reads it (USED, FREE) and what admission
+    counts as taken on it (ADMITTED: the estimates of the tasks and served models
+    admitted there, allocated yet or not)."""
+    rows = [
+        [
+            name,
+            info.device,
+            f"{info.total_gb:.1f}",
+            f"{info.allocated_gb:.1f}",
+            f"{info.free_gb:.1f}",
+            f"{info.estimated_gb:.1f}",
+        ]
+        for name, info in sorted(reply.gpu_memory_info.items())
+    ]
+    return _table(rows, ["GPU", "DEVICE", "TOTAL-GB", "USED-GB", "FREE-GB", "ADMITTED-GB"])
 
 
 @main.group()
