@@ -21,8 +21,9 @@ def resume_point_path(output_dir: str) -> str:
 
 def normalisation_path(output_dir: str) -> str:
     """Where a training records how it normalises its images (`engines.training`), so
-    that a resumed run goes on as it started."""
-    return os.path.join(output_dir, "checkpoints", "normalisation.json")
+    that a resumed run goes on as it started; beside its model file, so that its
+    checkpoints folder holds checkpoints only."""
+    return os.path.join(output_dir, "normalisation.json")
 
 
 def latest_checkpoint(output_dir: str) -> tuple[int, str] | None:

@@ -106,7 +106,7 @@ Normalisation = tuple[tuple[float, float, float], tuple[float, float, float]]
 def _run_normalisation(job: TrainingJob) -> Normalisation:
     """(mean, std) this run normalises its images with. A fresh run takes what its
     starting weights learned with (`input_normalisation`: googlenet's torchvision weights
-    differ) and records it beside its checkpoints; a resumed run reads that record, so it
+    differ) and records it in its output folder; a resumed run reads that record, so it
     never changes midway, whatever became of the file it started from. A run from before
     the record existed used ImageNet's."""
     path = normalisation_path(job.output_dir)
