@@ -19,13 +19,10 @@ from typing import Any
 
 import torch
 
-from engines.artifact_info import read_info
 from engines.artifacts import ArtifactError, load_artifact
-from engines.catalogue import TORCHVISION_WEIGHTS_NORMALISATION
-from engines.datasets import IMAGENET_MEAN, IMAGENET_STD
 from engines.jobs import InitialWeights, JobError, first_line
 
-__all__ = ["WeightsReport", "head_parameter_names", "input_normalisation", "load_initial_weights"]
+__all__ = ["WeightsReport", "head_parameter_names", "load_initial_weights"]
 
 # How many names an error sentence lists before it says "and N more".
 _NAMES_SHOWN = 4
@@ -88,29 +85,6 @@ def head_parameter_names(model: torch.nn.Module) -> frozenset[str]:
         return frozenset()
     prefix, module = head
     return frozenset(f"{prefix}.{name}" for name, _ in module.named_parameters(recurse=False))
-
-
-def input_normalisation(
-    architecture: str, source: InitialWeights | None
-) -> tuple[tuple[float, float, float], tuple[float, float, float]]:
-    """(mean, std) that a training of `architecture` starting from `source` normalises
-    its images with: what the weights learned with. An earlier task's artifact records
-    its own; torchvision's weights use ImageNet's, except googlenet's and inception_v3's
-    (`catalogue.TORCHVISION_WEIGHTS_NORMALISATION`); anything else (fresh weights, a
-    plain state dict, which says nothing of it) ImageNet's."""
-    if source is not None and source.kind == "artifact":
-        try:
-            info = read_info(source.path)
-        except ArtifactError:
-            pass  # loading it says why, in the job's own words
-        else:
-            if info.architecture == architecture:
-                return info.mean, info.std
-    if source is not None and source.kind == "pretrained":
-        known = TORCHVISION_WEIGHTS_NORMALISATION.get(architecture)
-        if known is not None:
-            return known
-    return IMAGENET_MEAN, IMAGENET_STD
 
 
 def load_initial_weights(

@@ -14,7 +14,6 @@ next batch boundary (`engines.training_state`) and raises `JobPreempted`; a job 
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import os
 import time
@@ -27,14 +26,10 @@ from torch.utils.data import DataLoader, Dataset
 
 from engines import artifacts, recipe, training_state, zoo
 from engines.augment import AugmentedSet, pipeline
-from engines.checkpoints import checkpoint_path, normalisation_path, resume_point_path
+from engines.checkpoints import checkpoint_path, resume_point_path
 from engines.datasets import IMAGENET_MEAN, IMAGENET_STD, LoadedDataset, load_dataset, split
 from engines.devices import free_after_oom, resolve_device
-from engines.initial_weights import (
-    head_parameter_names,
-    input_normalisation,
-    load_initial_weights,
-)
+from engines.initial_weights import head_parameter_names, load_initial_weights
 from engines.jobs import (
     JobCancelled,
     JobError,
@@ -46,6 +41,7 @@ from engines.jobs import (
     TrainingJob,
     first_line,
 )
+from engines.normalisation import run_normalisation
 from engines.training_state import EpochBatches, ResumePoint
 
 # Progress events at most this often; the last batch of an epoch is always reported.
@@ -84,7 +80,7 @@ def train(
     torch.manual_seed(job.seed)
     # Process-wide, which is right: a worker process runs one job at a time.
     torch.set_num_threads(max(1, job.num_threads))
-    mean, std = _run_normalisation(job)
+    mean, std = run_normalisation(job)
     data = load_dataset(job.dataset, job.image_size, job.seed, mean, std)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -98,42 +94,6 @@ def train(
         f"out of memory on {device} training {job.model} with batch_size {job.batch_size} at "
         f"{job.image_size} px; try a smaller batch_size or image_size ({oom})"
     )
-
-
-Normalisation = tuple[tuple[float, float, float], tuple[float, float, float]]
-
-
-def _run_normalisation(job: TrainingJob) -> Normalisation:
-    """(mean, std) this run normalises its images with. A fresh run takes what its
-    starting weights learned with (`input_normalisation`: googlenet's torchvision weights
-    differ) and records it in its output folder; a resumed run reads that record, so it
-    never changes midway, whatever became of the file it started from. A run from before
-    the record existed used ImageNet's."""
-    path = normalisation_path(job.output_dir)
-    if job.resume_from:
-        try:
-            with open(path, encoding="utf-8") as f:
-                recorded = json.load(f)
-            return _triple(recorded["mean"]), _triple(recorded["std"])
-        except FileNotFoundError:
-            return IMAGENET_MEAN, IMAGENET_STD
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise JobError(
-                f"cannot read how this run normalises its images ({path}): {exc!r}"
-            ) from None
-    mean, std = input_normalisation(job.model, job.initial_weights)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    partial = path + ".partial"
-    with open(partial, "w", encoding="utf-8") as f:
-        json.dump({"mean": list(mean), "std": list(std)}, f)
-    os.replace(partial, path)  # never a torn record for a resume to trip on
-    return mean, std
-
-
-def _triple(values: Any) -> tuple[float, float, float]:
-    """Three numbers, one per channel; ValueError or TypeError otherwise."""
-    first, second, third = (float(value) for value in values)
-    return first, second, third
 
 
 def _fit(
