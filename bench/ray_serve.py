@@ -61,7 +61,7 @@ from packaging.requirements import Requirement
 from bench.harness import Tandem, concurrent_calls, make_png
 from bench.predict import TOP_K, predict_call, save_predict_model
 from bench.report import Goal, Unavailable
-from tests.harness.processes import kill_processes_using
+from tests.harness.processes import kill_processes_using, twice_if_ray_times_out
 
 __all__ = ["FULL", "GOALS", "SMOKE", "Settings", "measure", "run", "unavailable"]
 
@@ -212,29 +212,29 @@ def _import_serve() -> tuple[Any, Any]:
 
 
 def _start_ray(ray: Any, temp_dir: str, cpus: int) -> None:
-    """A local Ray instance with its files under `temp_dir`. Ray gives its raylet a fixed
-    30 s to register, which a first start on a cold 2-core machine can pass (seen here:
-    "The current node timed out during startup"), so a start that timed out is cleaned
-    up (its processes killed) and tried once more, in a folder of its own."""
-    for attempt in (1, 2):
+    """A local Ray instance with its files under `temp_dir`; once more, in a folder of
+    its own, if Ray's fixed 30 s for its raylet passed (seen on a cold 2-core machine:
+    "The current node timed out during startup"), after the first try's processes are
+    killed."""
+
+    def start(attempt: int) -> None:
         folder = os.path.join(temp_dir, f"start-{attempt}")
         os.makedirs(folder)
-        try:
-            ray.init(
-                address="local",
-                num_cpus=cpus,
-                include_dashboard=False,
-                object_store_memory=OBJECT_STORE_BYTES,
-                log_to_driver=False,
-                logging_level="error",
-                _temp_dir=folder,
-            )
-            return
-        except Exception as exc:
-            if attempt == 2 or "timed out" not in str(exc).lower():
-                raise
-            ray.shutdown()
-            kill_processes_using(folder)
+        ray.init(
+            address="local",
+            num_cpus=cpus,
+            include_dashboard=False,
+            object_store_memory=OBJECT_STORE_BYTES,
+            log_to_driver=False,
+            logging_level="error",
+            _temp_dir=folder,
+        )
+
+    def clean_up() -> None:
+        ray.shutdown()
+        kill_processes_using(os.path.join(temp_dir, "start-1"))
+
+    twice_if_ray_times_out(start, clean_up)
 
 
 @contextmanager

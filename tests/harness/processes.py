@@ -1,15 +1,33 @@
-"""Processes on this machine found by what they are: for cleaning up after a Ray start
-that timed out (Ray gives a new raylet a fixed 30 s to register, which a busy 2-core
-machine can pass), in the tests' Ray cluster and in the Ray Serve benchmark alike."""
+"""Ray starts that time out on a busy machine: Ray gives a new raylet (and the GCS its
+port file) a fixed 30 s, which a 2-core machine running other work can pass. One more
+try after a clean-up, and the processes to clean up, found by what they are; for the
+tests' Ray cluster and the Ray Serve benchmark alike."""
 
 from __future__ import annotations
 
 import contextlib
 import os
 import signal
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
-__all__ = ["kill_processes_using", "raylets"]
+__all__ = ["kill_processes_using", "raylets", "twice_if_ray_times_out"]
+
+T = TypeVar("T")
+
+
+def twice_if_ray_times_out(start: Callable[[int], T], clean_up: Callable[[], None]) -> T:
+    """`start(1)`; if Ray says it timed out ("... timed out during startup", "Timed out
+    waiting for file .../gcs_server_port_..."), `clean_up()` and `start(2)`. Any other
+    error, and a second timeout, is raised."""
+    try:
+        return start(1)
+    except Exception as exc:
+        if "timed out" not in str(exc).lower():
+            raise
+    clean_up()
+    return start(2)
 
 
 def raylets(folder: str) -> set[int]:

@@ -31,7 +31,7 @@ os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
 from ray.cluster_utils import Cluster
 
 from tests.conftest import make_config
-from tests.harness.processes import kill_processes_using, raylets
+from tests.harness.processes import kill_processes_using, raylets, twice_if_ray_times_out
 from tests.harness.threaded import ServerThread
 
 NODE_ARGS: dict[str, Any] = {
@@ -53,25 +53,23 @@ class RayTestCluster:
         return str(self.cluster.address)
 
     def add_node(self, **args: Any) -> Any:
-        """Adds a node. Its raylet has Ray's fixed 30 s to register, as the head's has
-        (`_start_head`); a start that timed out on a busy machine is cleaned up (the
-        node forgotten if the cluster already counted it, the raylet it started killed,
-        which ends its agents and workers) and tried once more."""
-        for attempt in (1, 2):
-            raylets_before = raylets(self.root)
-            nodes_before = set(self.cluster.worker_nodes)
-            try:
-                return self.cluster.add_node(**{**NODE_ARGS, **args})
-            except Exception as exc:
-                if attempt == 2 or "timed out" not in str(exc).lower():
-                    raise
-                for node in set(self.cluster.worker_nodes) - nodes_before:
-                    with contextlib.suppress(Exception):
-                        self.cluster.remove_node(node, allow_graceful=False)
-                for pid in raylets(self.root) - raylets_before:
-                    with contextlib.suppress(OSError):
-                        os.kill(pid, signal.SIGKILL)
-        raise AssertionError("unreachable")
+        """Adds a node, once more if Ray's fixed 30 s for its raylet passed on a busy
+        machine: the node forgotten if the cluster already counted it, the raylet it
+        started killed (which ends its agents and workers)."""
+        raylets_before = raylets(self.root)
+        nodes_before = set(self.cluster.worker_nodes)
+
+        def clean_up() -> None:
+            for node in set(self.cluster.worker_nodes) - nodes_before:
+                with contextlib.suppress(Exception):
+                    self.cluster.remove_node(node, allow_graceful=False)
+            for pid in raylets(self.root) - raylets_before:
+                with contextlib.suppress(OSError):
+                    os.kill(pid, signal.SIGKILL)
+
+        return twice_if_ray_times_out(
+            lambda _: self.cluster.add_node(**{**NODE_ARGS, **args}), clean_up
+        )
 
 
 @pytest.fixture(scope="module")
@@ -97,34 +95,31 @@ def ray_cluster() -> Iterator[RayTestCluster]:
 
 
 def _start_head(root: str) -> Cluster:
-    """The head node. Ray gives a raylet (and the GCS its port file) a fixed 30 s; on a
-    machine whose two cores are busy (CI) that can pass, so a timed-out start is cleaned
-    up and tried once more rather than failing a whole module."""
-    for attempt in (1, 2):
-        temp_dir = os.path.join(root, "ray" if attempt == 1 else "ray-again")
-        os.makedirs(temp_dir, exist_ok=True)
-        try:
-            return Cluster(
-                initialize_head=True,
-                head_node_args={
-                    **NODE_ARGS,
-                    "temp_dir": temp_dir,
-                    "_system_config": {
-                        "health_check_initial_delay_ms": 0,
-                        "health_check_period_ms": 500,
-                        "health_check_failure_threshold": 4,
-                        # A slow answer on a busy machine is still an answer.
-                        "health_check_timeout_ms": 10_000,
-                    },
+    """The head node, once more in a fresh folder if Ray's fixed 30 s passed on a busy
+    machine (CI), rather than failing a whole module."""
+
+    def folder(attempt: int) -> str:
+        path = os.path.join(root, "ray" if attempt == 1 else "ray-again")
+        os.makedirs(path, exist_ok=True)
+        return path
+
+    def start(attempt: int) -> Cluster:
+        return Cluster(
+            initialize_head=True,
+            head_node_args={
+                **NODE_ARGS,
+                "temp_dir": folder(attempt),
+                "_system_config": {
+                    "health_check_initial_delay_ms": 0,
+                    "health_check_period_ms": 500,
+                    "health_check_failure_threshold": 4,
+                    # A slow answer on a busy machine is still an answer.
+                    "health_check_timeout_ms": 10_000,
                 },
-            )
-        except Exception as exc:
-            # "... timed out during startup", or the GCS's port file that did not come
-            # in time ("Timed out waiting for file .../gcs_server_port_...").
-            if attempt == 2 or "timed out" not in str(exc).lower():
-                raise
-            kill_processes_using(temp_dir)
-    raise AssertionError("unreachable")
+            },
+        )
+
+    return twice_if_ray_times_out(start, lambda: kill_processes_using(folder(1)))
 
 
 @pytest.fixture
