@@ -19,7 +19,7 @@ from engines.checkpoints import normalisation_path
 from engines.datasets import IMAGENET_MEAN, IMAGENET_STD
 from engines.jobs import InitialWeights, JobError, TrainingJob
 
-__all__ = ["Normalisation", "input_normalisation", "run_normalisation"]
+__all__ = ["Normalisation", "describe", "input_normalisation", "run_normalisation"]
 
 Triple = tuple[float, float, float]
 # (mean, std), one number per channel each.
@@ -67,12 +67,26 @@ def run_normalisation(job: TrainingJob) -> Normalisation:
                 f"cannot read how this run normalises its images ({path}): {exc!r}"
             ) from None
     mean, std = input_normalisation(job.model, job.initial_weights)
-    os.makedirs(os.path.dirname(path), exist_ok=True)
     partial = path + ".partial"
-    with open(partial, "w", encoding="utf-8") as f:
-        json.dump({"mean": list(mean), "std": list(std)}, f)
-    os.replace(partial, path)  # never a torn record for a resume to trip on
+    try:
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        with open(partial, "w", encoding="utf-8") as f:
+            json.dump({"mean": list(mean), "std": list(std)}, f)
+        os.replace(partial, path)  # never a torn record for a resume to trip on
+    except OSError as exc:
+        raise JobError(
+            f"cannot record how this run normalises its images ({path}): {exc.strerror or exc}"
+        ) from None
     return mean, std
+
+
+def describe(mean: Triple, std: Triple) -> str:
+    """A clause for the training's log, empty for ImageNet's (which every other run
+    uses)."""
+    if (mean, std) == (IMAGENET_MEAN, IMAGENET_STD):
+        return ""
+    shown = ", ".join(f"{m:g}/{s:g}" for m, s in zip(mean, std, strict=True))
+    return f"; images normalised as the starting weights expect (mean/std per channel {shown})"
 
 
 def _triple(values: Any) -> Triple:

@@ -24,10 +24,10 @@ from typing import Any
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from engines import artifacts, recipe, training_state, zoo
+from engines import artifacts, normalisation, recipe, training_state, zoo
 from engines.augment import AugmentedSet, pipeline
 from engines.checkpoints import checkpoint_path, resume_point_path
-from engines.datasets import IMAGENET_MEAN, IMAGENET_STD, LoadedDataset, load_dataset, split
+from engines.datasets import LoadedDataset, load_dataset, split
 from engines.devices import free_after_oom, resolve_device
 from engines.initial_weights import head_parameter_names, load_initial_weights
 from engines.jobs import (
@@ -41,7 +41,6 @@ from engines.jobs import (
     TrainingJob,
     first_line,
 )
-from engines.normalisation import run_normalisation
 from engines.training_state import EpochBatches, ResumePoint
 
 # Progress events at most this often; the last batch of an epoch is always reported.
@@ -80,7 +79,7 @@ def train(
     torch.manual_seed(job.seed)
     # Process-wide, which is right: a worker process runs one job at a time.
     torch.set_num_threads(max(1, job.num_threads))
-    mean, std = run_normalisation(job)
+    mean, std = normalisation.run_normalisation(job)
     data = load_dataset(job.dataset, job.image_size, job.seed, mean, std)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
@@ -354,7 +353,7 @@ class _Run:
                 f"training {job.model} ({params:,} parameters) on {self.device}: "
                 f"{len(self.data)} images in {len(self.data.classes)} classes "
                 f"({n_train} train, {n_val} validation), {job.epochs} epochs of "
-                f"{self.batches} batches" + _normalisation_note(self.data.mean, self.data.std)
+                f"{self.batches} batches" + normalisation.describe(self.data.mean, self.data.std)
             )
         )
         scaler = ", with a gradient scaler" if self.scaler is not None else ""
@@ -600,14 +599,6 @@ class _Run:
             metrics=metrics,
             optimizer_state=self.optimizer.state_dict() if optimizer else None,
         )
-
-
-def _normalisation_note(mean: tuple[float, ...], std: tuple[float, ...]) -> str:
-    """Said only when it is not ImageNet's, which every other run uses."""
-    if (mean, std) == (IMAGENET_MEAN, IMAGENET_STD):
-        return ""
-    shown = ", ".join(f"{m:g}/{s:g}" for m, s in zip(mean, std, strict=True))
-    return f"; images normalised as the starting weights expect (mean/std per channel {shown})"
 
 
 def _frozen_span(epochs: int) -> str:

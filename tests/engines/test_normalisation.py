@@ -4,6 +4,8 @@ ImageNet's."""
 
 from __future__ import annotations
 
+import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -12,9 +14,10 @@ import torchvision
 
 from engines import catalogue
 from engines.artifacts import save_artifact
+from engines.checkpoints import normalisation_path
 from engines.datasets import IMAGENET_MEAN, IMAGENET_STD
-from engines.jobs import InitialWeights
-from engines.normalisation import input_normalisation
+from engines.jobs import InitialWeights, JobError, TrainingJob
+from engines.normalisation import input_normalisation, run_normalisation
 from engines.zoo import build_model
 
 
@@ -81,3 +84,48 @@ def test_a_training_normalises_as_its_starting_weights_learned(tmp_path: Path) -
     assert input_normalisation("googlenet", from_artifact) == imagenet
     missing = InitialWeights("artifact", str(tmp_path / "gone.pt"), "task t9's model")
     assert input_normalisation("resnet18", missing) == imagenet
+
+
+def _job(output_dir: Path, **changes: object) -> TrainingJob:
+    job = TrainingJob(
+        task_id="t1",
+        model="resnet18",
+        dataset="synthetic",
+        epochs=1,
+        batch_size=16,
+        learning_rate=1e-3,
+        optimizer="sgd",
+        image_size=32,
+        seed=0,
+        val_split=0.0,
+        device="cpu",
+        output_dir=str(output_dir),
+    )
+    return dataclasses.replace(job, **changes)  # type: ignore[arg-type]
+
+
+def test_a_fresh_run_records_its_choice_and_a_resumed_one_reads_it_back(tmp_path: Path) -> None:
+    weights = InitialWeights("pretrained", str(tmp_path / "g.pth"), "torchvision googlenet")
+    fresh = _job(tmp_path / "out", model="googlenet", initial_weights=weights)
+    half = ((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+    assert run_normalisation(fresh) == half
+    assert json.loads(Path(normalisation_path(fresh.output_dir)).read_text()) == {
+        "mean": [0.5, 0.5, 0.5],
+        "std": [0.5, 0.5, 0.5],
+    }
+    # Resumed, it reads the record, not its starting weights (here: none at all).
+    resumed = _job(tmp_path / "out", model="googlenet", resume_from="checkpoint.pt")
+    assert run_normalisation(resumed) == half
+
+
+def test_a_record_that_cannot_be_written_or_read_fails_the_job_with_a_sentence(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "a-file").write_text("not a folder")
+    with pytest.raises(JobError, match="cannot record how this run normalises its images"):
+        run_normalisation(_job(tmp_path / "a-file" / "out"))
+    damaged = _job(tmp_path / "out", resume_from="checkpoint.pt")
+    Path(normalisation_path(damaged.output_dir)).parent.mkdir(parents=True)
+    Path(normalisation_path(damaged.output_dir)).write_text('{"mean": [0.5, 0.5]}')
+    with pytest.raises(JobError, match="cannot read how this run normalises its images"):
+        run_normalisation(damaged)
